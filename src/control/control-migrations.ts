@@ -1,0 +1,17 @@
+import type { RawBuilder } from 'kysely';
+import { migration000001 } from './sql/000001-phases.js';
+
+/** One append-only step of the library's own control schema. @internal */
+export interface ControlMigration {
+  readonly version: number;
+  readonly name: string;
+  readonly statements: (controlSchema: string) => RawBuilder<unknown>[];
+}
+
+/** Every control migration this version of the library knows, in order. @internal */
+export const controlMigrations: readonly ControlMigration[] = [
+  { version: 1, name: 'phases', statements: migration000001 },
+];
+
+/** The newest control schema version this code understands. @internal */
+export const latestControlVersion = controlMigrations.at(-1)?.version ?? 0;

@@ -1,0 +1,39 @@
+import type { Kysely } from 'kysely';
+
+/** Which engine a {@link DatabaseHandle} talks to. */
+export type DatabaseBackend = 'postgres' | 'pglite';
+
+/**
+ * A notification listener returned by {@link DatabaseHandle.listen}; call it to stop listening.
+ */
+export type StopListening = () => Promise<void>;
+
+/**
+ * An open database: a Kysely instance plus what the library needs beyond queries.
+ *
+ * Created by {@link openDatabase}. Every `bigint` (int8) column comes back as a decimal
+ * `string`, exact above 2^53, on every backend.
+ *
+ * @example
+ * ```ts
+ * import { openDatabase } from 'pg-dual-read';
+ * const handle = await openDatabase(process.env.DATABASE_URL); // embedded PGlite when unset
+ * try {
+ *   const { rows } = await sql`select 1 as one`.execute(handle.db);
+ * } finally {
+ *   await handle.close();
+ * }
+ * ```
+ */
+export interface DatabaseHandle {
+  // biome-ignore lint/suspicious/noExplicitAny: the library addresses user-named tables.
+  readonly db: Kysely<any>;
+  readonly backend: DatabaseBackend;
+  /**
+   * Subscribe to `LISTEN channel`. Undefined when the handle cannot hold a dedicated
+   * listening session (a user-supplied `Kysely`): callers then rely on polling.
+   */
+  readonly listen?: (channel: string, onNotify: (payload: string) => void) => Promise<StopListening>;
+  /** Close what the handle opened. A handle wrapping a user's pool or Kysely leaves it open. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,217 @@
+import { resolve } from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import createDebug from 'debug';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { ConfigurationError, InvalidOptionsError } from '../errors.js';
+import type { DatabaseHandle, StopListening } from './database-handle.js';
+import { PGliteDialect } from './pglite-dialect.js';
+import { toQueryFailedError } from './query-failed.js';
+import { assertExactBigints, pgliteParsers, pgTypeOverrides } from './type-parsers.js';
+
+const log = createDebug('pg-dual-read:db');
+
+/** Options of {@link openDatabase}. */
+export interface OpenDatabaseOptions {
+  /** Size of the pool opened for a `postgres://` URL. Default 10. Ignored otherwise. */
+  readonly maxConnections?: number;
+}
+
+const ACCEPTED_FORMS =
+  'postgres://..., postgresql://..., pglite://memory, pglite:///absolute/dir, ' +
+  'pglite://./relative/dir, a pg.Pool, a Kysely instance, or nothing (in-memory PGlite)';
+
+/** @internal Where a source string points. */
+export type ParsedSource =
+  | { readonly kind: 'postgres'; readonly url: string }
+  | { readonly kind: 'pglite'; readonly dataDir: string | undefined };
+
+/**
+ * @internal Classify a database URL. Errors name the scheme only, never the rest of the URL
+ * (it may hold a password).
+ *
+ * @example
+ * ```ts
+ * parseDatabaseUrl('pglite://./data'); // { kind: 'pglite', dataDir: '/cwd/data' }
+ * ```
+ */
+export function parseDatabaseUrl(source: string): ParsedSource {
+  if (/^postgres(ql)?:\/\//i.test(source)) return { kind: 'postgres', url: source };
+  if (source.startsWith('pglite://')) {
+    const rest = source.slice('pglite://'.length);
+    if (rest === 'memory') return { kind: 'pglite', dataDir: undefined };
+    if (rest.startsWith('/') || rest.startsWith('./') || rest.startsWith('../')) {
+      return { kind: 'pglite', dataDir: resolve(rest) };
+    }
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(source)?.[1];
+  throw new ConfigurationError(
+    `Unsupported database source (${scheme ? `scheme "${scheme}:"` : 'not a URL'}). ` +
+      `Use one of: ${ACCEPTED_FORMS}.`,
+  );
+}
+
+/**
+ * Open the database pg-dual-read works on and check that int8 values above 2^53 come back
+ * exactly (as decimal strings). Accepts a `postgres://` URL, a `pglite://` URL, nothing (an
+ * in-memory PGlite), or your own `pg.Pool` or `Kysely`, which `close()` then leaves open.
+ *
+ * @example
+ * ```ts
+ * const handle = await openDatabase(process.env.DATABASE_URL, { maxConnections: 5 });
+ * const stop = await handle.listen?.('pg_dual_read', (payload) => console.log(payload));
+ * await stop?.();
+ * await handle.close();
+ * ```
+ */
+export async function openDatabase(
+  // biome-ignore lint/suspicious/noExplicitAny: the library addresses user-named tables.
+  source?: string | Kysely<any> | pg.Pool,
+  options: OpenDatabaseOptions = {},
+): Promise<DatabaseHandle> {
+  const max = options.maxConnections ?? 10;
+  if (!Number.isInteger(max) || max < 1) {
+    throw new InvalidOptionsError('maxConnections must be an integer of at least 1', [
+      { path: 'maxConnections', message: 'must be an integer of at least 1' },
+    ]);
+  }
+  let handle: DatabaseHandle;
+  if (source instanceof Kysely) {
+    handle = { db: source, backend: 'postgres', close: async () => {} };
+  } else if (source instanceof pg.Pool) {
+    handle = poolHandle(source, false);
+  } else if (source !== undefined && typeof source !== 'string') {
+    // e.g. a Pool or Kysely from a second copy of pg / kysely in node_modules
+    throw new ConfigurationError(
+      `Unsupported database source (an object that is not this package's pg.Pool or Kysely). ` +
+        `Use one of: ${ACCEPTED_FORMS}.`,
+    );
+  } else {
+    const parsed = parseDatabaseUrl(source ?? 'pglite://memory');
+    if (parsed.kind === 'postgres') {
+      const pool = new pg.Pool({ connectionString: parsed.url, max, types: pgTypeOverrides });
+      // An idle client's error (server restart) must not crash the process.
+      pool.on('error', (err) => log('idle pool client error: %s', err.message));
+      handle = poolHandle(pool, true, parsed.url);
+    } else {
+      handle = await pgliteHandle(parsed.dataDir);
+    }
+  }
+  try {
+    await assertExactBigints(handle.db);
+  } catch (err) {
+    await handle.close().catch(() => {});
+    if (err instanceof ConfigurationError) throw err;
+    // The sanitised copy: a raw connection error may carry the URL (e.g. TypeError `input`).
+    const cause = toQueryFailedError(err, 'select 9007199254740993::int8 as probe', 0).cause;
+    const reason = cause instanceof Error ? cause.message : 'unknown error';
+    throw new ConfigurationError(`Could not query the database: ${reason}`, { cause });
+  }
+  return handle;
+}
+
+// A pool we own gets a plain Client for LISTEN, so the listener never holds a pool slot;
+// a user's pool lends one of its clients, returned (destroyed) on close.
+function poolHandle(pool: pg.Pool, ownsPool: boolean, connectionString?: string): DatabaseHandle {
+  // biome-ignore lint/suspicious/noExplicitAny: the library addresses user-named tables.
+  const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+  let client: Promise<pg.Client | pg.PoolClient> | undefined; // opened on first listen()
+  const channels = new Map<string, { callbacks: Set<(p: string) => void>; ready: Promise<void> }>();
+
+  const connect = async (): Promise<pg.Client | pg.PoolClient> => {
+    let c: pg.Client | pg.PoolClient;
+    if (connectionString !== undefined) {
+      c = new pg.Client({ connectionString });
+      c.on('error', (err) => log('listener connection error: %s', err.message));
+      await c.connect();
+    } else {
+      c = await pool.connect();
+      c.on('error', (err) => log('listener connection error: %s', err.message));
+    }
+    c.on('notification', (msg) => {
+      for (const cb of channels.get(msg.channel)?.callbacks ?? []) cb(msg.payload ?? '');
+    });
+    return c;
+  };
+
+  const listen = async (channel: string, onNotify: (payload: string) => void) => {
+    const ident = quoteChannel(channel);
+    if (!client) client = connect().catch((err) => ((client = undefined), Promise.reject(err)));
+    const c = await client;
+    let entry = channels.get(channel);
+    if (!entry) {
+      const ready = c.query(`LISTEN ${ident}`).then(() => {});
+      entry = { callbacks: new Set(), ready };
+      channels.set(channel, entry);
+      ready.catch(() => channels.delete(channel));
+    }
+    await entry.ready;
+    const callback = guarded(channel, onNotify); // a new function: unique per subscription
+    entry.callbacks.add(callback);
+    const stop: StopListening = async () => {
+      if (!entry.callbacks.delete(callback) || entry.callbacks.size > 0) return;
+      channels.delete(channel);
+      await c.query(`UNLISTEN ${ident}`).catch((err: Error) => log('UNLISTEN failed: %s', err.message));
+    };
+    return stop;
+  };
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      const c = await client?.catch(() => undefined);
+      if (c && 'release' in c) c.release(true); // destroyed: no LISTEN state goes back to the pool
+      else if (c) await c.end().catch((err: Error) => log('listener end failed: %s', err.message));
+      if (ownsPool) await db.destroy(); // ends the pool; a user's pool stays open
+    })());
+
+  return { db, backend: 'postgres', listen, close };
+}
+
+async function pgliteHandle(dataDir: string | undefined): Promise<DatabaseHandle> {
+  const pglite = await PGlite.create({ parsers: pgliteParsers, ...(dataDir ? { dataDir } : {}) });
+  const db = new Kysely<unknown>({ dialect: new PGliteDialect({ pglite }) });
+  // Take the dialect's session lock, so LISTEN never lands inside someone's open transaction.
+  const exclusive = <T>(fn: () => Promise<T>) => db.connection().execute(fn);
+
+  const listen = async (channel: string, onNotify: (payload: string) => void) => {
+    // PGlite lower-cases unquoted names; quoting keeps the channel exact, as on Postgres.
+    const ident = quoteChannel(channel);
+    const callback = guarded(channel, onNotify);
+    await pglite.listen(ident, callback);
+    // Not the function listen() returns: it drops the quotes and so misses mixed-case names.
+    const stop: StopListening = () => exclusive(() => pglite.unlisten(ident, callback));
+    return stop;
+  };
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      await db.destroy();
+      await pglite.close();
+    })());
+
+  return { db, backend: 'pglite', listen, close };
+}
+
+// A throwing callback must not break delivery to the others nor crash the process.
+function guarded(channel: string, onNotify: (payload: string) => void) {
+  return (payload: string) => {
+    try {
+      onNotify(payload);
+    } catch (err) {
+      log('notification callback for %s threw: %O', channel, err);
+    }
+  };
+}
+
+// LISTEN takes an identifier, not a parameter. A `"` is refused because PGlite matches
+// notifications on the quoted name without un-doubling it.
+function quoteChannel(channel: string): string {
+  if (channel.length === 0 || channel.length > 63 || channel.includes('"')) {
+    throw new ConfigurationError(
+      'A notification channel name must be 1 to 63 characters without a double quote (").',
+    );
+  }
+  return `"${channel}"`;
+}

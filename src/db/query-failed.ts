@@ -1,0 +1,87 @@
+import { QueryFailedError } from '../errors.js';
+
+const MAX_SQL_CHARS = 500;
+
+// The driver-error fields that name things (tables, constraints) but never carry row values.
+// `detail` (`Key (team_id, distinct_id)=(1, alice) already exists`), `where`, `hint`,
+// `internalQuery` and PGlite's `params` can, so they are dropped.
+const KEPT_FIELDS = ['code', 'severity', 'schema', 'table', 'column', 'constraint', 'routine'];
+
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+
+function sqlStateOf(err: unknown): string | undefined {
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && SQLSTATE.test(code) ? code : undefined;
+}
+
+// Class 22 (data exception) messages quote the offending input, e.g.
+// `invalid input syntax for type integer: "alice"`: blank out every quoted part.
+function redactedMessage(message: string, sqlState: string | undefined): string {
+  return sqlState?.startsWith('22') ? message.replace(/"(?:[^"]|"")*"/g, '"<redacted>"') : message;
+}
+
+/**
+ * @internal Wrap a driver error in a {@link QueryFailedError} whose message carries the SQLSTATE,
+ * the driver's message, the first 500 characters of the SQL and the parameter count, never the
+ * parameters. The `cause` is a sanitised copy of the driver error: only `code`, `message`,
+ * `severity`, `schema`, `table`, `column`, `constraint` and `routine` are kept.
+ *
+ * @example
+ * ```ts
+ * const query = db.insertInto('persons').values(row).compile();
+ * try {
+ *   await db.executeQuery(query);
+ * } catch (err) {
+ *   throw toQueryFailedError(err, query.sql, query.parameters.length);
+ * }
+ * // QueryFailedError: Query failed (SQLSTATE 23505: duplicate key value violates unique
+ * // constraint "persons_pkey"): insert into "persons" ... [3 parameters]
+ * ```
+ */
+export function toQueryFailedError(
+  err: unknown,
+  sql: string,
+  parameterCount: number,
+): QueryFailedError {
+  if (err instanceof QueryFailedError) return err;
+  const sqlState = sqlStateOf(err);
+  const driverMessage = redactedMessage(
+    err instanceof Error ? err.message : `non-Error value of type ${typeof err}`,
+    sqlState,
+  );
+  const cause = new Error(driverMessage);
+  if (err instanceof Error) cause.name = err.name;
+  if (typeof err === 'object' && err !== null) {
+    for (const field of KEPT_FIELDS) {
+      const value = (err as Record<string, unknown>)[field];
+      if (value !== undefined) Object.assign(cause, { [field]: value });
+    }
+  }
+  const reason = sqlState ? `SQLSTATE ${sqlState}: ${driverMessage}` : driverMessage;
+  const shownSql = sql.length > MAX_SQL_CHARS ? `${sql.slice(0, MAX_SQL_CHARS)}...` : sql;
+  const params = `${parameterCount} parameter${parameterCount === 1 ? '' : 's'}`;
+  return new QueryFailedError(
+    `Query failed (${reason}): ${shownSql} [${params}]`,
+    sql,
+    parameterCount,
+    sqlState,
+    { cause },
+  );
+}
+
+/**
+ * True when `err` is a database error with this SQLSTATE: a driver error's `code`, or a
+ * {@link QueryFailedError}'s `sqlState`.
+ *
+ * @example
+ * ```ts
+ * try { await insertPerson(row); } catch (err) {
+ *   if (isSqlState(err, '23505')) return 'already exists';
+ *   throw err;
+ * }
+ * ```
+ */
+export function isSqlState(err: unknown, code: string): boolean {
+  if (err instanceof QueryFailedError) return err.sqlState === code;
+  return sqlStateOf(err) === code;
+}

@@ -1,0 +1,175 @@
+/**
+ * Every error this library throws is a {@link DualReadError} with a literal `code`, so callers
+ * branch on `err.code`, never on message text. Messages say what to do next and never contain
+ * row values (persons are personal data): at most SQL text and a parameter count.
+ */
+
+/** All error codes, one per error class. */
+export type DualReadErrorCode =
+  | 'INVALID_OPTIONS'
+  | 'CONFIGURATION'
+  | 'PREFLIGHT_FAILED'
+  | 'PHASE_TRANSITION'
+  | 'NOT_INSTALLED'
+  | 'CONTROL_SCHEMA_TOO_NEW'
+  | 'QUERY_FAILED';
+
+/**
+ * Base class of every error thrown by pg-dual-read.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await migration.startDualRead();
+ * } catch (err) {
+ *   if (err instanceof DualReadError && err.code === 'PHASE_TRANSITION') {
+ *     console.error(err.message);
+ *   }
+ * }
+ * ```
+ */
+export abstract class DualReadError extends Error {
+  abstract readonly code: DualReadErrorCode;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * An options object failed validation. `issues` lists each bad option by its path.
+ *
+ * @example
+ * ```ts
+ * createPersonsMigration({ name: '' }); // throws InvalidOptionsError: name must ...
+ * ```
+ */
+export class InvalidOptionsError extends DualReadError {
+  readonly code = 'INVALID_OPTIONS' as const;
+  constructor(
+    message: string,
+    readonly issues: readonly { path: string; message: string }[],
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The environment is not usable as configured: a driver that turns int8 into lossy numbers,
+ * an unsupported database URL, an unreachable server.
+ *
+ * @example
+ * ```ts
+ * await openDatabase('mysql://x'); // throws ConfigurationError
+ * ```
+ */
+export class ConfigurationError extends DualReadError {
+  readonly code = 'CONFIGURATION' as const;
+}
+
+/** One failed preflight check, with the SQL or step that fixes it when there is one. */
+export interface PreflightProblem {
+  /** Stable identifier of the check, e.g. `old_table_missing`, `column_missing_in_new`. */
+  readonly check: string;
+  /** What is wrong, naming tables and columns (never row values). */
+  readonly message: string;
+  /** What to run or change to fix it. */
+  readonly fix?: string;
+}
+
+/**
+ * `prepare()` found problems and changed nothing. `problems` lists each one with its fix.
+ *
+ * @example
+ * ```ts
+ * try { await migration.prepare(); } catch (err) {
+ *   if (err instanceof PreflightError) for (const p of err.problems) console.log(p.check, p.fix);
+ * }
+ * ```
+ */
+export class PreflightError extends DualReadError {
+  readonly code = 'PREFLIGHT_FAILED' as const;
+  constructor(readonly problems: readonly PreflightProblem[]) {
+    super(
+      `prepare() found ${problems.length} problem(s) and changed nothing:\n${problems
+        .map((p) => `- [${p.check}] ${p.message}${p.fix ? `\n  fix: ${p.fix}` : ''}`)
+        .join('\n')}`,
+    );
+  }
+}
+
+/**
+ * A phase change was asked for from a phase that does not allow it. Nothing changed.
+ *
+ * @example
+ * ```ts
+ * await migration.startDualRead();
+ * await migration.startDualRead(); // throws PhaseTransitionError (already in dual_read)
+ * ```
+ */
+export class PhaseTransitionError extends DualReadError {
+  readonly code = 'PHASE_TRANSITION' as const;
+  constructor(
+    message: string,
+    readonly from: string,
+    readonly to: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The control schema is missing, or has no row for this migration: run `install()` then
+ * `prepare()`.
+ *
+ * @example
+ * ```ts
+ * await migration.status(); // throws NotInstalledError before install()
+ * ```
+ */
+export class NotInstalledError extends DualReadError {
+  readonly code = 'NOT_INSTALLED' as const;
+}
+
+/**
+ * The control schema was migrated by a newer version of pg-dual-read than this one.
+ *
+ * @example
+ * ```ts
+ * await migration.install(); // throws ControlSchemaTooNewError when an older library runs
+ * ```
+ */
+export class ControlSchemaTooNewError extends DualReadError {
+  readonly code = 'CONTROL_SCHEMA_TOO_NEW' as const;
+  constructor(
+    readonly installedVersion: number,
+    readonly supportedVersion: number,
+  ) {
+    super(
+      `The control schema is at version ${installedVersion} but this pg-dual-read knows ` +
+        `versions up to ${supportedVersion}: upgrade pg-dual-read in this service before using it.`,
+    );
+  }
+}
+
+/**
+ * A statement failed. The message carries the SQL text, the parameter count and the SQLSTATE,
+ * never the parameters; the driver's error is the `cause`.
+ *
+ * @example
+ * ```ts
+ * catch (err) { if (err instanceof QueryFailedError) log(err.sqlState, err.sql); }
+ * ```
+ */
+export class QueryFailedError extends DualReadError {
+  readonly code = 'QUERY_FAILED' as const;
+  constructor(
+    message: string,
+    readonly sql: string,
+    readonly parameterCount: number,
+    readonly sqlState: string | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,59 @@
+import { EventEmitter } from 'node:events';
+import type { Phase, PhaseState } from './phases/phase.js';
+
+/**
+ * Events a migration emits, named `noun:verb`, for logs and metrics.
+ *
+ * @example
+ * ```ts
+ * migration.events.on('phase:changed', ({ phase, epoch, previous }) => {
+ *   log.info({ phase, epoch, previous }, 'persons migration phase changed');
+ * });
+ * ```
+ */
+export interface DualReadEvents {
+  /** This instance learnt of a phase change (its own, a NOTIFY, or a periodic re-read). */
+  'phase:changed': [PhaseState & { readonly previous: Phase | undefined }];
+  /** The repository retried a read because the phase changed under it. */
+  'read:phase-retry': [{ readonly method: string; readonly from: string; readonly to: string }];
+  /** A background refresh of the phase failed (the cached phase stays in use). */
+  'phase:refresh-failed': [{ readonly error: unknown }];
+}
+
+/**
+ * A typed `EventEmitter` for {@link DualReadEvents}.
+ *
+ * @example
+ * ```ts
+ * const events = new DualReadEmitter();
+ * events.on('phase:changed', (state) => console.log(state.phase));
+ * ```
+ */
+export class DualReadEmitter {
+  private readonly emitter = new EventEmitter();
+
+  on<K extends keyof DualReadEvents>(event: K, listener: (...args: DualReadEvents[K]) => void): this {
+    this.emitter.on(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  off<K extends keyof DualReadEvents>(event: K, listener: (...args: DualReadEvents[K]) => void): this {
+    this.emitter.off(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  once<K extends keyof DualReadEvents>(event: K, listener: (...args: DualReadEvents[K]) => void): this {
+    this.emitter.once(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  /** @internal */
+  emit<K extends keyof DualReadEvents>(event: K, ...args: DualReadEvents[K]): void {
+    // A throwing subscriber must not break a read or a write of the repository.
+    try {
+      this.emitter.emit(event, ...args);
+    } catch {
+      // ignored on purpose
+    }
+  }
+}

@@ -1,0 +1,42 @@
+export type { DatabaseBackend, DatabaseHandle, StopListening } from './db/database-handle.js';
+export { type OpenDatabaseOptions, openDatabase } from './db/open-database.js';
+export { PGliteDialect, type PGliteDialectConfig } from './db/pglite-dialect.js';
+export {
+  ConfigurationError,
+  ControlSchemaTooNewError,
+  DualReadError,
+  type DualReadErrorCode,
+  InvalidOptionsError,
+  NotInstalledError,
+  PhaseTransitionError,
+  PreflightError,
+  type PreflightProblem,
+  QueryFailedError,
+} from './errors.js';
+export { DualReadEmitter, type DualReadEvents } from './events.js';
+export type { InstallResult } from './control/install.js';
+export type { PersonsMigrationOptions } from './migration/options.js';
+export {
+  createPersonsMigration,
+  type MigrationStatus,
+  PersonsMigration,
+  type PrepareOptions,
+} from './migration/persons-migration.js';
+export { type Phase, type PhaseState, phases } from './phases/phase.js';
+export type { PrepareResult } from './prepare/prepare.js';
+export type {
+  AddDistinctIdResult,
+  AssertVersionResult,
+  CreatePersonInput,
+  CreatePersonResult,
+  DistinctIdRow,
+  MoveDistinctIdsResult,
+  PersonId,
+  PersonRow,
+  PersonsPage,
+  PersonsRepository,
+  PersonUpdate,
+  PersonWithDistinctId,
+  TeamDistinctId,
+  TeamPersonId,
+} from './repository/persons-repository.js';

@@ -1,0 +1,111 @@
+import { type Kysely, sql } from 'kysely';
+import { NotInstalledError, PhaseTransitionError } from '../errors.js';
+import type { ResolvedMigrationOptions } from '../migration/options.js';
+import { isPhase, type Phase, type PhaseState, type TransitionName, transitions } from './phase.js';
+import { type PhaseNotification, phaseChannel } from './phase-channel.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+interface ControlRow {
+  phase: string;
+  epoch: string;
+  phase_changed_at: Date;
+}
+
+/**
+ * Reads and changes one migration's control row.
+ *
+ * The control row is also the **phase fence**. Every repository write transaction starts with
+ * {@link PhaseStore.fence}, which reads the phase under `FOR KEY SHARE`; a phase change takes
+ * the row `FOR UPDATE` first, so it waits until every write that routed itself by the old
+ * phase has committed, and every write after it sees the new phase. Writes therefore never
+ * land in a table that the current phase no longer reads, whatever an instance has cached.
+ * @internal
+ */
+export class PhaseStore {
+  constructor(private readonly options: ResolvedMigrationOptions) {}
+
+  get table() {
+    return sql.id(this.options.controlSchema, 'migration');
+  }
+
+  /** Reads the phase without locking. Throws {@link NotInstalledError} when missing. */
+  async read(db: AnyDb): Promise<PhaseState> {
+    const { rows } = await this.selectRow(db, sql``);
+    return this.toState(rows[0]);
+  }
+
+  /**
+   * Reads the phase and holds `FOR KEY SHARE` on the control row until the transaction ends,
+   * so no phase change can commit while this transaction writes. Call inside a transaction.
+   */
+  async fence(trx: AnyDb): Promise<PhaseState> {
+    const { rows } = await this.selectRow(trx, sql`FOR KEY SHARE`);
+    return this.toState(rows[0]);
+  }
+
+  /**
+   * Moves the migration through a named transition, or throws {@link PhaseTransitionError}
+   * and changes nothing. Waits (up to `phaseChangeLockTimeoutMs`) for in-flight writes.
+   */
+  async transition(db: AnyDb, name: TransitionName): Promise<PhaseState> {
+    const { from, to } = transitions[name];
+    return db.transaction().execute(async (trx) => {
+      await sql`SELECT set_config('lock_timeout', ${`${this.options.phaseChangeLockTimeoutMs}ms`}, true)`.execute(
+        trx,
+      );
+      const { rows } = await this.selectRow(trx, sql`FOR UPDATE`);
+      const current = this.toState(rows[0]);
+      if (!(from as readonly Phase[]).includes(current.phase)) {
+        throw new PhaseTransitionError(
+          `${name}() moves a migration from ${from.join(' or ')} to ${to}, but migration ` +
+            `"${this.options.name}" is in phase ${current.phase}: nothing was changed.` +
+            transitionHint(current.phase, to),
+          current.phase,
+          to,
+        );
+      }
+      const updated = await sql<ControlRow>`
+        UPDATE ${this.table}
+        SET phase = ${to}, epoch = epoch + 1, phase_changed_at = clock_timestamp()
+        WHERE name = ${this.options.name}
+        RETURNING phase, epoch::text AS epoch, phase_changed_at`.execute(trx);
+      const next = this.toState(updated.rows[0]);
+      await sql`INSERT INTO ${sql.id(this.options.controlSchema, 'phase_change')}
+        (migration, from_phase, to_phase, epoch)
+        VALUES (${this.options.name}, ${current.phase}, ${to}, ${next.epoch})`.execute(trx);
+      const payload: PhaseNotification = {
+        controlSchema: this.options.controlSchema,
+        name: this.options.name,
+        phase: next.phase,
+        epoch: next.epoch,
+      };
+      // Delivered at commit, to every session listening (other service instances).
+      await sql`SELECT pg_notify(${phaseChannel}, ${JSON.stringify(payload)})`.execute(trx);
+      return next;
+    });
+  }
+
+  private selectRow(db: AnyDb, lock: ReturnType<typeof sql>) {
+    return sql<ControlRow>`
+      SELECT phase, epoch::text AS epoch, phase_changed_at
+      FROM ${this.table} WHERE name = ${this.options.name} ${lock}`.execute(db);
+  }
+
+  private toState(row: ControlRow | undefined): PhaseState {
+    if (!row) {
+      throw new NotInstalledError(
+        `Migration "${this.options.name}" is not registered in control schema ` +
+          `"${this.options.controlSchema}": run migration.install() then migration.prepare().`,
+      );
+    }
+    if (!isPhase(row.phase)) throw new Error(`Unknown phase in control row: ${row.phase}`);
+    return { phase: row.phase, epoch: String(row.epoch), changedAt: row.phase_changed_at };
+  }
+}
+
+function transitionHint(current: Phase, wanted: Phase): string {
+  if (current === wanted) return ` It is already in ${wanted}.`;
+  return '';
+}

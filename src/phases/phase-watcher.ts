@@ -1,0 +1,114 @@
+import createDebug from 'debug';
+import type { DatabaseHandle, StopListening } from '../db/database-handle.js';
+import type { DualReadEmitter } from '../events.js';
+import type { ResolvedMigrationOptions } from '../migration/options.js';
+import type { PhaseState } from './phase.js';
+import { type PhaseNotification, phaseChannel } from './phase-channel.js';
+import type { PhaseStore } from './phase-store.js';
+
+const debug = createDebug('pg-dual-read:phase');
+
+/**
+ * One service instance's cached view of the phase.
+ *
+ * The cache only chooses which SQL to send; it is never trusted for correctness. Reads carry
+ * the control row's epoch in the same statement and are re-run when it differs from the
+ * cache; writes re-read the phase under a lock (see {@link PhaseStore.fence}).
+ *
+ * **Bound**: an instance learns of a phase change (a) at once when it runs a read or a write
+ * (the statement carries the epoch), (b) within a few milliseconds through LISTEN/NOTIFY when
+ * the backend supports it, and (c) otherwise within `phaseRefreshIntervalMs` (default 1 s)
+ * plus one query, through a periodic re-read.
+ * @internal
+ */
+export class PhaseWatcher {
+  private cached: PhaseState | undefined;
+  private loading: Promise<PhaseState> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopListening: StopListening | undefined;
+  private started: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly handle: DatabaseHandle,
+    private readonly store: PhaseStore,
+    private readonly options: ResolvedMigrationOptions,
+    private readonly events: DualReadEmitter,
+  ) {}
+
+  /** The cached phase, loading it (and starting LISTEN and the refresh timer) on first use. */
+  async current(): Promise<PhaseState> {
+    if (!this.started) this.started = this.start();
+    await this.started;
+    if (this.cached) return this.cached;
+    return this.refresh();
+  }
+
+  /** Re-reads the control row now and updates the cache. */
+  async refresh(): Promise<PhaseState> {
+    if (!this.loading) {
+      this.loading = this.store
+        .read(this.handle.db)
+        .then((state) => {
+          this.observe(state);
+          return state;
+        })
+        .finally(() => {
+          this.loading = undefined;
+        });
+    }
+    return this.loading;
+  }
+
+  /** Records a phase seen by a statement, a NOTIFY or a transition; the newest epoch wins. */
+  observe(state: PhaseState): void {
+    const previous = this.cached;
+    if (previous && BigInt(previous.epoch) >= BigInt(state.epoch)) return;
+    this.cached = state;
+    if (previous) debug('phase %s -> %s (epoch %s)', previous.phase, state.phase, state.epoch);
+    this.events.emit('phase:changed', { ...state, previous: previous?.phase });
+  }
+
+  /** Stops listening and the refresh timer. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.started?.catch(() => undefined);
+    const stop = this.stopListening;
+    this.stopListening = undefined;
+    await stop?.();
+  }
+
+  private async start(): Promise<void> {
+    if (this.handle.listen) {
+      try {
+        const stop = await this.handle.listen(phaseChannel, (payload) => this.onNotify(payload));
+        if (this.closed) await stop();
+        else this.stopListening = stop;
+      } catch (error) {
+        debug('LISTEN failed, relying on periodic refresh: %s', (error as Error).message);
+      }
+    }
+    if (!this.closed) {
+      this.timer = setInterval(() => {
+        this.refresh().catch((error: unknown) => this.events.emit('phase:refresh-failed', { error }));
+      }, this.options.phaseRefreshIntervalMs);
+      this.timer.unref();
+    }
+  }
+
+  private onNotify(payload: string): void {
+    let message: PhaseNotification;
+    try {
+      message = JSON.parse(payload) as PhaseNotification;
+    } catch {
+      return;
+    }
+    if (message.controlSchema !== this.options.controlSchema || message.name !== this.options.name) {
+      return;
+    }
+    // Re-read rather than trust the payload: the row is the source of truth.
+    this.refresh().catch((error: unknown) => this.events.emit('phase:refresh-failed', { error }));
+  }
+}

@@ -1,0 +1,147 @@
+import type { Kysely } from 'kysely';
+import { displayName } from '../db/identifiers.js';
+import type { PreflightProblem } from '../errors.js';
+import type { ResolvedMigrationOptions } from '../migration/options.js';
+import {
+  columnNamed,
+  foreignKeysBetween,
+  hasUniqueKey,
+  readTableShape,
+  sequenceOf,
+  type TableShape,
+} from './table-shape.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+/** Columns the repository reads and writes; every other column is carried along. @internal */
+export const requiredPersonColumns = ['id', 'team_id', 'uuid', 'properties', 'version'] as const;
+/** @internal */
+export const requiredDistinctIdColumns = ['team_id', 'distinct_id', 'person_id'] as const;
+
+/** What preflight learnt, for prepare() to act on. @internal */
+export interface PreflightReport {
+  readonly problems: PreflightProblem[];
+  readonly oldShape: TableShape | undefined;
+  readonly newShape: TableShape | undefined;
+  readonly distinctIdsShape: TableShape | undefined;
+  /** Quoted regclass text of the sequence behind the old table's `id`. */
+  readonly idSequence: string | undefined;
+}
+
+/**
+ * Checks that the migration can run, without changing anything: both tables exist, the new
+ * table has every column of the old one with the same type and a unique `(team_id, id)` key,
+ * the old `id` has a sequence, and no foreign key ties the distinct-ids table to the old
+ * table only (persons created in the new table would violate it). @internal
+ */
+export async function runPreflight(
+  db: AnyDb,
+  options: ResolvedMigrationOptions,
+): Promise<PreflightReport> {
+  const { schema, oldTable, newTable, distinctIdsTable } = options;
+  const problems: PreflightProblem[] = [];
+  const [oldShape, newShape, distinctIdsShape] = await Promise.all([
+    readTableShape(db, schema, oldTable),
+    readTableShape(db, schema, newTable),
+    readTableShape(db, schema, distinctIdsTable),
+  ]);
+  const oldName = displayName(schema, oldTable);
+  const newName = displayName(schema, newTable);
+  const distinctIdsName = displayName(schema, distinctIdsTable);
+
+  if (!oldShape) {
+    problems.push({
+      check: 'old_table_missing',
+      message: `The old persons table ${oldName} does not exist.`,
+      fix: 'Set the oldTable and schema options to the table that holds persons today.',
+    });
+  } else {
+    for (const column of requiredPersonColumns) {
+      if (!columnNamed(oldShape, column)) {
+        problems.push({
+          check: 'old_column_missing',
+          message: `The old persons table ${oldName} has no column "${column}".`,
+          fix: `pg-dual-read needs the columns ${requiredPersonColumns.join(', ')}.`,
+        });
+      }
+    }
+  }
+
+  if (!distinctIdsShape) {
+    problems.push({
+      check: 'distinct_ids_table_missing',
+      message: `The distinct-ids table ${distinctIdsName} does not exist.`,
+      fix: 'Set the distinctIdsTable option to the table mapping distinct ids to persons.',
+    });
+  } else {
+    for (const column of requiredDistinctIdColumns) {
+      if (!columnNamed(distinctIdsShape, column)) {
+        problems.push({
+          check: 'distinct_ids_column_missing',
+          message: `The distinct-ids table ${distinctIdsName} has no column "${column}".`,
+          fix: `pg-dual-read needs the columns ${requiredDistinctIdColumns.join(', ')}.`,
+        });
+      }
+    }
+  }
+
+  if (oldShape && newShape) {
+    for (const oldColumn of oldShape.columns) {
+      const newColumn = columnNamed(newShape, oldColumn.name);
+      if (!newColumn) {
+        problems.push({
+          check: 'column_missing_in_new',
+          message: `Column "${oldColumn.name}" of ${oldName} is missing from ${newName}.`,
+          fix: `ALTER TABLE ${newName} ADD COLUMN "${oldColumn.name}" ${oldColumn.type};`,
+        });
+      } else if (newColumn.type !== oldColumn.type) {
+        problems.push({
+          check: 'column_type_mismatch',
+          message: `Column "${oldColumn.name}" is ${oldColumn.type} in ${oldName} but ${newColumn.type} in ${newName}.`,
+          fix: `Give "${oldColumn.name}" the type ${oldColumn.type} in ${newName}.`,
+        });
+      }
+    }
+    for (const newColumn of newShape.columns) {
+      if (!columnNamed(oldShape, newColumn.name) && newColumn.notNull && !newColumn.defaultExpression) {
+        problems.push({
+          check: 'new_column_without_default',
+          message: `Column "${newColumn.name}" exists only in ${newName} and is NOT NULL without a default, so copied rows cannot be inserted.`,
+          fix: `Give "${newColumn.name}" a default or allow NULL.`,
+        });
+      }
+    }
+    if (!hasUniqueKey(newShape, ['team_id', 'id']) && !hasUniqueKey(newShape, ['id'])) {
+      problems.push({
+        check: 'new_key_missing',
+        message: `${newName} has no unique key on (team_id, id) or (id); copies could duplicate persons.`,
+        fix: `ALTER TABLE ${newName} ADD PRIMARY KEY (team_id, id);`,
+      });
+    }
+  }
+
+  let idSequence: string | undefined;
+  if (oldShape && columnNamed(oldShape, 'id')) {
+    idSequence = await sequenceOf(db, schema, oldTable, 'id');
+    if (!idSequence) {
+      problems.push({
+        check: 'old_id_sequence_missing',
+        message: `${oldName}.id is not fed by a sequence, so new persons could not share the id space.`,
+        fix: `Create a sequence owned by ${oldName}.id (a serial or identity column).`,
+      });
+    }
+  }
+
+  if (oldShape && distinctIdsShape) {
+    for (const fk of await foreignKeysBetween(db, distinctIdsShape.oid, oldShape.oid)) {
+      problems.push({
+        check: 'foreign_key_to_old_table',
+        message: `Foreign key "${fk.name}" ties ${distinctIdsName} to ${oldName} only: distinct ids of persons created in ${newName} would violate it. The repository keeps the same guarantee with row locks.`,
+        fix: `ALTER TABLE ${distinctIdsName} DROP CONSTRAINT "${fk.name}";`,
+      });
+    }
+  }
+
+  return { problems, oldShape, newShape, distinctIdsShape, idSequence };
+}

@@ -1,0 +1,118 @@
+import { type Kysely, sql } from 'kysely';
+import { quoteIdent } from '../control/install.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+/** One column of a table as Postgres describes it. @internal */
+export interface ColumnShape {
+  readonly name: string;
+  /** `format_type()` of the column, e.g. `bigint`, `jsonb`, `character varying(200)`. */
+  readonly type: string;
+  readonly notNull: boolean;
+  readonly defaultExpression: string | null;
+  readonly identity: boolean;
+}
+
+/** What the library needs to know about a table. @internal */
+export interface TableShape {
+  readonly schema: string;
+  readonly table: string;
+  readonly oid: number;
+  readonly partitioned: boolean;
+  readonly columns: readonly ColumnShape[];
+  /** Column lists of the table's unique indexes (primary key included). */
+  readonly uniqueKeys: readonly (readonly string[])[];
+}
+
+/** The regclass text for `schema.table`, quoted. @internal */
+export function regclassText(schema: string, table: string): string {
+  return `${quoteIdent(schema)}.${quoteIdent(table)}`;
+}
+
+/** Reads a table's shape, or `undefined` when it does not exist. @internal */
+export async function readTableShape(
+  db: AnyDb,
+  schema: string,
+  table: string,
+): Promise<TableShape | undefined> {
+  const found = await sql<{ oid: number | null; relkind: string | null }>`
+    SELECT c.oid::int AS oid, c.relkind::text AS relkind
+    FROM pg_class c WHERE c.oid = to_regclass(${regclassText(schema, table)})`.execute(db);
+  const rel = found.rows[0];
+  if (!rel?.oid || !rel.relkind || !['r', 'p'].includes(rel.relkind)) return undefined;
+  const columns = await sql<{
+    name: string;
+    type: string;
+    not_null: boolean;
+    default_expression: string | null;
+    identity: string;
+  }>`
+    SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
+      a.attnotnull AS not_null, pg_get_expr(d.adbin, d.adrelid) AS default_expression,
+      a.attidentity::text AS identity
+    FROM pg_attribute a
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = ${rel.oid} AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attnum`.execute(db);
+  const keys = await sql<{ columns: string[] }>`
+    SELECT array_agg(a.attname::text ORDER BY k.ord) AS columns
+    FROM pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = ${rel.oid} AND i.indisunique AND i.indpred IS NULL
+    GROUP BY i.indexrelid`.execute(db);
+  return {
+    schema,
+    table,
+    oid: rel.oid,
+    partitioned: rel.relkind === 'p',
+    columns: columns.rows.map((c) => ({
+      name: c.name,
+      type: c.type,
+      notNull: c.not_null,
+      defaultExpression: c.default_expression,
+      identity: c.identity !== '',
+    })),
+    uniqueKeys: keys.rows.map((k) => k.columns),
+  };
+}
+
+/** Foreign keys of `fromOid` that reference `toOid`. @internal */
+export async function foreignKeysBetween(
+  db: AnyDb,
+  fromOid: number,
+  toOid: number,
+): Promise<{ name: string }[]> {
+  const { rows } = await sql<{ name: string }>`
+    SELECT conname AS name FROM pg_constraint
+    WHERE contype = 'f' AND conrelid = ${fromOid} AND confrelid = ${toOid}
+    ORDER BY conname`.execute(db);
+  return rows;
+}
+
+/** The sequence that feeds `schema.table.column`, as a quoted regclass text, if any. @internal */
+export async function sequenceOf(
+  db: AnyDb,
+  schema: string,
+  table: string,
+  column: string,
+): Promise<string | undefined> {
+  const { rows } = await sql<{ sequence: string | null }>`
+    SELECT pg_get_serial_sequence(${regclassText(schema, table)}, ${column}) AS sequence`.execute(
+    db,
+  );
+  return rows[0]?.sequence ?? undefined;
+}
+
+/** @internal */
+export function columnNamed(shape: TableShape, name: string): ColumnShape | undefined {
+  return shape.columns.find((c) => c.name === name);
+}
+
+/** True when some unique key of `shape` is exactly `columns`, in any order. @internal */
+export function hasUniqueKey(shape: TableShape, columns: readonly string[]): boolean {
+  return shape.uniqueKeys.some(
+    (key) => key.length === columns.length && columns.every((c) => key.includes(c)),
+  );
+}

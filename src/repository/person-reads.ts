@@ -1,0 +1,93 @@
+import { type RawBuilder, sql } from 'kysely';
+import type { Phase } from '../phases/phase.js';
+import { columnList, type MigrationTables, type PersonColumns } from './repository-context.js';
+
+/**
+ * SQL of the repository's reads, one statement each, per phase.
+ *
+ * In `dual_read` a person is looked up **by existence in the new table**, never by an id
+ * threshold: for each key the new table is probed first and the old table only when the new
+ * table has no row for that `(team_id, id)` (a LATERAL join gated on `n.id IS NULL`). So a
+ * key yields at most one row, the new one when it exists, and nothing is counted twice.
+ * @internal
+ */
+export class PersonReads {
+  constructor(
+    private readonly tables: MigrationTables,
+    private readonly columns: PersonColumns,
+  ) {}
+
+  /**
+   * Persons for a set of keys. `keys` is a subquery with columns `team_id`, `person_id`
+   * and any `extra` columns, which are returned alongside the person columns.
+   */
+  byKeys(phase: Phase, keys: RawBuilder<unknown>, extra: readonly string[] = []): RawBuilder<unknown> {
+    const extraColumns = extra.map((c) => sql`k.${sql.id(c)}`);
+    if (phase !== 'dual_read') {
+      const table = phase === 'old' ? this.tables.old : this.tables.new;
+      return sql`SELECT ${sql.join([...extraColumns, columnList(this.columns.all, 't')])}
+        FROM (${keys}) AS k
+        JOIN ${table} AS t ON t.team_id = k.team_id AND t.id = k.person_id`;
+    }
+    const picked = this.columns.all.map(
+      (c) => sql`CASE WHEN n.id IS NOT NULL THEN n.${sql.id(c)} ELSE o.${sql.id(c)} END AS ${sql.id(c)}`,
+    );
+    return sql`SELECT ${sql.join([...extraColumns, ...picked])}
+      FROM (${keys}) AS k
+      LEFT JOIN ${this.tables.new} AS n ON n.team_id = k.team_id AND n.id = k.person_id
+      LEFT JOIN LATERAL (
+        SELECT * FROM ${this.tables.old} AS o0
+        WHERE o0.team_id = k.team_id AND o0.id = k.person_id AND n.id IS NULL
+      ) AS o ON true
+      WHERE n.id IS NOT NULL OR o.id IS NOT NULL`;
+  }
+
+  /** Keys of one distinct id. */
+  distinctIdKey(teamId: number, distinctId: string): RawBuilder<unknown> {
+    return sql`SELECT d.team_id, d.person_id FROM ${this.tables.distinctIds} AS d
+      WHERE d.team_id = ${teamId} AND d.distinct_id = ${distinctId}`;
+  }
+
+  /** Keys of many distinct ids, with the distinct id as an extra column. */
+  distinctIdKeys(teamIds: number[], distinctIds: string[]): RawBuilder<unknown> {
+    return sql`SELECT d.team_id, d.person_id, d.distinct_id
+      FROM unnest(${teamIds}::bigint[], ${distinctIds}::text[]) AS q(team_id, distinct_id)
+      JOIN ${this.tables.distinctIds} AS d
+        ON d.team_id = q.team_id AND d.distinct_id = q.distinct_id`;
+  }
+
+  /** Keys of many person ids (duplicates collapse to one row). */
+  personIdKeys(teamIds: number[], personIds: string[]): RawBuilder<unknown> {
+    return sql`SELECT DISTINCT q.team_id, q.person_id
+      FROM unnest(${teamIds}::bigint[], ${personIds}::bigint[]) AS q(team_id, person_id)`;
+  }
+
+  /** Rows of one team matching `condition` (on alias `t`), from the tables the phase reads. */
+  private teamRows(phase: Phase, teamId: number, condition: RawBuilder<unknown>, select: RawBuilder<unknown>, tail: RawBuilder<unknown> = sql``) {
+    if (phase !== 'dual_read') {
+      const table = phase === 'old' ? this.tables.old : this.tables.new;
+      return sql`(SELECT ${select} FROM ${table} AS t WHERE t.team_id = ${teamId} AND ${condition} ${tail})`;
+    }
+    return sql`(SELECT ${select} FROM ${this.tables.new} AS t WHERE t.team_id = ${teamId} AND ${condition} ${tail})
+      UNION ALL
+      (SELECT ${select} FROM ${this.tables.old} AS t WHERE t.team_id = ${teamId} AND ${condition}
+        AND NOT EXISTS (SELECT 1 FROM ${this.tables.new} AS n WHERE n.team_id = t.team_id AND n.id = t.id)
+        ${tail})`;
+  }
+
+  byUuid(phase: Phase, teamId: number, uuid: string): RawBuilder<unknown> {
+    return this.teamRows(phase, teamId, sql`t.uuid = ${uuid}::uuid`, columnList(this.columns.all, 't'));
+  }
+
+  count(phase: Phase, teamId: number): RawBuilder<unknown> {
+    return sql`SELECT count(*)::int8 AS count FROM (${this.teamRows(phase, teamId, sql`true`, sql`t.id`)}) AS u`;
+  }
+
+  /** A keyset page by id; each branch is limited before the union so the plan stays an index range. */
+  page(phase: Phase, teamId: number, after: string | undefined, limit: number): RawBuilder<unknown> {
+    const condition = after === undefined ? sql`true` : sql`t.id > ${after}::bigint`;
+    const tail = sql`ORDER BY t.id LIMIT ${limit}`;
+    return sql`SELECT * FROM (${this.teamRows(phase, teamId, condition, columnList(this.columns.all, 't'), tail)}) AS u
+      ORDER BY u.id LIMIT ${limit}`;
+  }
+}

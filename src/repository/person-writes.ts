@@ -1,0 +1,201 @@
+import { type Kysely, type RawBuilder, sql } from 'kysely';
+import type { Phase } from '../phases/phase.js';
+import type { PersonUpdate } from './persons-repository.js';
+import { columnList, type MigrationTables, type PersonColumns } from './repository-context.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+/**
+ * SQL of the repository's writes. Every method runs inside a transaction that has already
+ * taken the phase fence (see `PhaseStore.fence`), so `phase` is the phase every reader sees.
+ *
+ * ## The protocol that keeps deleted persons deleted (phase `dual_read`)
+ *
+ * Live writes, copy-on-write and the backfill touch the same keys at once. The danger is a
+ * copy of an old row landing in the new table after a delete removed it. The rules:
+ *
+ * 1. **Copies read the old row under `FOR SHARE`** in the transaction that inserts the copy
+ *    ({@link PersonWrites.copyOldRows}, and the backfill), and insert with
+ *    `ON CONFLICT DO NOTHING`, so whichever copy comes first wins and no copy ever overwrites
+ *    a newer row in the new table.
+ * 2. **A delete removes the old row first**, which waits for any transaction holding it
+ *    `FOR SHARE` (a copy in flight) to commit; **then the new row, in a later statement**,
+ *    whose fresh snapshot sees the copy that just committed. A copy that starts after the
+ *    old row is deleted finds nothing to copy (its `FOR SHARE` waits for the delete, then
+ *    skips the gone row).
+ * 3. **Distinct ids are added under `FOR KEY SHARE` of the person row in the table the phase
+ *    writes** (what a foreign key check does), and a delete removes the distinct ids in a
+ *    statement after the person row: an add either commits first (and its distinct id is
+ *    deleted) or finds the person gone. No orphan distinct id, with or without a foreign key.
+ *
+ * In phases `old` and `new` there is one table and rules 2 and 3 apply to it alone.
+ * @internal
+ */
+export class PersonWrites {
+  constructor(
+    private readonly tables: MigrationTables,
+    private readonly columns: PersonColumns,
+  ) {}
+
+  /** The table writes go to in `phase`. */
+  writeTable(phase: Phase): RawBuilder<unknown> {
+    return phase === 'old' ? this.tables.old : this.tables.new;
+  }
+
+  /**
+   * Copy-on-write (`dual_read` only): copies the old rows of `keys` (a subquery yielding
+   * `team_id`, `person_id`) that the new table lacks, reading them `FOR SHARE` (rule 1).
+   * Versions carry over unchanged, so later updates continue from the old row's version.
+   */
+  async copyOldRows(trx: AnyDb, phase: Phase, keys: RawBuilder<unknown>): Promise<void> {
+    if (phase !== 'dual_read') return;
+    const columns = this.columns.copyable;
+    await sql`INSERT INTO ${this.tables.new} (${columnList(columns)})
+      SELECT ${columnList(columns, 'o')}
+      FROM ${this.tables.old} AS o
+      WHERE (o.team_id, o.id) IN (SELECT k.team_id, k.person_id FROM (${keys}) AS k)
+        AND NOT EXISTS (
+          SELECT 1 FROM ${this.tables.new} AS n WHERE n.team_id = o.team_id AND n.id = o.id)
+      FOR SHARE OF o
+      ON CONFLICT DO NOTHING`.execute(trx);
+  }
+
+  /** Locks the persons of `keys` `FOR UPDATE` in the table the phase writes, returning them. */
+  lockForUpdate(phase: Phase, keys: RawBuilder<unknown>): RawBuilder<unknown> {
+    return sql`SELECT ${columnList(this.columns.all, 't')}
+      FROM ${this.writeTable(phase)} AS t
+      WHERE (t.team_id, t.id) IN (SELECT k.team_id, k.person_id FROM (${keys}) AS k)
+      FOR UPDATE OF t`;
+  }
+
+  /** Inserts a person and its distinct ids unless one of them is already taken. */
+  createPerson(
+    phase: Phase,
+    values: Record<string, RawBuilder<unknown>>,
+    teamId: number,
+    distinctIds: string[],
+    versions: number[],
+  ): RawBuilder<unknown> {
+    const names = Object.keys(values);
+    const distinctIdColumns = this.columns.distinctIdHasVersion
+      ? sql`team_id, distinct_id, person_id, version`
+      : sql`team_id, distinct_id, person_id`;
+    const distinctIdValues = this.columns.distinctIdHasVersion
+      ? sql`p.team_id, x.distinct_id, p.id, x.version`
+      : sql`p.team_id, x.distinct_id, p.id`;
+    return sql`WITH p AS (
+        INSERT INTO ${this.writeTable(phase)} (${columnList(names)})
+        SELECT ${sql.join(names.map((n) => values[n] as RawBuilder<unknown>))}
+        WHERE NOT EXISTS (
+          SELECT 1 FROM ${this.tables.distinctIds} AS d
+          WHERE d.team_id = ${teamId} AND d.distinct_id = ANY(${distinctIds}::text[]))
+        RETURNING *
+      ), inserted AS (
+        INSERT INTO ${this.tables.distinctIds} (${distinctIdColumns})
+        SELECT ${distinctIdValues}
+        FROM p, unnest(${distinctIds}::text[], ${versions}::int8[]) AS x(distinct_id, version)
+        ON CONFLICT DO NOTHING
+        RETURNING distinct_id
+      )
+      SELECT (SELECT count(*)::int FROM inserted) AS inserted_count, ${columnList(this.columns.all, 'p')}
+      FROM p`;
+  }
+
+  /** Which of `distinctIds` a team already uses. */
+  takenDistinctIds(teamId: number, distinctIds: string[]): RawBuilder<unknown> {
+    return sql`SELECT d.distinct_id FROM ${this.tables.distinctIds} AS d
+      WHERE d.team_id = ${teamId} AND d.distinct_id = ANY(${distinctIds}::text[])`;
+  }
+
+  /** `UPDATE ... SET ..., version = version + 1`, optionally only at `expectedVersion`. */
+  updatePerson(
+    phase: Phase,
+    teamId: number,
+    personId: string,
+    update: PersonUpdate,
+    expectedVersion?: number,
+  ): RawBuilder<unknown> {
+    const sets: RawBuilder<unknown>[] = [];
+    if (update.properties || update.unsetProperties) {
+      sets.push(sql`properties = (COALESCE(properties, '{}'::jsonb)
+        || ${JSON.stringify(update.properties ?? {})}::jsonb) - ${[...(update.unsetProperties ?? [])]}::text[]`);
+    }
+    if (update.propertiesLastUpdatedAt && this.columns.has.has('properties_last_updated_at')) {
+      sets.push(sql`properties_last_updated_at = COALESCE(properties_last_updated_at, '{}'::jsonb)
+        || ${JSON.stringify(update.propertiesLastUpdatedAt)}::jsonb`);
+    }
+    if (update.propertiesLastOperation && this.columns.has.has('properties_last_operation')) {
+      sets.push(sql`properties_last_operation = COALESCE(properties_last_operation, '{}'::jsonb)
+        || ${JSON.stringify(update.propertiesLastOperation)}::jsonb`);
+    }
+    if (update.isIdentified !== undefined && this.columns.has.has('is_identified')) {
+      sets.push(sql`is_identified = ${update.isIdentified}`);
+    }
+    sets.push(sql`version = COALESCE(version, 0) + 1`);
+    const versionCheck =
+      expectedVersion === undefined ? sql`` : sql`AND COALESCE(version, 0) = ${expectedVersion}`;
+    return sql`UPDATE ${this.writeTable(phase)} SET ${sql.join(sets)}
+      WHERE team_id = ${teamId} AND id = ${personId}::bigint ${versionCheck}
+      RETURNING ${columnList(this.columns.all)}`;
+  }
+
+  /**
+   * Deletes a person and its distinct ids following rules 2 and 3: three statements, in this
+   * order, each with a fresh snapshot. Returns whether a person row was deleted.
+   */
+  async deletePerson(trx: AnyDb, phase: Phase, teamId: number, personId: string): Promise<boolean> {
+    let deleted = false;
+    const tablesInOrder =
+      phase === 'dual_read' ? [this.tables.old, this.tables.new] : [this.writeTable(phase)];
+    for (const table of tablesInOrder) {
+      const result = await sql`DELETE FROM ${table}
+        WHERE team_id = ${teamId} AND id = ${personId}::bigint`.execute(trx);
+      if ((result.numAffectedRows ?? 0n) > 0n) deleted = true;
+    }
+    await sql`DELETE FROM ${this.tables.distinctIds}
+      WHERE team_id = ${teamId} AND person_id = ${personId}::bigint`.execute(trx);
+    return deleted;
+  }
+
+  /** Adds a distinct id to a person held `FOR KEY SHARE` (rule 3). */
+  addDistinctId(
+    phase: Phase,
+    teamId: number,
+    personId: string,
+    distinctId: string,
+    version: number,
+  ): RawBuilder<unknown> {
+    const columns = this.columns.distinctIdHasVersion
+      ? sql`team_id, distinct_id, person_id, version`
+      : sql`team_id, distinct_id, person_id`;
+    const values = this.columns.distinctIdHasVersion
+      ? sql`p.team_id, ${distinctId}, p.id, ${version}`
+      : sql`p.team_id, ${distinctId}, p.id`;
+    return sql`WITH p AS (
+        SELECT t.team_id, t.id FROM ${this.writeTable(phase)} AS t
+        WHERE t.team_id = ${teamId} AND t.id = ${personId}::bigint FOR KEY SHARE
+      ), inserted AS (
+        INSERT INTO ${this.tables.distinctIds} (${columns}) SELECT ${values} FROM p
+        ON CONFLICT DO NOTHING RETURNING 1
+      )
+      SELECT (SELECT count(*)::int FROM p) AS persons, (SELECT count(*)::int FROM inserted) AS inserted`;
+  }
+
+  /** Points every distinct id of `source` at `target`, holding `target` `FOR KEY SHARE` (rule 3). */
+  moveDistinctIds(phase: Phase, teamId: number, source: string, target: string): RawBuilder<unknown> {
+    const bump = this.columns.distinctIdHasVersion
+      ? sql`, version = COALESCE(d.version, 0) + 1`
+      : sql``;
+    return sql`WITH target AS (
+        SELECT t.id FROM ${this.writeTable(phase)} AS t
+        WHERE t.team_id = ${teamId} AND t.id = ${target}::bigint FOR KEY SHARE
+      ), moved AS (
+        UPDATE ${this.tables.distinctIds} AS d SET person_id = target.id ${bump}
+        FROM target WHERE d.team_id = ${teamId} AND d.person_id = ${source}::bigint
+        RETURNING d.distinct_id
+      )
+      SELECT (SELECT count(*)::int FROM target) AS targets,
+        COALESCE((SELECT array_agg(distinct_id ORDER BY distinct_id) FROM moved), '{}') AS moved`;
+  }
+}

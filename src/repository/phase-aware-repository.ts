@@ -1,0 +1,436 @@
+import { type Kysely, type RawBuilder, sql } from 'kysely';
+import type { DatabaseHandle } from '../db/database-handle.js';
+import { toQueryFailedError } from '../db/query-failed.js';
+import { DualReadError, InvalidOptionsError } from '../errors.js';
+import type { DualReadEmitter } from '../events.js';
+import type { ResolvedMigrationOptions } from '../migration/options.js';
+import type { Phase, PhaseState } from '../phases/phase.js';
+import type { PhaseStore } from '../phases/phase-store.js';
+import type { PhaseWatcher } from '../phases/phase-watcher.js';
+import { PersonReads } from './person-reads.js';
+import { toIdText, toPersonRow, toTeamId } from './person-row.js';
+import { PersonWrites } from './person-writes.js';
+import type {
+  AddDistinctIdResult,
+  AssertVersionResult,
+  CreatePersonInput,
+  CreatePersonResult,
+  DistinctIdRow,
+  MoveDistinctIdsResult,
+  PersonId,
+  PersonRow,
+  PersonsPage,
+  PersonsRepository,
+  PersonUpdate,
+  PersonWithDistinctId,
+  TeamDistinctId,
+  TeamPersonId,
+} from './persons-repository.js';
+import {
+  loadPersonColumns,
+  type MigrationTables,
+  migrationTables,
+  type PersonColumns,
+} from './repository-context.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+const maxPhaseRetries = 5;
+const uuidPattern = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
+
+/** What every repository of one migration shares. @internal */
+export interface RepositoryDeps {
+  readonly handle: DatabaseHandle;
+  readonly options: ResolvedMigrationOptions;
+  readonly store: PhaseStore;
+  readonly watcher: PhaseWatcher;
+  readonly events: DualReadEmitter;
+}
+
+interface Sql {
+  readonly tables: MigrationTables;
+  readonly columns: PersonColumns;
+  readonly reads: PersonReads;
+  readonly writes: PersonWrites;
+}
+
+/** A transaction the repository is bound to, with the phase its fence read. */
+interface Bound {
+  readonly trx: AnyDb;
+  readonly phase: Phase;
+}
+
+/**
+ * The {@link PersonsRepository} whose reads and writes follow the migration's phase.
+ *
+ * - **Reads outside a transaction** are one statement that also returns the control row's
+ *   epoch; when the epoch differs from the cached one (a phase change this instance had not
+ *   heard of yet) the cache is refreshed and the read re-run with the right SQL.
+ * - **Writes** run in a transaction that first takes the phase fence, so they route by the
+ *   phase every reader sees and a phase change waits for them.
+ * @internal
+ */
+export class PhaseAwareRepository implements PersonsRepository {
+  constructor(
+    private readonly deps: RepositoryDeps,
+    private readonly sqlPromise: () => Promise<Sql>,
+    private readonly bound?: Bound,
+  ) {}
+
+  /** Creates the repository of a migration; column facts are read on first use. */
+  static create(deps: RepositoryDeps): PhaseAwareRepository {
+    let loading: Promise<Sql> | undefined;
+    const load = () => {
+      loading ??= loadPersonColumns(deps.handle.db, deps.options).then((columns) => {
+        const tables = migrationTables(deps.options);
+        return {
+          tables,
+          columns,
+          reads: new PersonReads(tables, columns),
+          writes: new PersonWrites(tables, columns),
+        };
+      });
+      loading.catch(() => {
+        loading = undefined;
+      });
+      return loading;
+    };
+    return new PhaseAwareRepository(deps, load);
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  async fetchPerson(
+    teamId: number,
+    distinctId: string,
+    options: { forUpdate?: boolean } = {},
+  ): Promise<PersonRow | undefined> {
+    toTeamId(teamId);
+    const s = await this.sqlPromise();
+    const keys = s.reads.distinctIdKey(teamId, distinctId);
+    if (options.forUpdate) {
+      return this.write(async ({ trx, phase }) => {
+        await this.exec(trx, () => s.writes.copyOldRows(trx, phase, keys));
+        const rows = await this.rows(trx, s.writes.lockForUpdate(phase, keys));
+        return rows[0] ? toPersonRow(rows[0]) : undefined;
+      });
+    }
+    const rows = await this.read('fetchPerson', (phase) => s.reads.byKeys(phase, keys));
+    return rows[0] ? toPersonRow(rows[0]) : undefined;
+  }
+
+  async fetchPersonsByDistinctIds(pairs: readonly TeamDistinctId[]): Promise<PersonWithDistinctId[]> {
+    if (pairs.length === 0) return [];
+    const s = await this.sqlPromise();
+    const keys = s.reads.distinctIdKeys(
+      pairs.map((p) => toTeamId(p.teamId, 'pairs[].teamId')),
+      pairs.map((p) => p.distinctId),
+    );
+    const rows = await this.read('fetchPersonsByDistinctIds', (phase) =>
+      s.reads.byKeys(phase, keys, ['distinct_id']),
+    );
+    return rows.map((row) => toPersonRow(row) as PersonWithDistinctId);
+  }
+
+  async fetchPersonsByPersonIds(pairs: readonly TeamPersonId[]): Promise<PersonRow[]> {
+    if (pairs.length === 0) return [];
+    const s = await this.sqlPromise();
+    const keys = s.reads.personIdKeys(
+      pairs.map((p) => toTeamId(p.teamId, 'pairs[].teamId')),
+      pairs.map((p) => toIdText(p.personId, 'pairs[].personId')),
+    );
+    const rows = await this.read('fetchPersonsByPersonIds', (phase) => s.reads.byKeys(phase, keys));
+    return rows.map(toPersonRow);
+  }
+
+  async fetchPersonByUuid(teamId: number, uuid: string): Promise<PersonRow | undefined> {
+    toTeamId(teamId);
+    if (!uuidPattern.test(uuid)) {
+      throw new InvalidOptionsError('uuid must be a UUID', [{ path: 'uuid', message: 'not a UUID' }]);
+    }
+    const s = await this.sqlPromise();
+    const rows = await this.read('fetchPersonByUuid', (phase) => s.reads.byUuid(phase, teamId, uuid));
+    return rows[0] ? toPersonRow(rows[0]) : undefined;
+  }
+
+  async fetchDistinctIdsForPersons(pairs: readonly TeamPersonId[]): Promise<DistinctIdRow[]> {
+    if (pairs.length === 0) return [];
+    const s = await this.sqlPromise();
+    const teamIds = pairs.map((p) => toTeamId(p.teamId, 'pairs[].teamId'));
+    const personIds = pairs.map((p) => toIdText(p.personId, 'pairs[].personId'));
+    // The distinct-ids table is not moved: the same statement serves every phase.
+    const rows = await this.rows(
+      this.bound?.trx ?? this.deps.handle.db,
+      sql`SELECT d.team_id, d.person_id::text AS person_id, d.distinct_id
+        FROM ${s.tables.distinctIds} AS d
+        JOIN (SELECT DISTINCT * FROM unnest(${teamIds}::bigint[], ${personIds}::bigint[])
+          AS q(team_id, person_id)) AS q
+          ON d.team_id = q.team_id AND d.person_id = q.person_id
+        ORDER BY d.team_id, d.person_id, d.distinct_id`,
+    );
+    return rows.map((r) => ({
+      teamId: Number(r.team_id),
+      personId: String(r.person_id),
+      distinctId: String(r.distinct_id),
+    }));
+  }
+
+  async countPersons(teamId: number): Promise<number> {
+    toTeamId(teamId);
+    const s = await this.sqlPromise();
+    const rows = await this.read('countPersons', (phase) => s.reads.count(phase, teamId));
+    return Number(rows[0]?.count ?? 0);
+  }
+
+  async listPersons(
+    teamId: number,
+    options: { after?: PersonId; limit?: number } = {},
+  ): Promise<PersonsPage> {
+    toTeamId(teamId);
+    const limit = options.limit ?? 100;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000) {
+      throw new InvalidOptionsError('limit must be an integer from 1 to 10000', [
+        { path: 'limit', message: 'out of range' },
+      ]);
+    }
+    const after = options.after === undefined ? undefined : toIdText(options.after, 'after');
+    const s = await this.sqlPromise();
+    const rows = await this.read('listPersons', (phase) => s.reads.page(phase, teamId, after, limit));
+    const persons = rows.map(toPersonRow).sort((a, b) => compareIds(a.id, b.id));
+    const last = persons.at(-1);
+    return { persons, nextCursor: persons.length === limit && last ? last.id : undefined };
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  async createPerson(input: CreatePersonInput): Promise<CreatePersonResult> {
+    const teamId = toTeamId(input.teamId, 'input.teamId');
+    const distinctIds = input.distinctIds.map((d) => (typeof d === 'string' ? d : d.distinctId));
+    const versions = input.distinctIds.map((d) => (typeof d === 'string' ? 0 : (d.version ?? 0)));
+    if (distinctIds.length === 0) {
+      throw new InvalidOptionsError('input.distinctIds must name at least one distinct id', [
+        { path: 'input.distinctIds', message: 'empty' },
+      ]);
+    }
+    if (new Set(distinctIds).size !== distinctIds.length) {
+      throw new InvalidOptionsError('input.distinctIds must not repeat a distinct id', [
+        { path: 'input.distinctIds', message: 'duplicates' },
+      ]);
+    }
+    if (input.uuid !== undefined && !uuidPattern.test(input.uuid)) {
+      throw new InvalidOptionsError('input.uuid must be a UUID', [
+        { path: 'input.uuid', message: 'not a UUID' },
+      ]);
+    }
+    const s = await this.sqlPromise();
+    const values = personValues(input, s.columns);
+    return this.write(async ({ trx, phase }) => {
+      // A savepoint lets a conflict undo the person row without ending the caller's transaction.
+      await this.exec(trx, () => sql`SAVEPOINT pg_dual_read_create`.execute(trx));
+      const rows = await this.rows(
+        trx,
+        s.writes.createPerson(phase, values, teamId, distinctIds, versions),
+      );
+      const created = rows[0];
+      if (created && Number(created.inserted_count) === distinctIds.length) {
+        await this.exec(trx, () => sql`RELEASE SAVEPOINT pg_dual_read_create`.execute(trx));
+        const { inserted_count: _, ...person } = created;
+        return { status: 'created', person: toPersonRow(person), distinctIds };
+      }
+      await this.exec(trx, () => sql`ROLLBACK TO SAVEPOINT pg_dual_read_create`.execute(trx));
+      const taken = await this.rows(trx, s.writes.takenDistinctIds(teamId, distinctIds));
+      return { status: 'conflict', distinctIds: taken.map((r) => String(r.distinct_id)) };
+    });
+  }
+
+  async updatePerson(
+    teamId: number,
+    personId: PersonId,
+    update: PersonUpdate,
+  ): Promise<PersonRow | undefined> {
+    const result = await this.update(teamId, personId, update, undefined);
+    return result;
+  }
+
+  async updatePersonAssertVersion(
+    teamId: number,
+    personId: PersonId,
+    expectedVersion: number,
+    update: PersonUpdate,
+  ): Promise<AssertVersionResult> {
+    if (!Number.isSafeInteger(expectedVersion)) {
+      throw new InvalidOptionsError('expectedVersion must be an integer', [
+        { path: 'expectedVersion', message: 'not an integer' },
+      ]);
+    }
+    const person = await this.update(teamId, personId, update, expectedVersion);
+    return person ? { status: 'updated', person } : { status: 'no_match' };
+  }
+
+  async deletePerson(teamId: number, personId: PersonId): Promise<boolean> {
+    toTeamId(teamId);
+    const id = toIdText(personId, 'personId');
+    const s = await this.sqlPromise();
+    return this.write(({ trx, phase }) =>
+      this.exec(trx, () => s.writes.deletePerson(trx, phase, teamId, id)),
+    );
+  }
+
+  async addDistinctId(
+    teamId: number,
+    personId: PersonId,
+    distinctId: string,
+    version = 0,
+  ): Promise<AddDistinctIdResult> {
+    toTeamId(teamId);
+    const id = toIdText(personId, 'personId');
+    const s = await this.sqlPromise();
+    return this.write(async ({ trx, phase }) => {
+      await this.exec(trx, () => s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [id])));
+      const rows = await this.rows(trx, s.writes.addDistinctId(phase, teamId, id, distinctId, version));
+      const row = rows[0];
+      if (!row || Number(row.persons) === 0) return { status: 'person_not_found' };
+      return Number(row.inserted) > 0 ? { status: 'added' } : { status: 'conflict' };
+    });
+  }
+
+  async moveDistinctIds(
+    teamId: number,
+    sourcePersonId: PersonId,
+    targetPersonId: PersonId,
+  ): Promise<MoveDistinctIdsResult> {
+    toTeamId(teamId);
+    const source = toIdText(sourcePersonId, 'sourcePersonId');
+    const target = toIdText(targetPersonId, 'targetPersonId');
+    const s = await this.sqlPromise();
+    return this.write(async ({ trx, phase }) => {
+      await this.exec(trx, () =>
+        s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [target])),
+      );
+      const rows = await this.rows(trx, s.writes.moveDistinctIds(phase, teamId, source, target));
+      const row = rows[0];
+      if (!row || Number(row.targets) === 0) return { status: 'target_not_found' };
+      return { status: 'moved', distinctIds: (row.moved as unknown[]).map(String) };
+    });
+  }
+
+  async inTransaction<T>(fn: (repository: PersonsRepository) => Promise<T>): Promise<T> {
+    return this.write(async (bound) => fn(this.bound ? this : this.bindTo(bound)));
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  private async update(
+    teamId: number,
+    personId: PersonId,
+    update: PersonUpdate,
+    expectedVersion: number | undefined,
+  ): Promise<PersonRow | undefined> {
+    toTeamId(teamId);
+    const id = toIdText(personId, 'personId');
+    const s = await this.sqlPromise();
+    return this.write(async ({ trx, phase }) => {
+      await this.exec(trx, () => s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [id])));
+      const rows = await this.rows(
+        trx,
+        s.writes.updatePerson(phase, teamId, id, update, expectedVersion),
+      );
+      return rows[0] ? toPersonRow(rows[0]) : undefined;
+    });
+  }
+
+  private bindTo(bound: Bound): PhaseAwareRepository {
+    return new PhaseAwareRepository(this.deps, this.sqlPromise, bound);
+  }
+
+  /** Runs `fn` in the bound transaction, or in a new one that starts with the phase fence. */
+  private async write<T>(fn: (bound: Bound) => Promise<T>): Promise<T> {
+    if (this.bound) return fn(this.bound);
+    return this.deps.handle.db.transaction().execute(async (trx) => {
+      const state = await this.exec(trx, () => this.deps.store.fence(trx));
+      this.deps.watcher.observe(state);
+      return fn({ trx, phase: state.phase });
+    });
+  }
+
+  /**
+   * One read statement. Outside a transaction the statement also returns the control row's
+   * epoch (same snapshot as the rows), and is re-run if the cached phase was stale.
+   */
+  private async read(
+    method: string,
+    build: (phase: Phase) => RawBuilder<unknown>,
+  ): Promise<Record<string, unknown>[]> {
+    if (this.bound) return this.rows(this.bound.trx, build(this.bound.phase));
+    const s = await this.sqlPromise();
+    let state: PhaseState = await this.deps.watcher.current();
+    for (let attempt = 0; ; attempt++) {
+      const rows = await this.rows(
+        this.deps.handle.db,
+        sql`SELECT c.epoch::text AS pg_dual_read_epoch, r.*
+          FROM (SELECT epoch FROM ${s.tables.control} WHERE name = ${this.deps.options.name}) AS c
+          LEFT JOIN LATERAL (SELECT true AS pg_dual_read_found, x.* FROM (${build(state.phase)}) AS x) AS r
+            ON true`,
+      );
+      const epoch = rows[0]?.pg_dual_read_epoch;
+      if (epoch === state.epoch) {
+        return rows
+          .filter((row) => row.pg_dual_read_found === true)
+          .map(({ pg_dual_read_epoch: _e, pg_dual_read_found: _f, ...row }) => row);
+      }
+      if (attempt >= maxPhaseRetries) {
+        throw new Error(`${method}: the phase kept changing during ${maxPhaseRetries} attempts`);
+      }
+      const previous = state;
+      state = await this.deps.watcher.refresh();
+      this.deps.events.emit('read:phase-retry', { method, from: previous.phase, to: state.phase });
+    }
+  }
+
+  private async rows(db: AnyDb, query: RawBuilder<unknown>): Promise<Record<string, unknown>[]> {
+    const result = await this.exec(db, () => query.execute(db), query);
+    return result.rows as Record<string, unknown>[];
+  }
+
+  /** Runs a database call, turning driver errors into errors without row values. */
+  private async exec<T>(db: AnyDb, run: () => Promise<T>, query?: RawBuilder<unknown>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      if (error instanceof DualReadError) throw error;
+      const compiled = query?.compile(db);
+      throw toQueryFailedError(error, compiled?.sql ?? '(repository statement)', compiled?.parameters.length ?? 0);
+    }
+  }
+}
+
+/** Column values of a new person: only what the input gives and the table has. */
+function personValues(
+  input: CreatePersonInput,
+  columns: PersonColumns,
+): Record<string, RawBuilder<unknown>> {
+  const values: Record<string, RawBuilder<unknown>> = {
+    team_id: sql`${input.teamId}`,
+    uuid: input.uuid === undefined ? sql`gen_random_uuid()` : sql`${input.uuid}::uuid`,
+    properties: sql`${JSON.stringify(input.properties ?? {})}::jsonb`,
+    version: sql`${input.version ?? 0}::int8`,
+  };
+  const optional: [string, unknown, (v: unknown) => RawBuilder<unknown>][] = [
+    ['properties_last_updated_at', input.propertiesLastUpdatedAt, (v) => sql`${JSON.stringify(v)}::jsonb`],
+    ['properties_last_operation', input.propertiesLastOperation, (v) => sql`${JSON.stringify(v)}::jsonb`],
+    ['created_at', input.createdAt, (v) => sql`${v}::timestamptz`],
+    ['is_identified', input.isIdentified, (v) => sql`${v}::boolean`],
+    ['is_user_id', input.isUserId, (v) => sql`${v}`],
+  ];
+  for (const [column, value, toSql] of optional) {
+    if (value !== undefined && columns.has.has(column)) values[column] = toSql(value);
+  }
+  return values;
+}
+
+function compareIds(a: string, b: string): number {
+  const x = BigInt(a);
+  const y = BigInt(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
