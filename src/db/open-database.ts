@@ -136,7 +136,12 @@ function poolHandle(pool: pg.Pool, ownsPool: boolean, connectionString?: string)
 
   const listen = async (channel: string, onNotify: (payload: string) => void) => {
     const ident = quoteChannel(channel);
-    if (!client) client = connect().catch((err) => ((client = undefined), Promise.reject(err)));
+    if (!client) {
+      client = connect();
+      client.catch(() => {
+        client = undefined; // a failed connect is retried by the next listen()
+      });
+    }
     const c = await client;
     let entry = channels.get(channel);
     if (!entry) {
@@ -151,7 +156,9 @@ function poolHandle(pool: pg.Pool, ownsPool: boolean, connectionString?: string)
     const stop: StopListening = async () => {
       if (!entry.callbacks.delete(callback) || entry.callbacks.size > 0) return;
       channels.delete(channel);
-      await c.query(`UNLISTEN ${ident}`).catch((err: Error) => log('UNLISTEN failed: %s', err.message));
+      await c
+        .query(`UNLISTEN ${ident}`)
+        .catch((err: Error) => log('UNLISTEN failed: %s', err.message));
     };
     return stop;
   };
@@ -160,7 +167,8 @@ function poolHandle(pool: pg.Pool, ownsPool: boolean, connectionString?: string)
   const close = () =>
     (closing ??= (async () => {
       const c = await client?.catch(() => undefined);
-      if (c && 'release' in c) c.release(true); // destroyed: no LISTEN state goes back to the pool
+      if (c && 'release' in c)
+        c.release(true); // destroyed: no LISTEN state goes back to the pool
       else if (c) await c.end().catch((err: Error) => log('listener end failed: %s', err.message));
       if (ownsPool) await db.destroy(); // ends the pool; a user's pool stays open
     })());
@@ -178,7 +186,7 @@ async function pgliteHandle(dataDir: string | undefined): Promise<DatabaseHandle
     // PGlite lower-cases unquoted names; quoting keeps the channel exact, as on Postgres.
     const ident = quoteChannel(channel);
     const callback = guarded(channel, onNotify);
-    await pglite.listen(ident, callback);
+    await exclusive(() => pglite.listen(ident, callback));
     // Not the function listen() returns: it drops the quotes and so misses mixed-case names.
     const stop: StopListening = () => exclusive(() => pglite.unlisten(ident, callback));
     return stop;

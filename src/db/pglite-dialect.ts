@@ -63,6 +63,17 @@ const sessionQueues = new WeakMap<PGliteInterface, { tail: Promise<void> }>();
 
 const AFFECTS_ROWS = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE']);
 
+// As in Kysely's PostgresDriver: the compiler quotes the savepoint name.
+const savepointCommand =
+  (command: string) =>
+  async (conn: DatabaseConnection, name: string, compile: QueryCompiler['compileQuery']) => {
+    const node = RawNode.createWithChildren([
+      RawNode.createWithSql(`${command} `),
+      IdentifierNode.create(name),
+    ]);
+    await conn.executeQuery(compile(node, createQueryId()));
+  };
+
 class PGliteDriver implements Driver {
   readonly #connection: PGliteConnection;
   readonly #queue: { tail: Promise<void> };
@@ -71,8 +82,8 @@ class PGliteDriver implements Driver {
 
   constructor(private readonly pglite: PGliteInterface) {
     this.#connection = new PGliteConnection(pglite);
-    let queue = sessionQueues.get(pglite);
-    if (!queue) sessionQueues.set(pglite, (queue = { tail: Promise.resolve() }));
+    const queue = sessionQueues.get(pglite) ?? { tail: Promise.resolve() };
+    sessionQueues.set(pglite, queue);
     this.#queue = queue;
   }
 
@@ -98,7 +109,7 @@ class PGliteDriver implements Driver {
     release?.();
   }
 
-  async beginTransaction(conn: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+  async beginTransaction(_conn: DatabaseConnection, settings: TransactionSettings): Promise<void> {
     // Kysely validated both settings against its fixed lists, so they are safe to inline.
     let begin = 'begin';
     if (settings.isolationLevel) begin += ` isolation level ${settings.isolationLevel}`;
@@ -116,32 +127,12 @@ class PGliteDriver implements Driver {
     await this.pglite.query('rollback');
   }
 
-  savepoint(conn: DatabaseConnection, name: string, compile: QueryCompiler['compileQuery']) {
-    return this.#savepointCommand(conn, 'savepoint', name, compile);
-  }
-  rollbackToSavepoint(conn: DatabaseConnection, name: string, compile: QueryCompiler['compileQuery']) {
-    return this.#savepointCommand(conn, 'rollback to', name, compile);
-  }
-  releaseSavepoint(conn: DatabaseConnection, name: string, compile: QueryCompiler['compileQuery']) {
-    return this.#savepointCommand(conn, 'release', name, compile);
-  }
+  readonly savepoint = savepointCommand('savepoint');
+  readonly rollbackToSavepoint = savepointCommand('rollback to');
+  readonly releaseSavepoint = savepointCommand('release');
 
   async destroy(): Promise<void> {
     this.#destroyed = true; // the PGlite instance belongs to whoever created it
-  }
-
-  async #savepointCommand(
-    conn: DatabaseConnection,
-    command: string,
-    name: string,
-    compile: QueryCompiler['compileQuery'],
-  ): Promise<void> {
-    // Same as Kysely's PostgresDriver: the compiler quotes the savepoint name.
-    const node = RawNode.createWithChildren([
-      RawNode.createWithSql(`${command} `),
-      IdentifierNode.create(name),
-    ]);
-    await conn.executeQuery(compile(node, createQueryId()));
   }
 }
 
@@ -168,7 +159,10 @@ class PGliteConnection implements DatabaseConnection {
   }
 
   // PGlite has no cursors over this API: emulate by slicing the full result.
-  async *streamQuery<R>(query: CompiledQuery, chunkSize = 1000): AsyncIterableIterator<QueryResult<R>> {
+  async *streamQuery<R>(
+    query: CompiledQuery,
+    chunkSize = 1000,
+  ): AsyncIterableIterator<QueryResult<R>> {
     if (!Number.isInteger(chunkSize) || chunkSize <= 0) {
       throw new Error('chunkSize must be a positive integer');
     }

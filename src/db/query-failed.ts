@@ -10,7 +10,8 @@ const KEPT_FIELDS = ['code', 'severity', 'schema', 'table', 'column', 'constrain
 const SQLSTATE = /^[0-9A-Z]{5}$/;
 
 function sqlStateOf(err: unknown): string | undefined {
-  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  const code =
+    typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   return typeof code === 'string' && SQLSTATE.test(code) ? code : undefined;
 }
 

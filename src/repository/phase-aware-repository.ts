@@ -347,6 +347,9 @@ export class PhaseAwareRepository implements PersonsRepository {
   /** Runs `fn` in the bound transaction, or in a new one that starts with the phase fence. */
   private async write<T>(fn: (bound: Bound) => Promise<T>): Promise<T> {
     if (this.bound) return fn(this.bound);
+    // Column facts are read through the handle, outside the transaction: on PGlite's single
+    // session a query outside an open transaction would wait for it forever.
+    await this.sqlPromise();
     return this.deps.handle.db.transaction().execute(async (trx) => {
       const state = await this.exec(trx, () => this.deps.store.fence(trx));
       this.deps.watcher.observe(state);

@@ -19,10 +19,16 @@ const waitFor = (received: string[], count: number) =>
 
 describe('database URLs', () => {
   it('accepts postgres://, postgresql://, pglite://memory and pglite:// directories', () => {
-    expect(parseDatabaseUrl('postgres://u@h/db')).toEqual({ kind: 'postgres', url: 'postgres://u@h/db' });
+    expect(parseDatabaseUrl('postgres://u@h/db')).toEqual({
+      kind: 'postgres',
+      url: 'postgres://u@h/db',
+    });
     expect(parseDatabaseUrl('postgresql://h/db').kind).toBe('postgres');
     expect(parseDatabaseUrl('pglite://memory')).toEqual({ kind: 'pglite', dataDir: undefined });
-    expect(parseDatabaseUrl('pglite:///var/data/pg')).toEqual({ kind: 'pglite', dataDir: '/var/data/pg' });
+    expect(parseDatabaseUrl('pglite:///var/data/pg')).toEqual({
+      kind: 'pglite',
+      dataDir: '/var/data/pg',
+    });
     expect(parseDatabaseUrl('pglite://./data')).toEqual({
       kind: 'pglite',
       dataDir: join(process.cwd(), 'data'),
@@ -66,7 +72,9 @@ describe('openDatabase on PGlite', () => {
 
   it('opens a pglite:// data directory as the pglite backend with exact int8', async () => {
     expect(handle.backend).toBe('pglite');
-    const { rows } = await sql<{ v: unknown }>`select 9007199254740993::int8 as v`.execute(handle.db);
+    const { rows } = await sql<{ v: unknown }>`select 9007199254740993::int8 as v`.execute(
+      handle.db,
+    );
     expect(rows[0]?.v).toBe('9007199254740993');
   });
 
@@ -111,7 +119,9 @@ describe('openDatabase on a real Postgres server', () => {
     try {
       expect(handle.backend).toBe('postgres');
       const { rows } = await sql<{ big: unknown; num: unknown }>`
-        select 9007199254740993::int8 as big, 12345678901234567890.5::numeric as num`.execute(handle.db);
+        select 9007199254740993::int8 as big, 12345678901234567890.5::numeric as num`.execute(
+        handle.db,
+      );
       expect(rows[0]).toEqual({ big: '9007199254740993', num: '12345678901234567890.5' });
     } finally {
       await handle.close();
@@ -187,7 +197,9 @@ describe('openDatabase on a real Postgres server', () => {
       connectionString: DATABASE_URL,
       types: {
         getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-          oid === 20 ? Number : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+          oid === 20
+            ? Number
+            : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
       },
     });
     try {
@@ -217,9 +229,9 @@ describe('openDatabase on a real Postgres server', () => {
   });
 
   it('reports an unreachable server as a ConfigurationError', async () => {
-    const err: unknown = await openDatabase('postgres://postgres:hunter2@127.0.0.1:1/postgres').catch(
-      (e: unknown) => e,
-    );
+    const err: unknown = await openDatabase(
+      'postgres://postgres:hunter2@127.0.0.1:1/postgres',
+    ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigurationError);
     expect((err as Error).message).not.toContain('hunter2');
   });
@@ -286,16 +298,24 @@ describe('toQueryFailedError', () => {
       expect(err.sqlState).toBe('22P02');
       expect(err.message).toContain('invalid input syntax for type integer: "<redacted>"');
       expect(err.message).toContain('[1 parameter]');
-      expect(JSON.stringify(err.cause, Object.getOwnPropertyNames(err.cause))).not.toContain('zz-secret');
+      expect(JSON.stringify(err.cause, Object.getOwnPropertyNames(err.cause))).not.toContain(
+        'zz-secret',
+      );
     } finally {
       await handle.close();
     }
   });
 
   it('cuts the SQL at 500 characters and handles errors without a SQLSTATE', () => {
-    const err = toQueryFailedError(new Error('Connection terminated'), `select ${'x'.repeat(600)}`, 0);
+    const err = toQueryFailedError(
+      new Error('Connection terminated'),
+      `select ${'x'.repeat(600)}`,
+      0,
+    );
     expect(err.sqlState).toBeUndefined();
-    expect(err.message).toMatch(/^Query failed \(Connection terminated\): select x+\.\.\. \[0 parameters\]$/);
+    expect(err.message).toMatch(
+      /^Query failed \(Connection terminated\): select x+\.\.\. \[0 parameters\]$/,
+    );
     expect(err.message.length).toBeLessThan(600);
     expect(err.sql).toHaveLength(607);
   });

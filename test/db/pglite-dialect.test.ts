@@ -36,7 +36,10 @@ describe('PGliteDialect', () => {
     const results = await Promise.allSettled(
       Array.from({ length: 10 }, (_, i) =>
         db.transaction().execute(async (trx) => {
-          await trx.insertInto('items').values({ id: i, label: `row ${i}` }).execute();
+          await trx
+            .insertInto('items')
+            .values({ id: i, label: `row ${i}` })
+            .execute();
           await new Promise((r) => setTimeout(r, 5)); // give the others a chance to interleave
           if (i % 2 === 1) throw new Error(`transaction ${i} fails`);
         }),
@@ -82,10 +85,12 @@ describe('PGliteDialect', () => {
       .setIsolationLevel('serializable')
       .setAccessMode('read only')
       .execute(async (trx) => ({
-        isolation: (await sql<{ transaction_isolation: string }>`show transaction_isolation`.execute(trx))
-          .rows[0]?.transaction_isolation,
-        readOnly: (await sql<{ transaction_read_only: string }>`show transaction_read_only`.execute(trx))
-          .rows[0]?.transaction_read_only,
+        isolation: (
+          await sql<{ transaction_isolation: string }>`show transaction_isolation`.execute(trx)
+        ).rows[0]?.transaction_isolation,
+        readOnly: (
+          await sql<{ transaction_read_only: string }>`show transaction_read_only`.execute(trx)
+        ).rows[0]?.transaction_read_only,
       }));
     expect(isolation).toBe('serializable');
     expect(readOnly).toBe('on');
@@ -132,7 +137,9 @@ describe('PGliteDialect', () => {
     await db.insertInto('big').values({ id: '9007199254740993' }).execute();
     const row = await db.selectFrom('big').select('id').executeTakeFirstOrThrow();
     expect(row.id).toBe('9007199254740993');
-    const numeric = await sql<{ n: unknown }>`select 12345678901234567890.5::numeric as n`.execute(db);
+    const numeric = await sql<{ n: unknown }>`select 12345678901234567890.5::numeric as n`.execute(
+      db,
+    );
     expect(numeric.rows[0]?.n).toBe('12345678901234567890.5');
     await expect(assertExactBigints(db)).resolves.toBeUndefined();
   });

@@ -40,3 +40,8 @@ export async function dropSchemas(handle: DatabaseHandle, ...schemas: string[]):
     await sql`DROP SCHEMA IF EXISTS ${sql.id(schema)} CASCADE`.execute(handle.db);
   }
 }
+
+/** A new handle on the real server (its own pool), for tests that need separate sessions. */
+export function openDatabaseForTest(maxConnections = 10): Promise<DatabaseHandle> {
+  return openBackend('postgres', maxConnections);
+}

@@ -1,0 +1,6 @@
+export {
+  createPostHogPersonsSchema,
+  type PersonsSchemaOptions,
+  type SeedPersonsOptions,
+  seedPersons,
+} from './persons-fixture.js';
