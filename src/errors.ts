@@ -12,7 +12,8 @@ export type DualReadErrorCode =
   | 'PHASE_TRANSITION'
   | 'NOT_INSTALLED'
   | 'CONTROL_SCHEMA_TOO_NEW'
-  | 'QUERY_FAILED';
+  | 'QUERY_FAILED'
+  | 'CONTROL_STATE';
 
 /**
  * Base class of every error thrown by pg-dual-read.
@@ -172,4 +173,17 @@ export class QueryFailedError extends DualReadError {
   ) {
     super(message, options);
   }
+}
+
+/**
+ * The control row is in a state this code cannot act on: an unknown phase written by hand or
+ * by a newer version, or a phase that kept changing while a read was retried.
+ *
+ * @example
+ * ```ts
+ * catch (err) { if (err instanceof ControlStateError) alert(err.message); }
+ * ```
+ */
+export class ControlStateError extends DualReadError {
+  readonly code = 'CONTROL_STATE' as const;
 }

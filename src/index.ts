@@ -4,6 +4,7 @@ export { PGliteDialect, type PGliteDialectConfig } from './db/pglite-dialect.js'
 export {
   ConfigurationError,
   ControlSchemaTooNewError,
+  ControlStateError,
   DualReadError,
   type DualReadErrorCode,
   InvalidOptionsError,

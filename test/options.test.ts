@@ -26,6 +26,7 @@ describe('createPersonsMigration options', () => {
     [{ phaseRefreshIntervalMs: 10 }, 'phaseRefreshIntervalMs must be an integer from 50 to 600000'],
     [{ phaseChangeLockTimeoutMs: 1.5 }, 'phaseChangeLockTimeoutMs must be an integer from 1 to 600000'],
     [{ batchSize: 10 }, 'unknown option(s) batchSize'],
+    [{ controlSchema: 'pg_dual_read' }, 'controlSchema must not start with pg_'],
   ])('%j is refused with a message naming the option', (bad, message) => {
     const error = optionError({ db: handle, ...bad });
     expect(error.code).toBe('INVALID_OPTIONS');
@@ -42,7 +43,7 @@ describe('createPersonsMigration options', () => {
     expect(migration.options).toMatchObject({
       name: 'persons',
       schema: 'public',
-      controlSchema: 'pg_dual_read',
+      controlSchema: 'dual_read',
       oldTable: 'posthog_person',
       newTable: 'posthog_person_new',
       distinctIdsTable: 'posthog_persondistinctid',

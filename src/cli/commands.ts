@@ -19,7 +19,7 @@ export type DatabaseCommand = Exclude<CommandName, 'help'>;
  * @example
  * ```ts
  * await install(migration, invocation, console.log);
- * // control schema "pg_dual_read": version 0 -> 1 (applied 1)
+ * // control schema "dual_read": version 0 -> 1 (applied 1)
  * ```
  * @internal
  */

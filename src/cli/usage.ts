@@ -55,7 +55,7 @@ Connection:
 Migration (the same values as the services' createPersonsMigration() options):
   --name NAME             migration name (default persons)
   --schema NAME           schema of the persons tables (default public)
-  --control-schema NAME   schema of pg-dual-read's control tables (default pg_dual_read)
+  --control-schema NAME   schema of pg-dual-read's control tables (default dual_read)
   --old-table NAME        default posthog_person
   --new-table NAME        default posthog_person_new
   --distinct-ids-table NAME  default posthog_persondistinctid

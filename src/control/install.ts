@@ -1,6 +1,7 @@
 import createDebug from 'debug';
 import { sql } from 'kysely';
 import type { DatabaseHandle } from '../db/database-handle.js';
+import { sanitizeErrors } from '../db/query-failed.js';
 import { ControlSchemaTooNewError } from '../errors.js';
 import { controlMigrations, latestControlVersion } from './control-migrations.js';
 
@@ -29,6 +30,13 @@ export function installLockKey(controlSchema: string) {
  * Idempotent; refuses a control schema newer than this code. @internal (use `migration.install()`)
  */
 export async function installControlSchema(
+  handle: DatabaseHandle,
+  controlSchema: string,
+): Promise<InstallResult> {
+  return sanitizeErrors(`install() of control schema "${controlSchema}"`, () => applyControlMigrations(handle, controlSchema));
+}
+
+async function applyControlMigrations(
   handle: DatabaseHandle,
   controlSchema: string,
 ): Promise<InstallResult> {

@@ -1,4 +1,4 @@
-import { QueryFailedError } from '../errors.js';
+import { DualReadError, QueryFailedError } from '../errors.js';
 
 const MAX_SQL_CHARS = 500;
 
@@ -85,4 +85,23 @@ export function toQueryFailedError(
 export function isSqlState(err: unknown, code: string): boolean {
   if (err instanceof QueryFailedError) return err.sqlState === code;
   return sqlStateOf(err) === code;
+}
+
+/**
+ * Runs `fn`, passing {@link DualReadError}s through and turning any other error (a driver
+ * error whose `detail` may hold row values) into a {@link QueryFailedError} described by
+ * `operation`. For control-plane calls that run several statements. @internal
+ *
+ * @example
+ * ```ts
+ * await sanitizeErrors('install() of control schema "dual_read"', () => install());
+ * ```
+ */
+export async function sanitizeErrors<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    if (error instanceof DualReadError) throw error;
+    throw toQueryFailedError(error, operation, 0);
+  }
 }

@@ -13,6 +13,12 @@ const identifier = (what: string) =>
     })
     .refine((value) => !value.includes('\u0000'), { error: `${what} must not contain NUL` });
 
+// Postgres reserves schema names starting with pg_ (SQLSTATE 42939), though PGlite accepts them.
+const schemaName = (what: string) =>
+  identifier(what).refine((value) => !value.toLowerCase().startsWith('pg_'), {
+    error: `${what} must not start with pg_ (Postgres reserves those schema names)`,
+  });
+
 const integerIn = (what: string, min: number, max: number) =>
   z
     .number({ error: `${what} must be a number` })
@@ -31,8 +37,8 @@ const migrationOptionsSchema = z
       { error: 'db must be a handle returned by openDatabase()' },
     ),
     name: identifier('name').default('persons'),
-    schema: identifier('schema').default('public'),
-    controlSchema: identifier('controlSchema').default('pg_dual_read'),
+    schema: schemaName('schema').default('public'),
+    controlSchema: schemaName('controlSchema').default('dual_read'),
     oldTable: identifier('oldTable').default('posthog_person'),
     newTable: identifier('newTable').default('posthog_person_new'),
     distinctIdsTable: identifier('distinctIdsTable').default('posthog_persondistinctid'),

@@ -114,7 +114,7 @@ export class PersonsMigration {
    * await migration.prepare({ partitions: 8 });
    * ```
    */
-  prepare(options: PrepareOptions = {}): Promise<PrepareResult> {
+  async prepare(options: PrepareOptions = {}): Promise<PrepareResult> {
     const resolved = parseOptions(prepareOptionsSchema, options, 'prepare()');
     return prepareMigration(this.handle, this.options, { partitions: resolved.partitions });
   }

@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely';
-import { NotInstalledError, PhaseTransitionError } from '../errors.js';
+import { isSqlState, sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
+import { ControlStateError, NotInstalledError, PhaseTransitionError } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { isPhase, type Phase, type PhaseState, type TransitionName, transitions } from './phase.js';
 import { type PhaseNotification, phaseChannel } from './phase-channel.js';
@@ -32,7 +33,7 @@ export class PhaseStore {
 
   /** Reads the phase without locking. Throws {@link NotInstalledError} when missing. */
   async read(db: AnyDb): Promise<PhaseState> {
-    const { rows } = await this.selectRow(db, sql``);
+    const { rows } = await this.controlQuery(() => this.selectRow(db, sql``));
     return this.toState(rows[0]);
   }
 
@@ -41,7 +42,7 @@ export class PhaseStore {
    * so no phase change can commit while this transaction writes. Call inside a transaction.
    */
   async fence(trx: AnyDb): Promise<PhaseState> {
-    const { rows } = await this.selectRow(trx, sql`FOR KEY SHARE`);
+    const { rows } = await this.controlQuery(() => this.selectRow(trx, sql`FOR KEY SHARE`));
     return this.toState(rows[0]);
   }
 
@@ -51,6 +52,26 @@ export class PhaseStore {
    */
   async transition(db: AnyDb, name: TransitionName): Promise<PhaseState> {
     const { from, to } = transitions[name];
+    try {
+      return await this.controlQuery(() => this.transitionInTransaction(db, name, from, to));
+    } catch (error) {
+      if (!isSqlState(error, '55P03')) throw error;
+      throw new PhaseTransitionError(
+        `${name}() waited phaseChangeLockTimeoutMs (${this.options.phaseChangeLockTimeoutMs} ms) for ` +
+          'repository transactions holding the phase fence and gave up: nothing was changed. ' +
+          'Retry, or raise phaseChangeLockTimeoutMs if long write transactions are expected.',
+        from.join('|'),
+        to,
+      );
+    }
+  }
+
+  private transitionInTransaction(
+    db: AnyDb,
+    name: TransitionName,
+    from: readonly Phase[],
+    to: Phase,
+  ): Promise<PhaseState> {
     return db.transaction().execute(async (trx) => {
       await sql`SELECT set_config('lock_timeout', ${`${this.options.phaseChangeLockTimeoutMs}ms`}, true)`.execute(
         trx,
@@ -87,6 +108,27 @@ export class PhaseStore {
     });
   }
 
+  /**
+   * Sanitises driver errors; a missing control schema or table means install() never ran,
+   * and a lock timeout on the control row means writes held the fence too long.
+   */
+  private async controlQuery<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (error) {
+      if (isSqlState(error, '42P01') || isSqlState(error, '3F000')) {
+        throw new NotInstalledError(
+          `The control schema "${this.options.controlSchema}" is not installed: run ` +
+            'install() then prepare() (CLI: pg-dual-read install, pg-dual-read prepare).',
+          { cause: toQueryFailedError(error, 'control row lookup', 1) },
+        );
+      }
+      return sanitizeErrors(`phase control of migration "${this.options.name}"`, () =>
+        Promise.reject(error),
+      );
+    }
+  }
+
   private selectRow(db: AnyDb, lock: ReturnType<typeof sql>) {
     return sql<ControlRow>`
       SELECT phase, epoch::text AS epoch, phase_changed_at
@@ -97,10 +139,14 @@ export class PhaseStore {
     if (!row) {
       throw new NotInstalledError(
         `Migration "${this.options.name}" is not registered in control schema ` +
-          `"${this.options.controlSchema}": run migration.install() then migration.prepare().`,
+          `"${this.options.controlSchema}": run prepare() (CLI: pg-dual-read prepare).`,
       );
     }
-    if (!isPhase(row.phase)) throw new Error(`Unknown phase in control row: ${row.phase}`);
+    if (!isPhase(row.phase)) {
+      throw new ControlStateError(
+        `Migration "${this.options.name}" is in a phase this version does not know; upgrade pg-dual-read.`,
+      );
+    }
     return { phase: row.phase, epoch: String(row.epoch), changedAt: row.phase_changed_at };
   }
 }

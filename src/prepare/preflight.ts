@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import { quoteIdent } from '../control/install.js';
 import { displayName } from '../db/identifiers.js';
 import type { PreflightProblem } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
@@ -49,6 +50,8 @@ export async function runPreflight(
   const oldName = displayName(schema, oldTable);
   const newName = displayName(schema, newTable);
   const distinctIdsName = displayName(schema, distinctIdsTable);
+  // Fixes are SQL to copy and run: identifiers in them are quoted.
+  const quoted = (table: string) => `${quoteIdent(schema)}.${quoteIdent(table)}`;
 
   if (!oldShape) {
     problems.push({
@@ -93,7 +96,7 @@ export async function runPreflight(
         problems.push({
           check: 'column_missing_in_new',
           message: `Column "${oldColumn.name}" of ${oldName} is missing from ${newName}.`,
-          fix: `ALTER TABLE ${newName} ADD COLUMN "${oldColumn.name}" ${oldColumn.type};`,
+          fix: `ALTER TABLE ${quoted(newTable)} ADD COLUMN ${quoteIdent(oldColumn.name)} ${oldColumn.type};`,
         });
       } else if (newColumn.type !== oldColumn.type) {
         problems.push({
@@ -116,7 +119,7 @@ export async function runPreflight(
       problems.push({
         check: 'new_key_missing',
         message: `${newName} has no unique key on (team_id, id) or (id); copies could duplicate persons.`,
-        fix: `ALTER TABLE ${newName} ADD PRIMARY KEY (team_id, id);`,
+        fix: `ALTER TABLE ${quoted(newTable)} ADD PRIMARY KEY (team_id, id);`,
       });
     }
   }
@@ -138,7 +141,7 @@ export async function runPreflight(
       problems.push({
         check: 'foreign_key_to_old_table',
         message: `Foreign key "${fk.name}" ties ${distinctIdsName} to ${oldName} only: distinct ids of persons created in ${newName} would violate it. The repository keeps the same guarantee with row locks.`,
-        fix: `ALTER TABLE ${distinctIdsName} DROP CONSTRAINT "${fk.name}";`,
+        fix: `ALTER TABLE ${quoted(distinctIdsTable)} DROP CONSTRAINT ${quoteIdent(fk.name)};`,
       });
     }
   }

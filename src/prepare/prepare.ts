@@ -3,6 +3,7 @@ import { type Kysely, sql } from 'kysely';
 import { latestControlVersion } from '../control/control-migrations.js';
 import { installedControlVersion } from '../control/install.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
+import { sanitizeErrors } from '../db/query-failed.js';
 import { NotInstalledError, PreflightError } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { runPreflight } from './preflight.js';
@@ -44,6 +45,16 @@ export interface PrepareResult {
  * changed. @internal (use `migration.prepare()`)
  */
 export async function prepareMigration(
+  handle: DatabaseHandle,
+  options: ResolvedMigrationOptions,
+  prepareOptions: ResolvedPrepareOptions,
+): Promise<PrepareResult> {
+  return sanitizeErrors(`prepare() of migration "${options.name}"`, () =>
+    prepareInTransaction(handle, options, prepareOptions),
+  );
+}
+
+async function prepareInTransaction(
   handle: DatabaseHandle,
   options: ResolvedMigrationOptions,
   prepareOptions: ResolvedPrepareOptions,

@@ -1,7 +1,7 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { toQueryFailedError } from '../db/query-failed.js';
-import { DualReadError, InvalidOptionsError } from '../errors.js';
+import { ControlStateError, DualReadError, InvalidOptionsError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import type { Phase, PhaseState } from '../phases/phase.js';
@@ -350,11 +350,25 @@ export class PhaseAwareRepository implements PersonsRepository {
     // Column facts are read through the handle, outside the transaction: on PGlite's single
     // session a query outside an open transaction would wait for it forever.
     await this.sqlPromise();
-    return this.deps.handle.db.transaction().execute(async (trx) => {
-      const state = await this.exec(trx, () => this.deps.store.fence(trx));
-      this.deps.watcher.observe(state);
-      return fn({ trx, phase: state.phase });
-    });
+    const fromCaller = new WeakSet<object>();
+    try {
+      return await this.deps.handle.db.transaction().execute(async (trx) => {
+        const state = await this.exec(trx, () => this.deps.store.fence(trx));
+        this.deps.watcher.observe(state);
+        try {
+          return await fn({ trx, phase: state.phase });
+        } catch (error) {
+          if (typeof error === 'object' && error !== null) fromCaller.add(error);
+          throw error;
+        }
+      });
+    } catch (error) {
+      // BEGIN and COMMIT fail too (a deferred constraint, a serialization failure, a lost
+      // connection): sanitise those like any statement, but leave the caller's errors alone.
+      if (error instanceof DualReadError) throw error;
+      if (typeof error === 'object' && error !== null && fromCaller.has(error)) throw error;
+      throw toQueryFailedError(error, 'BEGIN / COMMIT of a repository transaction', 0);
+    }
   }
 
   /**
@@ -383,7 +397,9 @@ export class PhaseAwareRepository implements PersonsRepository {
           .map(({ pg_dual_read_epoch: _e, pg_dual_read_found: _f, ...row }) => row);
       }
       if (attempt >= maxPhaseRetries) {
-        throw new Error(`${method}: the phase kept changing during ${maxPhaseRetries} attempts`);
+        throw new ControlStateError(
+          `${method}: the phase changed ${maxPhaseRetries} times during one read; retry the call.`,
+        );
       }
       const previous = state;
       state = await this.deps.watcher.refresh();

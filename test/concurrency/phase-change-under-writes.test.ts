@@ -152,7 +152,7 @@ describeOnRealServer('phase change under concurrent writes (real server)', () =>
       stop = true;
       await Promise.all(writers);
       // Visible in the test output when something goes wrong.
-      console.info({ seed, transitionMs, opsBefore, opsDuring, ops, errors });
+      if (errors.length > 0 || !state) console.error({ seed, transitionMs, opsBefore, opsDuring, ops, errors });
     }
     expect(errors, `seed ${seed}`).toEqual([]);
     expect(state?.phase).toBe('dual_read');

@@ -87,6 +87,22 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     expect((error as Error).message).toContain('install()');
   });
 
+  it('status() and startDualRead() before install() throw NotInstalledError saying to run install()', async () => {
+    const migration = await personsSchema();
+    for (const call of [() => migration.status(), () => migration.startDualRead()]) {
+      const error = await call().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(NotInstalledError);
+      expect((error as Error).message).toContain('install()');
+    }
+  });
+
+  it('prepare() with an invalid option rejects (not throws) naming the option', async () => {
+    const migration = await personsSchema();
+    const pending = migration.prepare({ partitions: 1 });
+    await expect(pending).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+    await expect(pending).rejects.toThrow('partitions must be an integer from 2 to 1024');
+  });
+
   it('startDualRead() and status() before prepare() say what to run', async () => {
     const migration = await personsSchema();
     await migration.install();
@@ -132,7 +148,7 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     expect(error).toBeInstanceOf(PreflightError);
     const problems = (error as PreflightError).problems;
     expect(problems.map((p) => p.check)).toEqual(['foreign_key_to_old_table']);
-    expect(problems[0]?.fix).toMatch(/ALTER TABLE .* DROP CONSTRAINT "posthog_persondistinctid_person_id_fkey"/);
+    expect(problems[0]?.fix).toMatch(/ALTER TABLE "p_[0-9a-f]+"."posthog_persondistinctid" DROP CONSTRAINT "posthog_persondistinctid_person_id_fkey";/);
     expect(await catalogSnapshot(handle, schema, controlSchema)).toEqual(before);
   });
 
@@ -200,6 +216,22 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
 });
 
 describeOnRealServer('install() from many sessions at once on postgres', () => {
+  it('the default control schema name is one a real server accepts', async () => {
+    const db = await openDatabaseForTest(1);
+    try {
+      const { controlSchema } = createPersonsMigration({ db }).options;
+      await db.db.transaction().execute(async (trx) => {
+        // Created inside a transaction that is rolled back: nothing is left behind.
+        await sql`CREATE SCHEMA ${sql.id(controlSchema)}`.execute(trx);
+        throw new Error('rollback');
+      }).catch((e: Error) => {
+        if (e.message !== 'rollback') throw e;
+      });
+    } finally {
+      await db.close();
+    }
+  });
+
   it('ten concurrent install() calls apply each control migration exactly once', async () => {
     const controlSchema = uniqueSchemaName('ctl');
     const handles = await Promise.all(Array.from({ length: 10 }, () => openDatabaseForTest(1)));
