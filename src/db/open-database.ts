@@ -15,6 +15,11 @@ const log = createDebug('pg-dual-read:db');
 export interface OpenDatabaseOptions {
   /** Size of the pool opened for a `postgres://` URL. Default 10. Ignored otherwise. */
   readonly maxConnections?: number;
+  /**
+   * How long to wait for a connection to a `postgres://` server before failing, in ms.
+   * Default 10000. (pg ignores `connect_timeout` in the URL.)
+   */
+  readonly connectTimeoutMs?: number;
 }
 
 const ACCEPTED_FORMS =
@@ -70,6 +75,12 @@ export async function openDatabase(
   options: OpenDatabaseOptions = {},
 ): Promise<DatabaseHandle> {
   const max = options.maxConnections ?? 10;
+  const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+  if (!Number.isInteger(connectTimeoutMs) || connectTimeoutMs < 1) {
+    throw new InvalidOptionsError('connectTimeoutMs must be a positive integer (milliseconds)', [
+      { path: 'connectTimeoutMs', message: 'must be a positive integer' },
+    ]);
+  }
   if (!Number.isInteger(max) || max < 1) {
     throw new InvalidOptionsError('maxConnections must be an integer of at least 1', [
       { path: 'maxConnections', message: 'must be an integer of at least 1' },
@@ -89,10 +100,15 @@ export async function openDatabase(
   } else {
     const parsed = parseDatabaseUrl(source ?? 'pglite://memory');
     if (parsed.kind === 'postgres') {
-      const pool = new pg.Pool({ connectionString: parsed.url, max, types: pgTypeOverrides });
+      const pool = new pg.Pool({
+        connectionString: parsed.url,
+        max,
+        types: pgTypeOverrides,
+        connectionTimeoutMillis: connectTimeoutMs,
+      });
       // An idle client's error (server restart) must not crash the process.
       pool.on('error', (err) => log('idle pool client error: %s', err.message));
-      handle = poolHandle(pool, true, parsed.url);
+      handle = poolHandle(pool, true, parsed.url, connectTimeoutMs);
     } else {
       handle = await pgliteHandle(parsed.dataDir);
     }
@@ -112,7 +128,12 @@ export async function openDatabase(
 
 // A pool we own gets a plain Client for LISTEN, so the listener never holds a pool slot;
 // a user's pool lends one of its clients, returned (destroyed) on close.
-function poolHandle(pool: pg.Pool, ownsPool: boolean, connectionString?: string): DatabaseHandle {
+function poolHandle(
+  pool: pg.Pool,
+  ownsPool: boolean,
+  connectionString?: string,
+  connectTimeoutMs?: number,
+): DatabaseHandle {
   // biome-ignore lint/suspicious/noExplicitAny: the library addresses user-named tables.
   const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
   let client: Promise<pg.Client | pg.PoolClient> | undefined; // opened on first listen()
@@ -121,7 +142,7 @@ function poolHandle(pool: pg.Pool, ownsPool: boolean, connectionString?: string)
   const connect = async (): Promise<pg.Client | pg.PoolClient> => {
     let c: pg.Client | pg.PoolClient;
     if (connectionString !== undefined) {
-      c = new pg.Client({ connectionString });
+      c = new pg.Client({ connectionString, connectionTimeoutMillis: connectTimeoutMs ?? 0 });
       c.on('error', (err) => log('listener connection error: %s', err.message));
       await c.connect();
     } else {

@@ -320,3 +320,26 @@ describe('toQueryFailedError', () => {
     expect(err.sql).toHaveLength(607);
   });
 });
+
+describe('openDatabase connect timeout', () => {
+  it('fails within connectTimeoutMs when the server never answers, without printing the password', async () => {
+    // A listening socket that accepts and never speaks: the pg handshake waits for it.
+    const { createServer } = await import('node:net');
+    const sockets: import('node:net').Socket[] = [];
+    const server = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as import('node:net').AddressInfo).port;
+    const started = Date.now();
+    try {
+      const error = await openDatabase(`postgres://u:s3cret@127.0.0.1:${port}/db`, {
+        connectTimeoutMs: 300,
+      }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: 'CONFIGURATION' });
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(JSON.stringify(error) + String((error as Error).message)).not.toContain('s3cret');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    }
+  });
+});
