@@ -387,7 +387,7 @@ export class PhaseAwareRepository implements PersonsRepository {
         this.deps.handle.db,
         sql`SELECT c.epoch::text AS pg_dual_read_epoch, r.*
           FROM (SELECT epoch FROM ${s.tables.control} WHERE name = ${this.deps.options.name}) AS c
-          LEFT JOIN LATERAL (SELECT true AS pg_dual_read_found, x.* FROM (${build(state.phase)}) AS x) AS r
+          LEFT JOIN (SELECT true AS pg_dual_read_found, x.* FROM (${build(state.phase)}) AS x OFFSET 0) AS r
             ON true`,
       );
       const epoch = rows[0]?.pg_dual_read_epoch;
