@@ -6,6 +6,7 @@ import pg from 'pg';
 import { ConfigurationError, InvalidOptionsError } from '../errors.js';
 import type { DatabaseHandle, StopListening } from './database-handle.js';
 import { PGliteDialect } from './pglite-dialect.js';
+import { withPreparedStatements } from './prepared-statements.js';
 import { toQueryFailedError } from './query-failed.js';
 import { assertExactBigints, pgliteParsers, pgTypeOverrides } from './type-parsers.js';
 
@@ -20,6 +21,13 @@ export interface OpenDatabaseOptions {
    * Default 10000. (pg ignores `connect_timeout` in the URL.)
    */
   readonly connectTimeoutMs?: number;
+  /**
+   * Run the repository's reads as named prepared statements (parsed and planned once per
+   * connection). Default `true` for a pool opened from a URL, `false` for your own `pg.Pool`.
+   * Turn it off behind a PgBouncer in transaction mode older than 1.21 (or without
+   * `max_prepared_statements`).
+   */
+  readonly preparedStatements?: boolean;
 }
 
 const ACCEPTED_FORMS =
@@ -90,7 +98,7 @@ export async function openDatabase(
   if (source instanceof Kysely) {
     handle = { db: source, backend: 'postgres', close: async () => {} };
   } else if (source instanceof pg.Pool) {
-    handle = poolHandle(source, false);
+    handle = poolHandle(source, false, undefined, undefined, options.preparedStatements ?? false);
   } else if (source !== undefined && typeof source !== 'string') {
     // e.g. a Pool or Kysely from a second copy of pg / kysely in node_modules
     throw new ConfigurationError(
@@ -108,7 +116,7 @@ export async function openDatabase(
       });
       // An idle client's error (server restart) must not crash the process.
       pool.on('error', (err) => log('idle pool client error: %s', err.message));
-      handle = poolHandle(pool, true, parsed.url, connectTimeoutMs);
+      handle = poolHandle(pool, true, parsed.url, connectTimeoutMs, options.preparedStatements ?? true);
     } else {
       handle = await pgliteHandle(parsed.dataDir);
     }
@@ -133,9 +141,12 @@ function poolHandle(
   ownsPool: boolean,
   connectionString?: string,
   connectTimeoutMs?: number,
+  preparedStatements = false,
 ): DatabaseHandle {
   // biome-ignore lint/suspicious/noExplicitAny: the library addresses user-named tables.
-  const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<any>({
+    dialect: new PostgresDialect({ pool: preparedStatements ? withPreparedStatements(pool) : pool }),
+  });
   let client: Promise<pg.Client | pg.PoolClient> | undefined; // opened on first listen()
   const channels = new Map<string, { callbacks: Set<(p: string) => void>; ready: Promise<void> }>();
 

@@ -1,5 +1,6 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely';
 import type { DatabaseHandle } from '../db/database-handle.js';
+import { preparedStatementMarker } from '../db/prepared-statements.js';
 import { toQueryFailedError } from '../db/query-failed.js';
 import { ControlStateError, DualReadError, InvalidOptionsError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
@@ -385,7 +386,7 @@ export class PhaseAwareRepository implements PersonsRepository {
     for (let attempt = 0; ; attempt++) {
       const rows = await this.rows(
         this.deps.handle.db,
-        sql`SELECT c.epoch::text AS pg_dual_read_epoch, r.*
+        sql`${sql.raw(preparedStatementMarker)}SELECT c.epoch::text AS pg_dual_read_epoch, r.*
           FROM (SELECT epoch FROM ${s.tables.control} WHERE name = ${this.deps.options.name}) AS c
           LEFT JOIN (SELECT true AS pg_dual_read_found, x.* FROM (${build(state.phase)}) AS x OFFSET 0) AS r
             ON true`,
