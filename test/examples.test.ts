@@ -1,0 +1,33 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { expect, it } from 'vitest';
+import { describeOnRealServer, realServerUrl, uniqueSchemaName } from './support/test-database.js';
+
+const run = promisify(execFile);
+
+describeOnRealServer('the quickstart example on postgres', () => {
+  it('runs to the end and shows each read and write landing where the design says', async () => {
+    const schema = uniqueSchemaName('demo');
+    const url = realServerUrl() ?? '';
+    try {
+      const { stdout } = await run('npx', ['tsx', 'examples/quickstart/main.ts'], {
+        env: { ...process.env, DATABASE_URL: url, DEMO_SCHEMA: schema },
+        timeout: 60_000,
+      });
+      expect(stdout).toContain('[foreign_key_to_old_table]');
+      expect(stdout).toContain('copied then updated in new [old: 1 row v0, new: 1 row v1]');
+      expect(stdout).toMatch(/conflict on \[seed-3\], nothing written/);
+      expect(stdout).toContain('gone from both [old: 0, new: 0]');
+      expect(stdout).toContain('PhaseTransitionError [PHASE_TRANSITION]');
+      // Personal-data hygiene: the generated e-mail addresses never reach the output.
+      expect(stdout).not.toContain('@example.com');
+    } finally {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}_control" CASCADE`);
+      await client.end();
+    }
+  }, 90_000);
+});
