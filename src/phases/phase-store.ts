@@ -19,7 +19,8 @@ interface ControlRow {
  *
  * The control row is also the **phase fence**. Every repository write transaction starts with
  * {@link PhaseStore.fence}, which reads the phase under `FOR KEY SHARE`; a phase change takes
- * the row `FOR UPDATE` first, so it waits until every write that routed itself by the old
+ * the table `EXCLUSIVE` (fair queueing, see `transitionInTransaction`) and the row `FOR UPDATE`
+ * first, so it waits until every write that routed itself by the old
  * phase has committed, and every write after it sees the new phase. Writes therefore never
  * land in a table that the current phase no longer reads, whatever an instance has cached.
  * @internal
@@ -76,6 +77,13 @@ export class PhaseStore {
       await sql`SELECT set_config('lock_timeout', ${`${this.options.phaseChangeLockTimeoutMs}ms`}, true)`.execute(
         trx,
       );
+      // Row locks are not queued fairly: a new FOR KEY SHARE never waits behind a waiting
+      // FOR UPDATE, so a steady stream of overlapping writes would starve the phase change
+      // (and lock_timeout would restart with each new holder). Every fence also holds ROW
+      // SHARE on this table, and table locks queue in order: after this lock, new fences wait
+      // behind the phase change, and lock_timeout bounds one wait. Plain reads (ACCESS SHARE,
+      // the epoch check) are not blocked.
+      await sql`LOCK TABLE ${this.table} IN EXCLUSIVE MODE`.execute(trx);
       const { rows } = await this.selectRow(trx, sql`FOR UPDATE`);
       const current = this.toState(rows[0]);
       if (!(from as readonly Phase[]).includes(current.phase)) {

@@ -115,11 +115,11 @@ export async function runPreflight(
         });
       }
     }
-    if (!hasUniqueKey(newShape, ['team_id', 'id']) && !hasUniqueKey(newShape, ['id'])) {
+    if (!hasUniqueKey(newShape, ['team_id', 'id'])) {
       problems.push({
         check: 'new_key_missing',
-        message: `${newName} has no unique key on (team_id, id) or (id); copies could duplicate persons.`,
-        fix: `ALTER TABLE ${quoted(newTable)} ADD PRIMARY KEY (team_id, id);`,
+        message: `${newName} has no unique key on (team_id, id), which copies use to never duplicate a person.`,
+        fix: `ALTER TABLE ${quoted(newTable)} ADD UNIQUE (team_id, id);`,
       });
     }
   }

@@ -18,7 +18,8 @@ type AnyDb = Kysely<any>;
  * 1. **Copies read the old row under `FOR SHARE`** in the transaction that inserts the copy
  *    ({@link PersonWrites.copyOldRows}, and the backfill), and insert with
  *    `ON CONFLICT DO NOTHING`, so whichever copy comes first wins and no copy ever overwrites
- *    a newer row in the new table.
+ *    a newer row in the new table. The conflict target is the key, so any other conflict
+ *    (a uuid taken in the new table) fails loudly instead of silently losing the write.
  * 2. **A delete removes the old row first**, which waits for any transaction holding it
  *    `FOR SHARE` (a copy in flight) to commit; **then the new row, in a later statement**,
  *    whose fresh snapshot sees the copy that just committed. A copy that starts after the
@@ -58,7 +59,7 @@ export class PersonWrites {
         AND NOT EXISTS (
           SELECT 1 FROM ${this.tables.new} AS n WHERE n.team_id = o.team_id AND n.id = o.id)
       FOR SHARE OF o
-      ON CONFLICT DO NOTHING`.execute(trx);
+      ON CONFLICT (team_id, id) DO NOTHING`.execute(trx);
   }
 
   /** Locks the persons of `keys` `FOR UPDATE` in the table the phase writes, returning them. */
@@ -100,6 +101,15 @@ export class PersonWrites {
       )
       SELECT (SELECT count(*)::int FROM inserted) AS inserted_count, ${columnList(this.columns.all, 'p')}
       FROM p`;
+  }
+
+  /**
+   * Whether the old table holds `uuid` for the team: in `dual_read` each table's unique index
+   * only sees its own rows, so a new person must not reuse an old person's uuid.
+   */
+  uuidInOldTable(teamId: number, uuid: string): RawBuilder<unknown> {
+    return sql`SELECT 1 AS taken FROM ${this.tables.old} AS o
+      WHERE o.team_id = ${teamId} AND o.uuid = ${uuid}::uuid`;
   }
 
   /** Which of `distinctIds` a team already uses. */

@@ -2,7 +2,12 @@ import { type Kysely, type RawBuilder, sql } from 'kysely';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { preparedStatementMarker } from '../db/prepared-statements.js';
 import { toQueryFailedError } from '../db/query-failed.js';
-import { ControlStateError, DualReadError, InvalidOptionsError } from '../errors.js';
+import {
+  ControlStateError,
+  DualReadError,
+  InvalidOptionsError,
+  QueryFailedError,
+} from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import type { Phase, PhaseState } from '../phases/phase.js';
@@ -227,6 +232,18 @@ export class PhaseAwareRepository implements PersonsRepository {
     const s = await this.sqlPromise();
     const values = personValues(input, s.columns);
     return this.write(async ({ trx, phase }) => {
+      if (phase === 'dual_read' && input.uuid !== undefined) {
+        const taken = await this.rows(trx, s.writes.uuidInOldTable(teamId, input.uuid));
+        if (taken.length > 0) {
+          throw new QueryFailedError(
+            'createPerson(): a person of this team in the old table already has this uuid; ' +
+              '(team_id, uuid) is unique across both tables during the migration. Nothing was written.',
+            'createPerson uuid check',
+            2,
+            '23505',
+          );
+        }
+      }
       // A savepoint lets a conflict undo the person row without ending the caller's transaction.
       await this.exec(trx, () => sql`SAVEPOINT pg_dual_read_create`.execute(trx));
       const rows = await this.rows(

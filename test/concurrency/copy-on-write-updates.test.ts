@@ -4,7 +4,12 @@
  * "the new table has no copy yet" together. Invariants: nothing lost, versions never go back.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { MigrationEnv, openRawSession, type ServiceInstance, track } from '../support/concurrency.js';
+import {
+  MigrationEnv,
+  openRawSession,
+  type ServiceInstance,
+  track,
+} from '../support/concurrency.js';
 import { describeOnRealServer } from '../support/test-database.js';
 
 describeOnRealServer('concurrent copy-on-write updates (dual_read, real server)', () => {
@@ -41,16 +46,19 @@ describeOnRealServer('concurrent copy-on-write updates (dual_read, real server)'
     const raw = await openRawSession();
     try {
       await raw.query('BEGIN');
-      await raw.query(`SELECT id FROM ${env.oldTableText} WHERE team_id = $1 AND id = ANY($2::bigint[]) FOR UPDATE`, [
-        teamId,
-        ids,
-      ]);
+      await raw.query(
+        `SELECT id FROM ${env.oldTableText} WHERE team_id = $1 AND id = ANY($2::bigint[]) FOR UPDATE`,
+        [teamId, ids],
+      );
       const ops = start().map(track);
       // Every copy waits on the raw lock (FOR SHARE waiters queue together, not behind each other).
-      const piledUp = await env.waitForLockWaiters(`%INSERT INTO "${env.schema}"."posthog_person_new"%`, {
-        count: waiters,
-        giveUp: () => ops.every((op) => op.settled),
-      });
+      const piledUp = await env.waitForLockWaiters(
+        `%INSERT INTO "${env.schema}"."posthog_person_new"%`,
+        {
+          count: waiters,
+          giveUp: () => ops.every((op) => op.settled),
+        },
+      );
       await raw.query('COMMIT');
       return { results: await Promise.all(ops.map((op) => op.promise)), piledUp };
     } finally {
@@ -97,9 +105,13 @@ describeOnRealServer('concurrent copy-on-write updates (dual_read, real server)'
       () =>
         Array.from({ length: updatesEach }, (_, u) =>
           ids.map((id, p) =>
-            (instances[(u + p) % instances.length] as ServiceInstance).repo.updatePerson(teamId, id, {
-              properties: { [`u${u}`]: u },
-            }),
+            (instances[(u + p) % instances.length] as ServiceInstance).repo.updatePerson(
+              teamId,
+              id,
+              {
+                properties: { [`u${u}`]: u },
+              },
+            ),
           ),
         ).flat(),
     );
@@ -148,12 +160,19 @@ describeOnRealServer('concurrent copy-on-write updates (dual_read, real server)'
       for (let attempt = 0; attempt < 200; attempt++) {
         const person = await instance.repo.fetchPerson(teamId, distinctId);
         if (!person) throw new Error(`${distinctId} vanished`);
-        const result = await instance.repo.updatePersonAssertVersion(teamId, person.id, person.version, {
-          properties: { [`asserted${k}`]: true },
-        });
+        const result = await instance.repo.updatePersonAssertVersion(
+          teamId,
+          person.id,
+          person.version,
+          {
+            properties: { [`asserted${k}`]: true },
+          },
+        );
         if (result.status === 'updated') {
           if (result.person.version !== person.version + 1) {
-            errors.push(`${distinctId}: asserted ${person.version} but got ${result.person.version}`);
+            errors.push(
+              `${distinctId}: asserted ${person.version} but got ${result.person.version}`,
+            );
           }
           return;
         }
@@ -167,10 +186,13 @@ describeOnRealServer('concurrent copy-on-write updates (dual_read, real server)'
           (instances[k % 3] as ServiceInstance).repo
             .updatePerson(teamId, id, { properties: { [`plain${k}`]: true } })
             .then((r) => {
-              if (!r || r.version <= oldVersion(p)) errors.push(`${id}: plain update returned ${r?.version}`);
+              if (!r || r.version <= oldVersion(p))
+                errors.push(`${id}: plain update returned ${r?.version}`);
             }),
         ),
-        ...Array.from({ length: assertedEach }, (_, k) => assertedLoop(instances[(k + 1) % 3] as ServiceInstance, p, k)),
+        ...Array.from({ length: assertedEach }, (_, k) =>
+          assertedLoop(instances[(k + 1) % 3] as ServiceInstance, p, k),
+        ),
       ]),
     );
     expect(errors).toEqual([]);
@@ -184,13 +206,17 @@ describeOnRealServer('concurrent copy-on-write updates (dual_read, real server)'
       expect(Number(oldRow?.version)).toBe(oldVersion(p)); // untouched by copy-on-write
       expect(Number(newRow?.version)).toBeGreaterThanOrEqual(Number(oldRow?.version));
       expect(Number(newRow?.version)).toBe(oldVersion(p) + plainEach + assertedEach);
-      for (let k = 0; k < plainEach; k++) expect(newRow?.properties).toHaveProperty(`plain${k}`, true);
-      for (let k = 0; k < assertedEach; k++) expect(newRow?.properties).toHaveProperty(`asserted${k}`, true);
+      for (let k = 0; k < plainEach; k++)
+        expect(newRow?.properties).toHaveProperty(`plain${k}`, true);
+      for (let k = 0; k < assertedEach; k++)
+        expect(newRow?.properties).toHaveProperty(`asserted${k}`, true);
 
       // A stale version (the old table's, or one behind) matches nothing and changes nothing.
       const current = oldVersion(p) + plainEach + assertedEach;
       for (const stale of [oldVersion(p), current - 1]) {
-        const result = await b.repo.updatePersonAssertVersion(teamId, id, stale, { properties: { stale: true } });
+        const result = await b.repo.updatePersonAssertVersion(teamId, id, stale, {
+          properties: { stale: true },
+        });
         expect(result).toEqual({ status: 'no_match' });
       }
       const after = await c.repo.fetchPersonsByPersonIds([{ teamId, personId: id }]);
@@ -204,7 +230,10 @@ describeOnRealServer('concurrent copy-on-write updates (dual_read, real server)'
     const [id] = (await env.seed(teamId, 1, 'race')) as [string];
     const raw = await openRawSession();
     try {
-      await raw.query(`UPDATE ${env.oldTableText} SET version = 41 WHERE team_id = $1 AND id = $2`, [teamId, id]);
+      await raw.query(
+        `UPDATE ${env.oldTableText} SET version = 41 WHERE team_id = $1 AND id = $2`,
+        [teamId, id],
+      );
     } finally {
       await raw.end();
     }
@@ -217,7 +246,9 @@ describeOnRealServer('concurrent copy-on-write updates (dual_read, real server)'
       ),
     );
 
-    const winners = results.flatMap((r, k) => (r.status === 'updated' ? [{ k, version: r.person.version }] : []));
+    const winners = results.flatMap((r, k) =>
+      r.status === 'updated' ? [{ k, version: r.person.version }] : [],
+    );
     expect(winners).toHaveLength(1);
     expect(winners[0]?.version).toBe(42);
     expect(results.filter((r) => r.status === 'no_match')).toHaveLength(contenders - 1);

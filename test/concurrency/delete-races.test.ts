@@ -4,12 +4,13 @@
  * id is left pointing at it. Both orders are forced (one side holds its locks in an open
  * transaction until the other is seen waiting in pg_stat_activity), then randomized.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import type { PersonUpdate } from '../../src/repository/persons-repository.js';
 import {
   delay,
   Gate,
   MigrationEnv,
+  openAllGates,
   openRawSession,
   pick,
   type ServiceInstance,
@@ -39,6 +40,8 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     await oldEnv.addInstance({ poolSize: 6 });
   });
 
+  afterEach(openAllGates);
+
   afterAll(async () => {
     await env?.close();
     await oldEnv?.close();
@@ -62,10 +65,14 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     expect(await e.storedDistinctIds(teamId, ids), 'distinct ids').toEqual([]);
     expect(await e.orphanDistinctIds(teamId), 'orphan distinct ids').toEqual([]);
     for (const { repo } of e.instances) {
-      expect(await repo.fetchPersonsByPersonIds(ids.map((personId) => ({ teamId, personId })))).toEqual([]);
-      expect(await repo.fetchPersonsByDistinctIds(distinctIds.map((distinctId) => ({ teamId, distinctId })))).toEqual(
-        [],
-      );
+      expect(
+        await repo.fetchPersonsByPersonIds(ids.map((personId) => ({ teamId, personId }))),
+      ).toEqual([]);
+      expect(
+        await repo.fetchPersonsByDistinctIds(
+          distinctIds.map((distinctId) => ({ teamId, distinctId })),
+        ),
+      ).toEqual([]);
       for (const distinctId of distinctIds.slice(0, 3)) {
         expect(await repo.fetchPerson(teamId, distinctId)).toBeUndefined();
       }
@@ -92,7 +99,9 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     );
     await updated.promise;
     const del = track(b.repo.deletePerson(teamId, id));
-    const deleteWaited = await env.waitForLockWaiters(deleteOfOldRow(), { giveUp: () => del.settled });
+    const deleteWaited = await env.waitForLockWaiters(deleteOfOldRow(), {
+      giveUp: () => del.settled,
+    });
     const settledBeforeCommit = del.settled;
     release.open();
 
@@ -121,7 +130,9 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     );
     await deleted.promise;
     const update = track(a.repo.updatePerson(teamId, id, { properties: { resurrected: true } }));
-    const updateWaited = await env.waitForLockWaiters(copyStatement(), { giveUp: () => update.settled });
+    const updateWaited = await env.waitForLockWaiters(copyStatement(), {
+      giveUp: () => update.settled,
+    });
     const settledBeforeCommit = update.settled;
     release.open();
 
@@ -141,11 +152,20 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     const raw = await openRawSession();
     try {
       await raw.query('BEGIN');
-      await raw.query(`DELETE FROM ${env.oldTableText} WHERE team_id = $1 AND id = $2`, [teamId, id]);
+      await raw.query(`DELETE FROM ${env.oldTableText} WHERE team_id = $1 AND id = $2`, [
+        teamId,
+        id,
+      ]);
       const update = track(a.repo.updatePerson(teamId, id, { properties: { resurrected: true } }));
       const updateWaited = await env.waitForBlockedBy(raw.pid, { giveUp: () => update.settled });
-      await raw.query(`DELETE FROM ${env.newTableText} WHERE team_id = $1 AND id = $2`, [teamId, id]);
-      await raw.query(`DELETE FROM ${env.distinctIdsTableText} WHERE team_id = $1 AND person_id = $2`, [teamId, id]);
+      await raw.query(`DELETE FROM ${env.newTableText} WHERE team_id = $1 AND id = $2`, [
+        teamId,
+        id,
+      ]);
+      await raw.query(
+        `DELETE FROM ${env.distinctIdsTableText} WHERE team_id = $1 AND person_id = $2`,
+        [teamId, id],
+      );
       await raw.query('COMMIT');
 
       expect(await update.promise).toBeUndefined();
@@ -205,7 +225,9 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
       [...deletedIds].map((id) => ({ id, distinctIds: [`r-${ids.indexOf(id) + 1}`] })),
       survivors.length,
     );
-    const rows = await c.repo.fetchPersonsByPersonIds(ids.map((personId) => ({ teamId, personId })));
+    const rows = await c.repo.fetchPersonsByPersonIds(
+      ids.map((personId) => ({ teamId, personId })),
+    );
     expect(rows.map((r) => r.id).sort(), `seed ${seed}`).toEqual([...survivors].sort());
     for (const row of rows) {
       expect(row.version, `seed ${seed}: ${row.id}`).toBe(2);
@@ -233,7 +255,9 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     );
     await added.promise;
     const del = track(b.repo.deletePerson(teamId, id));
-    const deleteWaited = await env.waitForLockWaiters(deleteOfOldRow(), { giveUp: () => del.settled });
+    const deleteWaited = await env.waitForLockWaiters(deleteOfOldRow(), {
+      giveUp: () => del.settled,
+    });
     release.open();
 
     expect(await add.promise).toEqual({ status: 'added' });
@@ -259,9 +283,12 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     );
     await added.promise;
     const del = track(c.repo.deletePerson(teamId, id));
-    const deleteWaited = await env.waitForLockWaiters(`%DELETE FROM "${env.schema}"."posthog_person_new"%`, {
-      giveUp: () => del.settled,
-    });
+    const deleteWaited = await env.waitForLockWaiters(
+      `%DELETE FROM "${env.schema}"."posthog_person_new"%`,
+      {
+        giveUp: () => del.settled,
+      },
+    );
     release.open();
 
     expect(await add.promise).toEqual({ status: 'added' });
@@ -294,12 +321,19 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
       );
       await deleted.promise;
       const add = track(c.repo.addDistinctId(teamId, id, `${distinctId}-late`));
-      const addWaited = await env.waitForLockWaiters(`%${env.schema}%`, { giveUp: () => add.settled });
+      const addWaited = await env.waitForLockWaiters(`%${env.schema}%`, {
+        giveUp: () => add.settled,
+      });
       release.open();
 
       expect(await del.promise).toBe(true);
       expect(await add.promise).toEqual({ status: 'person_not_found' });
-      await expectDeleted(env, teamId, [{ id, distinctIds: [distinctId, `${distinctId}-late`] }], survivors);
+      await expectDeleted(
+        env,
+        teamId,
+        [{ id, distinctIds: [distinctId, `${distinctId}-late`] }],
+        survivors,
+      );
       expect(addWaited, distinctId).toBe(true);
     }
   });
@@ -310,8 +344,12 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     const random = seededRandom(seed);
     const seeded = await env.seed(teamId, 140, 'g');
     // A third of the seeded persons already have a copy in the new table.
-    for (const id of seeded.slice(0, 70)) await a.repo.updatePerson(teamId, id, { properties: { copied: true } });
-    const persons: { id: string; distinctIds: string[] }[] = seeded.map((id, i) => ({ id, distinctIds: [`g-${i + 1}`] }));
+    for (const id of seeded.slice(0, 70))
+      await a.repo.updatePerson(teamId, id, { properties: { copied: true } });
+    const persons: { id: string; distinctIds: string[] }[] = seeded.map((id, i) => ({
+      id,
+      distinctIds: [`g-${i + 1}`],
+    }));
     for (let i = 0; i < 60; i++) {
       const created = await b.repo.createPerson({ teamId, distinctIds: [`g-new-${i}`] });
       if (created.status !== 'created') throw new Error('create failed');
@@ -330,13 +368,20 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
           const distinctId = `${person.distinctIds[0]}-add${k}`;
           person.distinctIds.push(distinctId);
           ops.push(async () => {
-            const result = await pick(instances, random).repo.addDistinctId(teamId, person.id, distinctId);
+            const result = await pick(instances, random).repo.addDistinctId(
+              teamId,
+              person.id,
+              distinctId,
+            );
             addResults.set(distinctId, result.status);
           });
         }
         if ((start + i) % 5 !== 0) {
           ops.push(async () => {
-            expect(await pick(instances, random).repo.deletePerson(teamId, person.id), `seed ${seed}`).toBe(true);
+            expect(
+              await pick(instances, random).repo.deletePerson(teamId, person.id),
+              `seed ${seed}`,
+            ).toBe(true);
             deleted.add(person.id);
           });
         }
@@ -350,13 +395,18 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     const kept = persons.filter((p) => !deleted.has(p.id));
     await expectDeleted(env, teamId, gone, kept.length);
     for (const person of kept) {
-      for (const distinctId of person.distinctIds.slice(1)) expect(addResults.get(distinctId)).toBe('added');
-      const rows = await a.repo.fetchPersonsByDistinctIds(person.distinctIds.map((distinctId) => ({ teamId, distinctId })));
+      for (const distinctId of person.distinctIds.slice(1))
+        expect(addResults.get(distinctId)).toBe('added');
+      const rows = await a.repo.fetchPersonsByDistinctIds(
+        person.distinctIds.map((distinctId) => ({ teamId, distinctId })),
+      );
       expect(rows.map((r) => r.id)).toEqual(person.distinctIds.map(() => person.id));
     }
     // Both orders really happened.
     const statuses = [...addResults.values()];
-    expect(statuses.filter((s) => s === 'person_not_found').length, `seed ${seed}`).toBeGreaterThan(0);
+    expect(statuses.filter((s) => s === 'person_not_found').length, `seed ${seed}`).toBeGreaterThan(
+      0,
+    );
     expect(
       gone.some((p) => p.distinctIds.slice(1).some((d) => addResults.get(d) === 'added')),
       `seed ${seed}`,

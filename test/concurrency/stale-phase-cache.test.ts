@@ -36,12 +36,20 @@ describeOnRealServer('reads from an instance with a stale phase cache (real serv
     env = await MigrationEnv.create('stale');
     ids = await env.seed(teamId, 5, 'st');
     copiedId = ids[2] as string;
-    const shared = await env.addInstance({ poolSize: 4, listen: false, phaseRefreshIntervalMs: 600_000 });
+    const shared = await env.addInstance({
+      poolSize: 4,
+      listen: false,
+      phaseRefreshIntervalMs: 600_000,
+    });
     for (const method of methods) {
       const instance =
         method === 'fetchPerson'
           ? shared
-          : await env.addInstance({ handle: shared.handle, listen: false, phaseRefreshIntervalMs: 600_000 });
+          : await env.addInstance({
+              handle: shared.handle,
+              listen: false,
+              phaseRefreshIntervalMs: 600_000,
+            });
       const seen: { from: string; to: string }[] = [];
       instance.migration.events.on('read:phase-retry', ({ from, to }) => seen.push({ from, to }));
       stale.set(method, instance);
@@ -55,12 +63,21 @@ describeOnRealServer('reads from an instance with a stale phase cache (real serv
     // updates a person by copy-on-write and creates one in the new table.
     writer = await env.addInstance({ poolSize: 2 });
     expect((await writer.migration.startDualRead()).phase).toBe('dual_read');
-    const updated = await writer.repo.updatePerson(teamId, copiedId, { properties: { plan: 'paid' } });
+    const updated = await writer.repo.updatePerson(teamId, copiedId, {
+      properties: { plan: 'paid' },
+    });
     expect(updated?.version).toBe(1);
     copiedUuid = updated?.uuid ?? '';
     secondCopiedId = ids[3] as string;
-    expect((await writer.repo.updatePerson(teamId, secondCopiedId, { properties: { plan: 'team' } }))?.version).toBe(1);
-    const created = await writer.repo.createPerson({ teamId, distinctIds: ['st-new'], properties: { fresh: true } });
+    expect(
+      (await writer.repo.updatePerson(teamId, secondCopiedId, { properties: { plan: 'team' } }))
+        ?.version,
+    ).toBe(1);
+    const created = await writer.repo.createPerson({
+      teamId,
+      distinctIds: ['st-new'],
+      properties: { fresh: true },
+    });
     if (created.status !== 'created') throw new Error('create failed');
     createdId = created.person.id;
     for (const instance of stale.values()) {
@@ -73,7 +90,10 @@ describeOnRealServer('reads from an instance with a stale phase cache (real serv
   });
 
   /** Runs one read on the instance kept stale for `method`, and checks it noticed the change. */
-  async function onStale<T>(method: (typeof methods)[number], read: (repo: PersonsRepository) => Promise<T>) {
+  async function onStale<T>(
+    method: (typeof methods)[number],
+    read: (repo: PersonsRepository) => Promise<T>,
+  ) {
     const instance = stale.get(method) as ServiceInstance;
     expect((await instance.migration.currentPhase()).phase).toBe('old');
     const result = await read(instance.repo);
@@ -82,7 +102,9 @@ describeOnRealServer('reads from an instance with a stale phase cache (real serv
   }
 
   it('fetchPerson on an instance that still caches phase old returns the copy-on-write version from the new table', async () => {
-    const { result, retries } = await onStale('fetchPerson', (repo) => repo.fetchPerson(teamId, 'st-3'));
+    const { result, retries } = await onStale('fetchPerson', (repo) =>
+      repo.fetchPerson(teamId, 'st-3'),
+    );
     expect(result?.version).toBe(1);
     expect(result?.properties).toMatchObject({ plan: 'paid', n: 3 });
     // The statement's epoch told it: exactly one re-run, from old to dual_read.
@@ -112,7 +134,9 @@ describeOnRealServer('reads from an instance with a stale phase cache (real serv
   });
 
   it('fetchPersonByUuid on a stale instance returns the new version', async () => {
-    const { result, retries } = await onStale('fetchPersonByUuid', (repo) => repo.fetchPersonByUuid(teamId, copiedUuid));
+    const { result, retries } = await onStale('fetchPersonByUuid', (repo) =>
+      repo.fetchPersonByUuid(teamId, copiedUuid),
+    );
     expect(result?.version).toBe(1);
     expect(retries).toEqual([{ from: 'old', to: 'dual_read' }]);
   });
@@ -124,7 +148,9 @@ describeOnRealServer('reads from an instance with a stale phase cache (real serv
   });
 
   it('listPersons on a stale instance lists the created person and the new version of the copied one', async () => {
-    const { result, retries } = await onStale('listPersons', (repo) => repo.listPersons(teamId, { limit: 100 }));
+    const { result, retries } = await onStale('listPersons', (repo) =>
+      repo.listPersons(teamId, { limit: 100 }),
+    );
     expect(result.persons.map((p) => p.id)).toEqual(
       [...ids, createdId].sort((x, y) => (BigInt(x) < BigInt(y) ? -1 : 1)),
     );
@@ -135,7 +161,9 @@ describeOnRealServer('reads from an instance with a stale phase cache (real serv
   it('an update from a stale instance routes by the fenced phase, not its cache: it continues the new version in the new table and leaves the old row alone', async () => {
     const instance = stale.get('updatePerson') as ServiceInstance;
     expect((await instance.migration.currentPhase()).phase).toBe('old');
-    const row = await instance.repo.updatePerson(teamId, secondCopiedId, { properties: { from_stale: true } });
+    const row = await instance.repo.updatePerson(teamId, secondCopiedId, {
+      properties: { from_stale: true },
+    });
     expect(row?.version).toBe(2);
     expect(row?.properties).toMatchObject({ plan: 'team', from_stale: true });
     // The write's fence taught the instance the phase.

@@ -76,6 +76,17 @@ describe.each(availableBackends())('writes in dual_read on %s', (backend) => {
     expect(await repo.fetchPerson(1, 'other')).toBeDefined();
   });
 
+  it('createPerson refuses the uuid of a person in the old table, and that person stays updatable', async () => {
+    const [first = ''] = await dualRead();
+    const old = await repo.fetchPerson(1, 'seed-1');
+    const error = await repo
+      .createPerson({ teamId: 1, uuid: String(old?.uuid), distinctIds: ['dup'] })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'QUERY_FAILED', sqlState: '23505' });
+    expect(await repo.fetchPerson(1, 'dup')).toBeUndefined();
+    expect(await repo.updatePerson(1, first, { isIdentified: true })).toMatchObject({ version: 1 });
+  });
+
   it('updatePerson copies an old-only person, continues its version and sets and unsets properties', async () => {
     const [first = ''] = await dualRead();
     await sql`UPDATE ${fixture.oldTable()} SET version = 41 WHERE id = ${first}::bigint`.execute(handle.db);

@@ -8,7 +8,10 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
-import { createPersonsMigration, type PersonsMigration } from '../../src/migration/persons-migration.js';
+import {
+  createPersonsMigration,
+  type PersonsMigration,
+} from '../../src/migration/persons-migration.js';
 import type { PersonsRepository } from '../../src/repository/persons-repository.js';
 import { createPostHogPersonsSchema, seedPersons } from '../../src/testing/persons-fixture.js';
 import { dropSchemas, openBackend, realServerUrl, uniqueSchemaName } from './test-database.js';
@@ -38,7 +41,10 @@ export interface InstanceOptions {
 export interface RawSession {
   readonly client: pg.Client;
   readonly pid: number;
-  query<R extends pg.QueryResultRow = Record<string, unknown>>(text: string, values?: unknown[]): Promise<R[]>;
+  query<R extends pg.QueryResultRow = Record<string, unknown>>(
+    text: string,
+    values?: unknown[],
+  ): Promise<R[]>;
   end(): Promise<void>;
 }
 
@@ -59,7 +65,10 @@ function serverUrl(): string {
 
 /** Opens a raw session (its own connection) and learns its backend pid. */
 export async function openRawSession(): Promise<RawSession> {
-  const client = new pg.Client({ connectionString: serverUrl(), application_name: 'pg-dual-read-test-raw' });
+  const client = new pg.Client({
+    connectionString: serverUrl(),
+    application_name: 'pg-dual-read-test-raw',
+  });
   client.on('error', () => undefined);
   await client.connect();
   const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
@@ -96,7 +105,10 @@ export class MigrationEnv {
     readonly control: PersonsMigration,
   ) {}
 
-  static async create(prefix: string, options: { partitions?: number } = {}): Promise<MigrationEnv> {
+  static async create(
+    prefix: string,
+    options: { partitions?: number } = {},
+  ): Promise<MigrationEnv> {
     const admin = await openBackend('postgres', 3);
     const schema = uniqueSchemaName(`cc_${prefix}`);
     const controlSchema = `${schema}_ctl`;
@@ -105,7 +117,9 @@ export class MigrationEnv {
     try {
       await createPostHogPersonsSchema(admin, { schema });
       await control.install();
-      await control.prepare(options.partitions === undefined ? {} : { partitions: options.partitions });
+      await control.prepare(
+        options.partitions === undefined ? {} : { partitions: options.partitions },
+      );
     } catch (error) {
       await env.close();
       throw error;
@@ -159,12 +173,20 @@ export class MigrationEnv {
 
   private table(which: 'old' | 'new' | 'distinctIds') {
     const name =
-      which === 'old' ? 'posthog_person' : which === 'new' ? 'posthog_person_new' : 'posthog_persondistinctid';
+      which === 'old'
+        ? 'posthog_person'
+        : which === 'new'
+          ? 'posthog_person_new'
+          : 'posthog_persondistinctid';
     return sql.id(this.schema, name);
   }
 
   /** The rows of `ids` in the old or new table, read directly (no library code). */
-  async storedPersons(which: 'old' | 'new', teamId: number, ids: readonly string[]): Promise<StoredPerson[]> {
+  async storedPersons(
+    which: 'old' | 'new',
+    teamId: number,
+    ids: readonly string[],
+  ): Promise<StoredPerson[]> {
     const { rows } = await sql<StoredPerson>`
       SELECT id::text AS id, team_id, uuid::text AS uuid, version::text AS version, properties
       FROM ${this.table(which)}
@@ -173,10 +195,15 @@ export class MigrationEnv {
   }
 
   /** Distinct ids pointing at `ids`. */
-  async storedDistinctIds(teamId: number, ids: readonly string[]): Promise<{ distinct_id: string; person_id: string }[]> {
+  async storedDistinctIds(
+    teamId: number,
+    ids: readonly string[],
+  ): Promise<{ distinct_id: string; person_id: string }[]> {
     const { rows } = await sql<{ distinct_id: string; person_id: string }>`
       SELECT distinct_id, person_id::text AS person_id FROM ${this.table('distinctIds')}
-      WHERE team_id = ${teamId} AND person_id = ANY(${ids}::bigint[]) ORDER BY distinct_id`.execute(this.admin.db);
+      WHERE team_id = ${teamId} AND person_id = ANY(${ids}::bigint[]) ORDER BY distinct_id`.execute(
+      this.admin.db,
+    );
     return rows;
   }
 
@@ -201,14 +228,20 @@ export class MigrationEnv {
       SELECT pid, pg_blocking_pids(pid) AS blockers, query FROM pg_stat_activity
       WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE ${like}
         AND pid <> pg_backend_pid()`.execute(this.admin.db);
-    return rows.map((r) => ({ pid: Number(r.pid), blockers: r.blockers.map(Number), query: r.query }));
+    return rows.map((r) => ({
+      pid: Number(r.pid),
+      blockers: r.blockers.map(Number),
+      query: r.query,
+    }));
   }
 
   /** Sessions whose wait is (at least partly) caused by backend `pid`. */
   async sessionsBlockedBy(pid: number): Promise<number> {
     const { rows } = await sql<{ n: number }>`
       SELECT count(*)::int AS n FROM pg_stat_activity
-      WHERE datname = current_database() AND ${pid}::int = ANY(pg_blocking_pids(pid))`.execute(this.admin.db);
+      WHERE datname = current_database() AND ${pid}::int = ANY(pg_blocking_pids(pid))`.execute(
+      this.admin.db,
+    );
     return Number(rows[0]?.n ?? 0);
   }
 
@@ -254,7 +287,9 @@ export class MigrationEnv {
 
   /** Closes every instance and pool, then drops the schemas. Safe to call twice. */
   async close(): Promise<void> {
-    for (const instance of this.instances.splice(0)) await instance.migration.close().catch(() => undefined);
+    openAllGates();
+    for (const instance of this.instances.splice(0))
+      await instance.migration.close().catch(() => undefined);
     await this.control.close().catch(() => undefined);
     for (const handle of this.ownedHandles.splice(0)) await handle.close().catch(() => undefined);
     try {
@@ -275,12 +310,19 @@ export async function waitUntil(
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
 
-/** A promise that a test opens by hand: how a transaction is paused at a chosen point. */
+const closedGates = new Set<Gate>();
+
+/**
+ * A promise that a test opens by hand: how a transaction is paused at a chosen point. A gate
+ * a failing test left closed is opened by {@link openAllGates} (and by `MigrationEnv.close`),
+ * so the paused transaction ends and its pool can close.
+ */
 export class Gate {
   readonly promise: Promise<void>;
   private resolveFn: () => void = () => undefined;
@@ -288,10 +330,17 @@ export class Gate {
     this.promise = new Promise<void>((resolve) => {
       this.resolveFn = resolve;
     });
+    closedGates.add(this);
   }
   open(): void {
+    closedGates.delete(this);
     this.resolveFn();
   }
+}
+
+/** Opens every gate still closed (call from `afterEach`). */
+export function openAllGates(): void {
+  for (const gate of [...closedGates]) gate.open();
 }
 
 /** A promise whose settlement can be checked synchronously (and whose rejection is handled). */
