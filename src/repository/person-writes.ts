@@ -18,8 +18,10 @@ type AnyDb = Kysely<any>;
  * 1. **Copies read the old row under `FOR SHARE`** in the transaction that inserts the copy
  *    ({@link PersonWrites.copyOldRows}, and the backfill), and insert with
  *    `ON CONFLICT DO NOTHING`, so whichever copy comes first wins and no copy ever overwrites
- *    a newer row in the new table. The conflict target is the key, so any other conflict
- *    (a uuid taken in the new table) fails loudly instead of silently losing the write.
+ *    a newer row in the new table. The conflict has no target on purpose: two copies of one
+ *    row racing meet on every unique index (the key and `(team_id, uuid)`), and a targeted
+ *    clause would turn the uuid one into an error. A *different* person holding the same
+ *    uuid in the new table cannot arise: `createPerson` refuses old-table uuids in `dual_read`.
  * 2. **A delete removes the old row first**, which waits for any transaction holding it
  *    `FOR SHARE` (a copy in flight) to commit; **then the new row, in a later statement**,
  *    whose fresh snapshot sees the copy that just committed. A copy that starts after the
@@ -59,7 +61,7 @@ export class PersonWrites {
         AND NOT EXISTS (
           SELECT 1 FROM ${this.tables.new} AS n WHERE n.team_id = o.team_id AND n.id = o.id)
       FOR SHARE OF o
-      ON CONFLICT (team_id, id) DO NOTHING`.execute(trx);
+      ON CONFLICT DO NOTHING`.execute(trx);
   }
 
   /** Locks the persons of `keys` `FOR UPDATE` in the table the phase writes, returning them. */
