@@ -12,37 +12,47 @@
  * copied to the new table (`id % 2 = 0`, as a backfill would), some persons updated through the
  * repository (copy-on-write for the not-yet-copied ones), VACUUM ANALYZE.
  *
- * Measured (one connection in flight, sequential awaits: latency, not throughput):
- * - baseline: the read a service does today on the old table alone, through the same
- *   Kysely/pg pool, with the same row mapping (`toPersonRow`) as the repository;
- * - dual_read: `repository.fetchPerson` / `fetchPersonsByDistinctIds` /
- *   `fetchPersonsByPersonIds`, with the same keys (spread over copied and not-copied persons).
- * Baseline and candidate alternate op by op, and the order of the sides rotates every op, to
- * cancel drift and first-touch cache effects. Then EXPLAIN (ANALYZE, BUFFERS) of the statements
- * the repository sends, and scratch SQL variants of the dual read (never the library's code).
+ * Sides, per operation, all through `openDatabase` handles on the same server, with the same
+ * keys and the same row mapping (`toPersonRow`):
+ * - `baseline`: the single-table read as a service sends it today: plain Kysely `sql`, not
+ *   prepared (a handle opened with `preparedStatements: false`);
+ * - `baseline, prepared`: the same SQL carrying `preparedStatementMarker`, on the default
+ *   handle: the like-for-like comparison, since the repository's reads are prepared;
+ * - `dual read`: `repository.fetchPerson` / `fetchPersonsByDistinctIds` /
+ *   `fetchPersonsByPersonIds` on the default handle (prepared);
+ * - `dual read, unprepared`: the same, through a second `createPersonsMigration` on the
+ *   `preparedStatements: false` handle.
+ * One connection in flight (sequential awaits: latency, not throughput). The sides alternate op
+ * by op and their order rotates every op, to cancel drift and first-touch cache effects.
+ * Then EXPLAIN (ANALYZE, BUFFERS) of the statements the repository really sends.
  *
  * Environment knobs (defaults in brackets):
  *   BENCH_PERSONS [200000]   BENCH_TEAMS [4]        BENCH_PROPERTIES_BYTES [500]
- *   BENCH_POINT [3000]       BENCH_BATCH [200]      BENCH_BATCH_SIZE [1000]
+ *   BENCH_POINT [3000]       BENCH_BATCH [150]      BENCH_BATCH_SIZE [1000]
  *   BENCH_PARTITIONS [0]     hash partitions of the new table (0: not partitioned)
  *   BENCH_UPDATES [1000]     persons updated through the repository after the copy
  *   BENCH_EXPLAIN [1]        0 none, 1 a summary line per plan, 2 also the full plans
- *   BENCH_VARIANTS [1]       also time scratch SQL variants (1/3 of the point, 1/4 of the batch ops)
  *   BENCH_SEED [42]          random seed of the key choice
  */
 import { cpus, loadavg } from 'node:os';
-import { CompiledQuery, type Kysely, type RawBuilder, sql } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, type RawBuilder, sql } from 'kysely';
 import pg from 'pg';
+import { preparedStatementMarker } from '../src/db/prepared-statements.js';
 import { pgTypeOverrides } from '../src/db/type-parsers.js';
-import { createPersonsMigration, openDatabase, type PersonsMigration } from '../src/index.js';
-import { PersonReads } from '../src/repository/person-reads.js';
+import {
+  createPersonsMigration,
+  type DatabaseHandle,
+  openDatabase,
+  type PersonRow,
+  type PersonsMigration,
+  type PersonsRepository,
+} from '../src/index.js';
 import { toPersonRow } from '../src/repository/person-row.js';
 import {
   columnList,
   loadPersonColumns,
   type MigrationTables,
   migrationTables,
-  type PersonColumns,
 } from '../src/repository/repository-context.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
 
@@ -63,12 +73,11 @@ const PERSONS = env('BENCH_PERSONS', 200_000);
 const TEAMS = Math.max(1, env('BENCH_TEAMS', 4));
 const PROPERTIES_BYTES = env('BENCH_PROPERTIES_BYTES', 500);
 const POINT_OPS = Math.max(1, env('BENCH_POINT', 3_000));
-const BATCH_OPS = Math.max(1, env('BENCH_BATCH', 200));
+const BATCH_OPS = Math.max(1, env('BENCH_BATCH', 150));
 const BATCH_SIZE = Math.max(1, env('BENCH_BATCH_SIZE', 1_000));
 const PARTITIONS = env('BENCH_PARTITIONS', 0);
 const UPDATES = env('BENCH_UPDATES', 1_000);
 const EXPLAIN = env('BENCH_EXPLAIN', 1);
-const VARIANTS = env('BENCH_VARIANTS', 1) > 0;
 let seed = env('BENCH_SEED', 42) >>> 0 || 1;
 
 const GOAL = { point: 1.2, batch: 1.3 };
@@ -116,6 +125,10 @@ const fmt = (v: number) => (v >= 10 ? v.toFixed(1) : v >= 1 ? v.toFixed(2) : v.t
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 const seconds = (since: number) => `${((now() - since) / 1000).toFixed(1)} s`;
 const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' / ');
 
 interface Side {
   readonly name: string;
@@ -190,112 +203,35 @@ interface Person {
   readonly id: string;
 }
 
-/**
- * Every statement the benchmark sends. `repo*` are built exactly as the repository builds
- * them (PersonReads + the epoch wrapper of `PhaseAwareRepository.read()`); `gated*` and
- * `floor*` are scratch variants, here only.
- */
-function statements(tables: MigrationTables, columns: PersonColumns, migrationName: string) {
-  const { old, distinctIds: dist, control } = tables;
-  const reads = new PersonReads(tables, columns);
+/** The single-table reads a service sends today (old table only). */
+function baselineStatements(tables: MigrationTables) {
+  const { old, distinctIds: dist } = tables;
   const teams = (ps: readonly Person[]) => ps.map((p) => p.teamId);
-
-  /** Copy of the wrapper in `PhaseAwareRepository.read()`. */
-  const wrap = (inner: RawBuilder<unknown>) => sql`SELECT c.epoch::text AS pg_dual_read_epoch, r.*
-          FROM (SELECT epoch FROM ${control} WHERE name = ${migrationName}) AS c
-          LEFT JOIN LATERAL (SELECT true AS pg_dual_read_found, x.* FROM (${inner}) AS x) AS r
-            ON true`;
-
-  /** The same wrapper with the dual read fenced off (OFFSET 0): planned as its own subquery. */
-  const wrapFenced = (
-    inner: RawBuilder<unknown>,
-  ) => sql`SELECT c.epoch::text AS pg_dual_read_epoch, r.*
-          FROM (SELECT epoch FROM ${control} WHERE name = ${migrationName}) AS c
-          LEFT JOIN (SELECT true AS pg_dual_read_found, x.* FROM (${inner}) AS x OFFSET 0) AS r
-            ON true`;
-
-  /**
-   * Scratch copy of `PersonReads.byKeys('dual_read', ...)` with ONE change: `OFFSET 0` in the
-   * LATERAL subquery, which stops the planner from pulling it up into the join (where
-   * `n.id IS NULL` becomes a join filter applied AFTER the old-table probe). Kept as a
-   * subquery, `n.id IS NULL` is a one-time filter of a Result node above the probe, re-checked
-   * per outer row: keys found in the new table never touch the old table.
-   */
-  const gatedByKeys = (keys: RawBuilder<unknown>, extra: readonly string[] = []) => {
-    const picked = columns.all.map(
-      (c) =>
-        sql`CASE WHEN n.id IS NOT NULL THEN n.${sql.id(c)} ELSE o.${sql.id(c)} END AS ${sql.id(c)}`,
-    );
-    return sql`SELECT ${sql.join([...extra.map((c) => sql`k.${sql.id(c)}`), ...picked])}
-      FROM (${keys}) AS k
-      LEFT JOIN ${tables.new} AS n ON n.team_id = k.team_id AND n.id = k.person_id
-      LEFT JOIN LATERAL (
-        SELECT * FROM ${old} AS o0
-        WHERE o0.team_id = k.team_id AND o0.id = k.person_id AND n.id IS NULL
-        OFFSET 0
-      ) AS o ON true
-      WHERE n.id IS NOT NULL OR o.id IS NOT NULL`;
-  };
-
-  const pointKeys = (p: Person) => reads.distinctIdKey(p.teamId, p.distinctId);
-  const distinctKeys = (ps: readonly Person[]) =>
-    reads.distinctIdKeys(
-      teams(ps),
-      ps.map((p) => p.distinctId),
-    );
-  const idKeys = (ps: readonly Person[]) =>
-    reads.personIdKeys(
-      teams(ps),
-      ps.map((p) => p.id),
-    );
-
   return {
-    wrap,
-    baseline: {
-      point: (p: Person) => sql`SELECT p.* FROM ${dist} AS d
-        JOIN ${old} AS p ON p.team_id = d.team_id AND p.id = d.person_id
-        WHERE d.team_id = ${p.teamId} AND d.distinct_id = ${p.distinctId}`,
-      byDistinctIds: (ps: readonly Person[]) => sql`SELECT d.distinct_id, p.*
-        FROM unnest(${teams(ps)}::int[], ${ps.map((p) => p.distinctId)}::text[]) AS q(team_id, distinct_id)
-        JOIN ${dist} AS d ON d.team_id = q.team_id AND d.distinct_id = q.distinct_id
-        JOIN ${old} AS p ON p.team_id = d.team_id AND p.id = d.person_id`,
-      byPersonIds: (ps: readonly Person[]) => sql`SELECT p.*
-        FROM unnest(${teams(ps)}::int[], ${ps.map((p) => p.id)}::bigint[]) AS q(team_id, person_id)
-        JOIN ${old} AS p ON p.team_id = q.team_id AND p.id = q.person_id`,
-    },
-    /** As the repository sends them (with the epoch wrapper). */
-    repo: {
-      point: (p: Person) => wrap(reads.byKeys('dual_read', pointKeys(p))),
-      byDistinctIds: (ps: readonly Person[]) =>
-        wrap(reads.byKeys('dual_read', distinctKeys(ps), ['distinct_id'])),
-      byPersonIds: (ps: readonly Person[]) => wrap(reads.byKeys('dual_read', idKeys(ps))),
-    },
-    gated: {
-      point: (p: Person) => wrap(gatedByKeys(pointKeys(p))),
-      pointUnwrapped: (p: Person) => gatedByKeys(pointKeys(p)),
-      pointFenced: (p: Person) => wrapFenced(gatedByKeys(pointKeys(p))),
-      byDistinctIds: (ps: readonly Person[]) =>
-        wrap(gatedByKeys(distinctKeys(ps), ['distinct_id'])),
-      byPersonIds: (ps: readonly Person[]) => wrap(gatedByKeys(idKeys(ps))),
-    },
-    /** The least any one-statement merged point read can do: three index probes, no CASE, no epoch. */
-    floor: {
-      point: (p: Person) => sql`SELECT ${columnList(columns.all, 'n')}, o.id AS old_id
-        FROM ${dist} AS d
-        LEFT JOIN ${tables.new} AS n ON n.team_id = d.team_id AND n.id = d.person_id
-        LEFT JOIN ${old} AS o ON o.team_id = d.team_id AND o.id = d.person_id
-        WHERE d.team_id = ${p.teamId} AND d.distinct_id = ${p.distinctId}`,
-    },
+    point: (p: Person) => sql`SELECT p.* FROM ${dist} AS d
+      JOIN ${old} AS p ON p.team_id = d.team_id AND p.id = d.person_id
+      WHERE d.team_id = ${p.teamId} AND d.distinct_id = ${p.distinctId}`,
+    byDistinctIds: (ps: readonly Person[]) => sql`SELECT d.distinct_id, p.*
+      FROM unnest(${teams(ps)}::int[], ${ps.map((p) => p.distinctId)}::text[]) AS q(team_id, distinct_id)
+      JOIN ${dist} AS d ON d.team_id = q.team_id AND d.distinct_id = q.distinct_id
+      JOIN ${old} AS p ON p.team_id = d.team_id AND p.id = d.person_id`,
+    byPersonIds: (ps: readonly Person[]) => sql`SELECT p.*
+      FROM unnest(${teams(ps)}::int[], ${ps.map((p) => p.id)}::bigint[]) AS q(team_id, person_id)
+      JOIN ${old} AS p ON p.team_id = q.team_id AND p.id = q.person_id`,
   };
 }
 
-/** What `PhaseAwareRepository.read()` does with the wrapped rows (epoch already known equal). */
-function unwrap(rows: Row[]) {
-  return rows
-    .filter((row) => row.pg_dual_read_found === true)
-    .map(({ pg_dual_read_epoch: _e, pg_dual_read_found: _f, ...row }) => toPersonRow(row));
-}
+/** The same statement, marked so the default handle runs it as a named prepared statement. */
+const markPrepared = (query: RawBuilder<unknown>) =>
+  sql`${sql.raw(preparedStatementMarker)}${query}`;
 
+/** Who the rows are (not which version): what every side must agree on. */
+const identity = (rows: readonly Row[]) =>
+  rows
+    .map((r) => `${String(r.id)}:${String(r.distinct_id ?? '')}`)
+    .sort()
+    .join(',');
+/** Who and which version: the two dual-read sides must agree on this too. */
 const signature = (rows: readonly Row[]) =>
   rows
     .map((r) => `${String(r.id)}:${String(r.version)}:${String(r.distinct_id ?? '')}`)
@@ -306,31 +242,35 @@ const signature = (rows: readonly Row[]) =>
 
 async function main(): Promise<void> {
   const t0 = now();
-  const loadBefore = loadavg();
-  const handle = await openDatabase(url, { maxConnections: 4 });
-  const db = handle.db as AnyDb;
-  // Only for the "prepared statement" variants: one connection, named statements, the
-  // library's int8 parsers.
-  const preparedPool = new pg.Pool({ connectionString: url, max: 1, types: pgTypeOverrides });
+  const loadBefore = load();
+  // Two connections at most: one read in flight, plus the phase watcher's periodic re-read.
+  // pg's pool hands out the most recently released connection, so the reads keep hitting the
+  // connection whose prepared statements are already planned.
+  const prepared = await openDatabase(url, { maxConnections: 2 });
+  const unprepared = await openDatabase(url, { maxConnections: 2, preparedStatements: false });
+  const db = prepared.db as AnyDb;
+  const plainDb = unprepared.db as AnyDb;
   let migration: PersonsMigration | undefined;
+  let unpreparedMigration: PersonsMigration | undefined;
   try {
     const facts = (
-      await sql<{ version: string; shared_buffers: string; jit: string; jit_above_cost: string }>`
+      await sql<{ version: string; shared_buffers: string; jit: string }>`
         SELECT current_setting('server_version') AS version,
-          current_setting('shared_buffers') AS shared_buffers, current_setting('jit') AS jit,
-          current_setting('jit_above_cost') AS jit_above_cost`.execute(db)
-    ).rows[0] as { version: string; shared_buffers: string; jit: string; jit_above_cost: string };
+          current_setting('shared_buffers') AS shared_buffers, current_setting('jit') AS jit`.execute(
+        db,
+      )
+    ).rows[0] as { version: string; shared_buffers: string; jit: string };
 
     // ---------------------------------------------------------------- setup
     log(
       `schema ${schema}: seeding ${PERSONS} persons over ${TEAMS} teams (~${PROPERTIES_BYTES} B properties)`,
     );
-    await createPostHogPersonsSchema(handle, { schema });
+    await createPostHogPersonsSchema(prepared, { schema });
     const persons: Person[] = [];
     const perTeam = Math.ceil(PERSONS / TEAMS);
     for (let team = 1; team <= TEAMS && persons.length < PERSONS; team++) {
       const count = Math.min(perTeam, PERSONS - persons.length);
-      const ids = await seedPersons(handle, {
+      const ids = await seedPersons(prepared, {
         schema,
         teamId: team,
         count,
@@ -342,23 +282,25 @@ async function main(): Promise<void> {
     }
     log(`seeded in ${seconds(t0)}`);
 
-    migration = createPersonsMigration({ db: handle, schema, controlSchema });
+    migration = createPersonsMigration({ db: prepared, schema, controlSchema });
     await migration.install();
     await migration.prepare(PARTITIONS > 0 ? { partitions: PARTITIONS } : {});
     await migration.startDualRead();
     const repo = migration.repository();
+    // Same schemas, same control row: a second service instance that does not prepare.
+    unpreparedMigration = createPersonsMigration({ db: unprepared, schema, controlSchema });
+    const plainRepo = unpreparedMigration.repository();
     const tables = migrationTables(migration.options);
     const columns = await loadPersonColumns(db, migration.options);
-    const q = statements(tables, columns, migration.options.name);
+    const baseline = baselineStatements(tables);
 
     // Mid-migration: about half of the persons copied (as a backfill would), then some
     // persons updated through the repository (copy-on-write for the ones not copied yet).
     const copyStart = now();
     await sql`INSERT INTO ${tables.new} (${columnList(columns.copyable)})
       SELECT ${columnList(columns.copyable)} FROM ${tables.old} WHERE id % 2 = 0`.execute(db);
-    const updated = pickIndexes(UPDATES, persons.length);
-    for (const index of updated) {
-      const p = persons[index] as Person;
+    const updated = pickIndexes(UPDATES, persons.length).map((i) => persons[i] as Person);
+    for (const p of updated) {
       await repo.updatePerson(p.teamId, p.id, { properties: { bench_updated: true } });
     }
     for (const table of [tables.old, tables.new, tables.distinctIds]) {
@@ -368,6 +310,14 @@ async function main(): Promise<void> {
       (await sql<{ id: string }>`SELECT id::text AS id FROM ${tables.new}`.execute(db)).rows.map(
         (r) => r.id,
       ),
+    );
+    const propertiesSize = Number(
+      (
+        await sql<{ bytes: string }>`
+          SELECT round(avg(pg_column_size(properties)))::text AS bytes FROM ${tables.old}`.execute(
+          db,
+        )
+      ).rows[0]?.bytes,
     );
     log(
       `copied ${inNew.size} persons (${updated.length} repository updates) + VACUUM ANALYZE in ${seconds(copyStart)}`,
@@ -381,325 +331,319 @@ async function main(): Promise<void> {
     const batchKeys = Array.from({ length: BATCH_OPS }, () =>
       pickIndexes(BATCH_SIZE, persons.length).map((i) => persons[i] as Person),
     );
-    const pointInNew = pointKeys.filter((p) => inNew.has(p.id)).length / pointKeys.length;
-
-    const rowsOf = async (query: RawBuilder<unknown>) => (await query.execute(db)).rows as Row[];
-    const prepared = async (name: string, query: RawBuilder<unknown>) => {
-      const compiled = query.compile(db);
-      const result = await preparedPool.query({
-        name,
-        text: compiled.sql,
-        values: [...compiled.parameters],
-      });
-      return result.rows as Row[];
-    };
-    /** The same pg connection as `prepared`, without a statement name (parsed and planned every time). */
-    const unnamed = async (query: RawBuilder<unknown>) => {
-      const compiled = query.compile(db);
-      return (await preparedPool.query(compiled.sql, [...compiled.parameters])).rows as Row[];
-    };
+    const shareInNew = (ps: readonly Person[]) =>
+      ps.filter((p) => inNew.has(p.id)).length / ps.length;
+    const key = (i: number) => pointKeys[i] as Person;
+    const batch = (i: number) => batchKeys[i] as Person[];
     const asPairs = (ps: readonly Person[]) =>
       ps.map((p) => ({ teamId: p.teamId, distinctId: p.distinctId }));
     const asIdPairs = (ps: readonly Person[]) =>
       ps.map((p) => ({ teamId: p.teamId, personId: p.id }));
-    const batch = (i: number) => batchKeys[i] as Person[];
-    const key = (i: number) => pointKeys[i] as Person;
 
-    // Sanity: the repository, the baseline and the scratch variants return the same rows.
+    /** The four reads of one operation, each returning mapped rows. */
+    interface Reads<K> {
+      readonly baseline: (k: K) => Promise<PersonRow[]>;
+      readonly baselinePrepared: (k: K) => Promise<PersonRow[]>;
+      readonly dual: (k: K) => Promise<PersonRow[]>;
+      readonly dualUnprepared: (k: K) => Promise<PersonRow[]>;
+    }
+    const rowsOf = async (on: AnyDb, query: RawBuilder<unknown>) =>
+      ((await query.execute(on)).rows as Row[]).map(toPersonRow);
+    const readsOf = <K>(
+      statement: (k: K) => RawBuilder<unknown>,
+      viaRepository: (r: PersonsRepository, k: K) => Promise<PersonRow[]>,
+    ): Reads<K> => ({
+      baseline: (k) => rowsOf(plainDb, statement(k)),
+      baselinePrepared: (k) => rowsOf(db, markPrepared(statement(k))),
+      dual: (k) => viaRepository(repo, k),
+      dualUnprepared: (k) => viaRepository(plainRepo, k),
+    });
+    const ops = {
+      point: readsOf<Person>(baseline.point, async (r, p) => {
+        const row = await r.fetchPerson(p.teamId, p.distinctId);
+        return row ? [row] : [];
+      }),
+      byDistinctIds: readsOf<Person[]>(baseline.byDistinctIds, (r, ps) =>
+        r.fetchPersonsByDistinctIds(asPairs(ps)),
+      ),
+      byPersonIds: readsOf<Person[]>(baseline.byPersonIds, (r, ps) =>
+        r.fetchPersonsByPersonIds(asIdPairs(ps)),
+      ),
+    };
+
+    // ---------------------------------------------------------------- sanity
+    // Every side returns the same persons; both dual-read sides return the updated persons in
+    // their new version (the baseline, reading the old table only, returns them stale).
     {
-      const sample = batch(0);
-      const expected = signature(await repo.fetchPersonsByDistinctIds(asPairs(sample)));
-      const checks: [string, string][] = [
-        ['baseline', signature((await rowsOf(q.baseline.byDistinctIds(sample))).map(toPersonRow))],
-        ['gated', signature(unwrap(await rowsOf(q.gated.byDistinctIds(sample))))],
+      const updatedIds = new Set(updated.map((p) => p.id));
+      const sample = [
+        ...new Map([...updated.slice(0, 50), ...batch(0)].map((p) => [p.id, p])).values(),
       ];
-      const expectedById = signature(await repo.fetchPersonsByPersonIds(asIdPairs(sample)));
-      checks.push(['gated by id', signature(unwrap(await rowsOf(q.gated.byPersonIds(sample))))]);
-      for (const [name, got] of checks) {
-        const want = name === 'gated by id' ? expectedById : expected;
-        const same =
-          name === 'baseline' ? got.split(',').length === want.split(',').length : got === want;
-        if (!same) throw new Error(`sanity: ${name} returns other rows than the repository`);
-      }
-      const updatedIds = new Set(updated.map((i) => (persons[i] as Person).id));
-      const stale = (await repo.fetchPersonsByDistinctIds(asPairs(sample))).filter(
-        (r) => updatedIds.has(r.id) && r.version !== 1,
-      );
-      if (stale.length > 0)
-        throw new Error('sanity: a dual read returned a stale copy of an updated person');
+      const check = async <K>(op: string, reads: Reads<K>, keys: K) => {
+        const b = await reads.baseline(keys);
+        const bp = await reads.baselinePrepared(keys);
+        const d = await reads.dual(keys);
+        const du = await reads.dualUnprepared(keys);
+        const want = identity(b);
+        for (const [side, rows] of [
+          ['baseline, prepared', bp],
+          ['dual read', d],
+          ['dual read, unprepared', du],
+        ] as const) {
+          if (identity(rows) !== want)
+            throw new Error(`sanity (${op}): ${side} returns other persons than the baseline`);
+        }
+        if (signature(d) !== signature(du))
+          throw new Error(`sanity (${op}): the two dual-read sides disagree`);
+        for (const row of d) {
+          if (!updatedIds.has(row.id)) continue;
+          const fresh = row.version === 1 && (row.properties as Row | null)?.bench_updated === true;
+          if (!fresh)
+            throw new Error(
+              `sanity (${op}): a dual read returned a stale copy of an updated person`,
+            );
+        }
+        return d.filter((r) => updatedIds.has(r.id)).length;
+      };
+      let fresh = await check('by distinct ids', ops.byDistinctIds, sample);
+      fresh += await check('by person ids', ops.byPersonIds, sample);
+      for (const p of sample.slice(0, 100)) fresh += await check('point', ops.point, p);
+      if (fresh === 0) throw new Error('sanity: no updated person was read back');
+      log(`sanity: all sides agree (${fresh} reads of updated persons, all in their new version)`);
     }
 
     // ---------------------------------------------------------------- timed sides
+    const sidesOf = <K>(reads: Reads<K>, keyOf: (i: number) => K): Side[] => [
+      { name: 'baseline', run: async (i) => (await reads.baseline(keyOf(i))).length },
+      {
+        name: 'baseline, prepared',
+        run: async (i) => (await reads.baselinePrepared(keyOf(i))).length,
+      },
+      { name: 'dual read', run: async (i) => (await reads.dual(keyOf(i))).length },
+      {
+        name: 'dual read, unprepared',
+        run: async (i) => (await reads.dualUnprepared(keyOf(i))).length,
+      },
+    ];
     const sides = {
-      point: [
-        {
-          name: 'baseline',
-          run: async (i) => (await rowsOf(q.baseline.point(key(i)))).map(toPersonRow).length,
-        },
-        {
-          name: 'dual',
-          run: async (i) => ((await repo.fetchPerson(key(i).teamId, key(i).distinctId)) ? 1 : 0),
-        },
-      ] satisfies Side[],
-      byDistinct: [
-        {
-          name: 'baseline',
-          run: async (i) =>
-            (await rowsOf(q.baseline.byDistinctIds(batch(i)))).map(toPersonRow).length,
-        },
-        {
-          name: 'dual',
-          run: async (i) => (await repo.fetchPersonsByDistinctIds(asPairs(batch(i)))).length,
-        },
-      ] satisfies Side[],
-      byId: [
-        {
-          name: 'baseline',
-          run: async (i) =>
-            (await rowsOf(q.baseline.byPersonIds(batch(i)))).map(toPersonRow).length,
-        },
-        {
-          name: 'dual',
-          run: async (i) => (await repo.fetchPersonsByPersonIds(asIdPairs(batch(i)))).length,
-        },
-      ] satisfies Side[],
+      point: sidesOf(ops.point, key),
+      byDistinctIds: sidesOf(ops.byDistinctIds, batch),
+      byPersonIds: sidesOf(ops.byPersonIds, batch),
     };
 
     const warm = now();
-    await interleave(Math.min(POINT_OPS, 500), sides.point);
-    await interleave(Math.min(BATCH_OPS, 15), sides.byDistinct);
-    await interleave(Math.min(BATCH_OPS, 15), sides.byId);
+    await interleave(Math.min(POINT_OPS, 300), sides.point);
+    await interleave(Math.min(BATCH_OPS, 10), sides.byDistinctIds);
+    await interleave(Math.min(BATCH_OPS, 10), sides.byPersonIds);
     log(`warm-up ${seconds(warm)}`);
 
     const measured = now();
-    const pointResult = await interleave(POINT_OPS, sides.point);
-    const distinctResult = await interleave(BATCH_OPS, sides.byDistinct);
-    const idResult = await interleave(BATCH_OPS, sides.byId);
+    const loadDuring = load();
+    const results = [
+      {
+        op: `fetchPerson (n=${POINT_OPS})`,
+        goal: GOAL.point,
+        result: await interleave(POINT_OPS, sides.point),
+      },
+      {
+        op: `fetchPersonsByDistinctIds, ${BATCH_SIZE} pairs (n=${BATCH_OPS})`,
+        goal: GOAL.batch,
+        result: await interleave(BATCH_OPS, sides.byDistinctIds),
+      },
+      {
+        op: `fetchPersonsByPersonIds, ${BATCH_SIZE} ids (n=${BATCH_OPS})`,
+        goal: GOAL.batch,
+        result: await interleave(BATCH_OPS, sides.byPersonIds),
+      },
+    ];
+    const loadAfter = load();
     log(`measured in ${seconds(measured)}`);
 
     const table = [
-      '| op | baseline median (p95) | dual-read median (p95) | ratio of medians | goal |',
-      '|---|---|---|---|---|',
+      '| op | baseline median (p95) | dual read median (p95) | ratio vs baseline | ratio vs prepared baseline | unprepared dual read ratio vs baseline | goal |',
+      '|---|---|---|---|---|---|---|',
     ];
-    const line = (op: string, result: Map<string, Stats>, goal: number) => {
+    const sidesTable = ['| op | side | median | p95 | rows |', '|---|---|---|---|---|'];
+    for (const { op, goal, result } of results) {
       const b = result.get('baseline') as Stats;
-      const d = result.get('dual') as Stats;
+      const bp = result.get('baseline, prepared') as Stats;
+      const d = result.get('dual read') as Stats;
+      const du = result.get('dual read, unprepared') as Stats;
       const ratio = d.median / b.median;
+      const likeForLike = d.median / bp.median;
+      const verdict = (r: number) => (r <= goal ? 'met' : 'missed');
       table.push(
-        `| ${op} | ${fmt(b.median)} ms (${fmt(b.p95)}) | ${fmt(d.median)} ms (${fmt(d.p95)}) | ${ratio.toFixed(2)}x | ${goal}x: ${ratio <= goal ? 'met' : 'missed'} |`,
+        `| ${op} | ${fmt(b.median)} ms (${fmt(b.p95)}) | ${fmt(d.median)} ms (${fmt(d.p95)}) | ${ratio.toFixed(2)}x | ` +
+          `${likeForLike.toFixed(2)}x (prepared baseline ${fmt(bp.median)} ms) | ${(du.median / b.median).toFixed(2)}x (${fmt(du.median)} ms) | ` +
+          `${goal}x: ${verdict(ratio)} vs baseline, ${verdict(likeForLike)} like for like |`,
       );
-      if (b.rows !== d.rows)
-        table.push(`| (rows differ: baseline ${b.rows}, dual ${d.rows}) | | | | |`);
-    };
-    line(`fetchPerson (n=${POINT_OPS})`, pointResult, GOAL.point);
-    line(
-      `fetchPersonsByDistinctIds, ${BATCH_SIZE} ids (n=${BATCH_OPS})`,
-      distinctResult,
-      GOAL.batch,
-    );
-    line(`fetchPersonsByPersonIds, ${BATCH_SIZE} ids (n=${BATCH_OPS})`, idResult, GOAL.batch);
+      for (const [name, s] of result) {
+        sidesTable.push(`| ${op} | ${name} | ${fmt(s.median)} ms | ${fmt(s.p95)} ms | ${s.rows} |`);
+      }
+      if (new Set([...result.values()].map((s) => s.rows)).size > 1) {
+        table.push(`| (${op}: the sides returned different row counts, see below) | | | | | | |`);
+      }
+    }
 
-    const loadAfter = loadavg();
+    const allBatchKeys = batchKeys.flat();
     const machine = [
       `node ${process.version}, PostgreSQL ${facts.version} on the same host (shared_buffers ${facts.shared_buffers}, jit ${facts.jit}), ` +
-        `${cpus().length} cores (${cpus()[0]?.model.trim() ?? 'unknown cpu'}), load average ${loadBefore[0]?.toFixed(1)} -> ${loadAfter[0]?.toFixed(1)}`,
-      `old table ${persons.length} persons over ${TEAMS} teams (~${PROPERTIES_BYTES} B properties); new table ${inNew.size} ` +
+        `${cpus().length} cores (${cpus()[0]?.model.trim() ?? 'unknown cpu'})`,
+      `load average (1 / 5 / 15 min): ${loadBefore} at start, ${loadDuring} when the timed runs began, ${loadAfter} at the end`,
+      `old table ${persons.length} persons over ${TEAMS} teams (properties ~${propertiesSize} B stored); new table ${inNew.size} rows ` +
         `(${PARTITIONS > 0 ? `${PARTITIONS} hash partitions` : 'not partitioned'}; every even id copied, then ${updated.length} persons updated through the repository); ` +
-        `${(pointInNew * 100).toFixed(0)}% of the point keys are in the new table`,
-      'one connection in flight; baseline = the same read on the old table only, same pool, same row mapping; ' +
-        'sides interleaved op by op; median (p95)',
+        `keys in the new table: ${(shareInNew(pointKeys) * 100).toFixed(0)}% of the point keys, ${(shareInNew(allBatchKeys) * 100).toFixed(0)}% of the batch keys`,
+      'one connection in flight; the four sides interleaved op by op; same keys, same row mapping; median (p95)',
     ];
     console.log('\n## Read latency: dual_read vs one table\n');
     console.log(table.join('\n'));
     console.log(`\n${machine.map((m) => `- ${m}`).join('\n')}\n`);
+    console.log('### All sides\n');
+    console.log(sidesTable.join('\n'));
+    console.log('');
+
+    // Which plans the prepared statements ended up with (after 5 runs Postgres may switch a
+    // named statement to a generic plan). Read on the connection the reads just used.
+    const plans = (
+      await sql<{ statements: string; generic: string; custom: string }>`
+        SELECT count(*)::text AS statements, coalesce(sum(generic_plans), 0)::text AS generic,
+          coalesce(sum(custom_plans), 0)::text AS custom
+        FROM pg_prepared_statements WHERE name LIKE 'pgdr\\_%'`.execute(db)
+    ).rows[0];
+    if (plans) {
+      console.log(
+        `- prepared statements on the last-used connection: ${plans.statements}, executions with a generic plan ${plans.generic}, with a custom plan ${plans.custom}\n`,
+      );
+    }
 
     // ---------------------------------------------------------------- plans
     if (EXPLAIN > 0) {
-      const oldName = migration.options.oldTable;
-      const summary = [
-        '| statement | keys | old-table probes | gate on `n.id IS NULL` | buffers | planning | execution | est. cost |',
-        '|---|---|---|---|---|---|---|---|',
-      ];
-      const full: string[] = [];
-      const explain = async (label: string, query: RawBuilder<unknown>, keys: number) => {
-        const compiled = query.compile(db);
-        const run = (options: string) =>
-          db.executeQuery(
-            CompiledQuery.raw(`EXPLAIN (${options}) ${compiled.sql}`, [...compiled.parameters]),
-          );
-        const lines = ((await run('ANALYZE, BUFFERS, COSTS OFF')).rows as Row[]).map((r) =>
-          String(r['QUERY PLAN']),
-        );
-        const json = ((await run('FORMAT JSON')).rows as Row[])[0]?.['QUERY PLAN'] as [
-          { Plan: { 'Total Cost': number } },
-        ];
-        const text = lines.join('\n');
-        const probe = new RegExp(
-          `Scan using \\S+ on ${oldName} \\w+ \\((?:actual [^)]*loops=(\\d+)|(never executed))\\)`,
-        ).exec(text);
-        const gate = /One-Time Filter: \(n\.id IS NULL\)/.test(text)
-          ? 'one-time filter (before the probe)'
-          : /Join Filter: \(n\.id IS NULL\)/.test(text)
-            ? 'join filter (after the probe)'
-            : '-';
-        const buffers = /Buffers: (shared [^\n]*)/.exec(text)?.[1] ?? '';
-        const planning = /Planning Time: ([\d.]+) ms/.exec(text)?.[1] ?? '?';
-        const execution = /Execution Time: ([\d.]+) ms/.exec(text)?.[1] ?? '?';
-        summary.push(
-          `| ${label} | ${keys} | ${probe ? (probe[1] ?? '0') : '?'} | ${gate} | ${buffers} | ${planning} ms | ${execution} ms | ${Math.round(json[0].Plan['Total Cost'])} |`,
-        );
-        full.push(`### ${label}\n\n\`\`\`\n${text}\n\`\`\`\n`);
-      };
-      const inNewKey = pointKeys.find((p) => inNew.has(p.id)) as Person;
-      const oldOnlyKey = pointKeys.find((p) => !inNew.has(p.id)) as Person;
-      const b0 = batch(0);
-      const b0InNew = b0.filter((p) => inNew.has(p.id)).length;
-      // Run each once first so the plans show a warm cache, as in the timed runs.
-      const plans: [string, RawBuilder<unknown>, number][] = [
-        ['baseline point', q.baseline.point(inNewKey), 1],
-        ['repository point, key in new', q.repo.point(inNewKey), 1],
-        ['repository point, key only in old', q.repo.point(oldOnlyKey), 1],
-        ['gated point, key in new', q.gated.point(inNewKey), 1],
-        ['gated point, key only in old', q.gated.point(oldOnlyKey), 1],
-        ['baseline by distinct ids', q.baseline.byDistinctIds(b0), b0.length],
-        [`repository by distinct ids (${b0InNew} in new)`, q.repo.byDistinctIds(b0), b0.length],
-        ['gated by distinct ids', q.gated.byDistinctIds(b0), b0.length],
-        ['baseline by person ids', q.baseline.byPersonIds(b0), b0.length],
-        ['repository by person ids', q.repo.byPersonIds(b0), b0.length],
-        ['gated by person ids', q.gated.byPersonIds(b0), b0.length],
-      ];
-      for (const [, query] of plans) await rowsOf(query);
-      for (const [label, query, keys] of plans) await explain(label, query, keys);
-      console.log(`## Plans (EXPLAIN ANALYZE, BUFFERS; jit_above_cost ${facts.jit_above_cost})\n`);
-      console.log(summary.join('\n'));
-      console.log('');
-      if (EXPLAIN > 1) console.log(full.join('\n'));
-    }
-
-    // ---------------------------------------------------------------- scratch variants
-    if (VARIANTS) {
-      const vPoint = Math.max(1, Math.floor(POINT_OPS / 3));
-      const vBatch = Math.max(1, Math.floor(BATCH_OPS / 4));
-      const variants = {
-        point: [
-          ...sides.point,
-          {
-            name: 'repository SQL, sent raw',
-            run: async (i) => unwrap(await rowsOf(q.repo.point(key(i)))).length,
-          },
-          {
-            name: 'gated (OFFSET 0 lateral)',
-            run: async (i) => unwrap(await rowsOf(q.gated.point(key(i)))).length,
-          },
-          {
-            name: 'gated + fenced wrapper (OFFSET 0)',
-            run: async (i) => unwrap(await rowsOf(q.gated.pointFenced(key(i)))).length,
-          },
-          {
-            name: 'gated, without the epoch wrapper (not safe alone)',
-            run: async (i) =>
-              (await rowsOf(q.gated.pointUnwrapped(key(i)))).map(toPersonRow).length,
-          },
-          {
-            name: 'floor: 3 probes, no CASE, no epoch (not a fix)',
-            run: async (i) => (await rowsOf(q.floor.point(key(i)))).length,
-          },
-          {
-            name: 'baseline, raw pg unnamed (no Kysely)',
-            run: async (i) => (await unnamed(q.baseline.point(key(i)))).map(toPersonRow).length,
-          },
-          {
-            name: 'gated, raw pg unnamed (no Kysely)',
-            run: async (i) => unwrap(await unnamed(q.gated.point(key(i)))).length,
-          },
-          {
-            name: 'baseline, prepared',
-            run: async (i) =>
-              (await prepared('b_point', q.baseline.point(key(i)))).map(toPersonRow).length,
-          },
-          {
-            name: 'repository SQL, prepared',
-            run: async (i) => unwrap(await prepared('r_point', q.repo.point(key(i)))).length,
-          },
-          {
-            name: 'gated, prepared',
-            run: async (i) => unwrap(await prepared('g_point', q.gated.point(key(i)))).length,
-          },
-        ] satisfies Side[],
-        byDistinct: [
-          ...sides.byDistinct,
-          {
-            name: 'gated (OFFSET 0 lateral)',
-            run: async (i) => unwrap(await rowsOf(q.gated.byDistinctIds(batch(i)))).length,
-          },
-          {
-            name: 'baseline, prepared',
-            run: async (i) =>
-              (await prepared('b_dist', q.baseline.byDistinctIds(batch(i)))).map(toPersonRow)
-                .length,
-          },
-          {
-            name: 'gated, prepared',
-            run: async (i) =>
-              unwrap(await prepared('g_dist', q.gated.byDistinctIds(batch(i)))).length,
-          },
-        ] satisfies Side[],
-        byId: [
-          ...sides.byId,
-          {
-            name: 'gated (OFFSET 0 lateral)',
-            run: async (i) => unwrap(await rowsOf(q.gated.byPersonIds(batch(i)))).length,
-          },
-          {
-            name: 'baseline, prepared',
-            run: async (i) =>
-              (await prepared('b_id', q.baseline.byPersonIds(batch(i)))).map(toPersonRow).length,
-          },
-          {
-            name: 'gated, prepared',
-            run: async (i) => unwrap(await prepared('g_id', q.gated.byPersonIds(batch(i)))).length,
-          },
-        ] satisfies Side[],
-      };
-      const started = now();
-      const rows = [
-        '| op | variant | median (p95) | vs baseline | vs prepared baseline |',
-        '|---|---|---|---|---|',
-      ];
-      const report = (op: string, result: Map<string, Stats>) => {
-        const b = result.get('baseline') as Stats;
-        const bp = result.get('baseline, prepared');
-        for (const [name, s] of result) {
-          const vsPrepared =
-            bp && name.includes('prepared') && name !== 'baseline, prepared'
-              ? `${(s.median / bp.median).toFixed(2)}x`
-              : '';
-          const rowsNote =
-            s.rows === b.rows || name.startsWith('floor') ? '' : ` (rows ${s.rows} vs ${b.rows})`;
-          rows.push(
-            `| ${op} | ${name === 'dual' ? 'repository (as shipped)' : name}${rowsNote} | ${fmt(s.median)} ms (${fmt(s.p95)}) | ${(s.median / b.median).toFixed(2)}x | ${vsPrepared} |`,
-          );
-        }
-      };
-      await interleave(Math.min(vPoint, 200), variants.point);
-      report('point', await interleave(vPoint, variants.point));
-      await interleave(Math.min(vBatch, 5), variants.byDistinct);
-      report(`${BATCH_SIZE} by distinct id`, await interleave(vBatch, variants.byDistinct));
-      await interleave(Math.min(vBatch, 5), variants.byId);
-      report(`${BATCH_SIZE} by person id`, await interleave(vBatch, variants.byId));
-      log(`variants in ${seconds(started)}`);
-      console.log(
-        `## Scratch SQL variants (${vPoint} point / ${vBatch} batch ops per side, interleaved; "prepared" = named statements on a dedicated pg connection)\n`,
-      );
-      console.log(rows.join('\n'));
-      console.log('');
+      await explainPlans({
+        migration,
+        keys: {
+          inNew: pointKeys.find((p) => inNew.has(p.id)) as Person,
+          oldOnly: pointKeys.find((p) => !inNew.has(p.id)) as Person,
+          batch: batch(0),
+        },
+        baseline,
+        db,
+        asPairs,
+        asIdPairs,
+      });
     }
     log(`total ${seconds(t0)}`);
   } finally {
     await migration?.close().catch(() => {});
-    await preparedPool.end().catch(() => {});
+    await unpreparedMigration?.close().catch(() => {});
     await dropSchemas();
-    await handle.close().catch(() => {});
+    await prepared.close().catch(() => {});
+    await unprepared.close().catch(() => {});
+  }
+}
+
+// ------------------------------------------------------------------ plans
+
+/**
+ * EXPLAIN (ANALYZE, BUFFERS) of the baseline statements and of the statements the repository
+ * really sends: they are captured from Kysely's query log on a third, EXPLAIN-only handle
+ * rather than rebuilt here, so the plans cannot drift from the shipped SQL.
+ */
+async function explainPlans(input: {
+  migration: PersonsMigration;
+  keys: { inNew: Person; oldOnly: Person; batch: Person[] };
+  baseline: ReturnType<typeof baselineStatements>;
+  db: AnyDb;
+  asPairs: (ps: readonly Person[]) => { teamId: number; distinctId: string }[];
+  asIdPairs: (ps: readonly Person[]) => { teamId: number; personId: string }[];
+}): Promise<void> {
+  const { migration, keys, baseline, db } = input;
+  let captured: CompiledQuery | undefined;
+  const pool = new pg.Pool({ connectionString: url, max: 1, types: pgTypeOverrides });
+  const capturing: AnyDb = new Kysely({
+    dialect: new PostgresDialect({ pool }),
+    log: (event) => {
+      if (event.level === 'query' && event.query.sql.startsWith(preparedStatementMarker)) {
+        captured = event.query;
+      }
+    },
+  });
+  const handle: DatabaseHandle = await openDatabase(capturing);
+  const capture = createPersonsMigration({
+    db: handle,
+    schema,
+    controlSchema,
+    name: migration.options.name,
+  });
+  const repo = capture.repository();
+  const sent = async (call: () => Promise<unknown>) => {
+    captured = undefined;
+    await call();
+    if (!captured) throw new Error('explain: the repository sent no marked statement');
+    return captured;
+  };
+  try {
+    const b = keys.batch;
+    const plans: [string, CompiledQuery, number][] = [
+      ['baseline point', baseline.point(keys.inNew).compile(db), 1],
+      [
+        'repository point, key in new',
+        await sent(() => repo.fetchPerson(keys.inNew.teamId, keys.inNew.distinctId)),
+        1,
+      ],
+      [
+        'repository point, key only in old',
+        await sent(() => repo.fetchPerson(keys.oldOnly.teamId, keys.oldOnly.distinctId)),
+        1,
+      ],
+      ['baseline by distinct ids', baseline.byDistinctIds(b).compile(db), b.length],
+      [
+        'repository by distinct ids',
+        await sent(() => repo.fetchPersonsByDistinctIds(input.asPairs(b))),
+        b.length,
+      ],
+      ['baseline by person ids', baseline.byPersonIds(b).compile(db), b.length],
+      [
+        'repository by person ids',
+        await sent(() => repo.fetchPersonsByPersonIds(input.asIdPairs(b))),
+        b.length,
+      ],
+    ];
+    const oldName = migration.options.oldTable;
+    const summary = [
+      '| statement | keys | old-table probes | gate on `n.id IS NULL` | buffers | planning | execution |',
+      '|---|---|---|---|---|---|---|',
+    ];
+    const full: string[] = [];
+    for (const [label, query, count] of plans) {
+      const result = await capturing.executeQuery(
+        CompiledQuery.raw(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${query.sql}`, [
+          ...query.parameters,
+        ]),
+      );
+      const text = (result.rows as Row[]).map((r) => String(r['QUERY PLAN'])).join('\n');
+      const probe = new RegExp(
+        `Scan using \\S+ on ${oldName} \\w+ \\((?:actual [^)]*loops=(\\d+)|(never executed))\\)`,
+      ).exec(text);
+      const gate = /One-Time Filter: \(n\.id IS NULL\)/.test(text)
+        ? 'one-time filter (before the probe)'
+        : /Join Filter: \(n\.id IS NULL\)/.test(text)
+          ? 'join filter (after the probe)'
+          : '-';
+      const buffers = /Buffers: (shared [^\n]*)/.exec(text)?.[1] ?? '';
+      const planning = /Planning Time: ([\d.]+) ms/.exec(text)?.[1] ?? '?';
+      const execution = /Execution Time: ([\d.]+) ms/.exec(text)?.[1] ?? '?';
+      summary.push(
+        `| ${label} | ${count} | ${probe ? (probe[1] ?? '0') : '?'} | ${gate} | ${buffers} | ${planning} ms | ${execution} ms |`,
+      );
+      full.push(`### ${label}\n\n\`\`\`\n${text}\n\`\`\`\n`);
+    }
+    console.log('## Plans (EXPLAIN ANALYZE, BUFFERS; custom plans, warm cache)\n');
+    console.log(summary.join('\n'));
+    console.log('');
+    if (EXPLAIN > 1) console.log(full.join('\n'));
+  } finally {
+    await capture.close().catch(() => {});
+    await capturing.destroy().catch(() => {});
   }
 }
 
