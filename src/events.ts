@@ -32,17 +32,26 @@ export interface DualReadEvents {
 export class DualReadEmitter {
   private readonly emitter = new EventEmitter();
 
-  on<K extends keyof DualReadEvents>(event: K, listener: (...args: DualReadEvents[K]) => void): this {
+  on<K extends keyof DualReadEvents>(
+    event: K,
+    listener: (...args: DualReadEvents[K]) => void,
+  ): this {
     this.emitter.on(event, listener as (...args: unknown[]) => void);
     return this;
   }
 
-  off<K extends keyof DualReadEvents>(event: K, listener: (...args: DualReadEvents[K]) => void): this {
+  off<K extends keyof DualReadEvents>(
+    event: K,
+    listener: (...args: DualReadEvents[K]) => void,
+  ): this {
     this.emitter.off(event, listener as (...args: unknown[]) => void);
     return this;
   }
 
-  once<K extends keyof DualReadEvents>(event: K, listener: (...args: DualReadEvents[K]) => void): this {
+  once<K extends keyof DualReadEvents>(
+    event: K,
+    listener: (...args: DualReadEvents[K]) => void,
+  ): this {
     this.emitter.once(event, listener as (...args: unknown[]) => void);
     return this;
   }

@@ -1,3 +1,4 @@
+export type { InstallResult } from './control/install.js';
 export type { DatabaseBackend, DatabaseHandle, StopListening } from './db/database-handle.js';
 export { type OpenDatabaseOptions, openDatabase } from './db/open-database.js';
 export { PGliteDialect, type PGliteDialectConfig } from './db/pglite-dialect.js';
@@ -15,7 +16,6 @@ export {
   QueryFailedError,
 } from './errors.js';
 export { DualReadEmitter, type DualReadEvents } from './events.js';
-export type { InstallResult } from './control/install.js';
 export type { PersonsMigrationOptions } from './migration/options.js';
 export {
   createPersonsMigration,

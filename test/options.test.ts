@@ -24,7 +24,10 @@ describe('createPersonsMigration options', () => {
     [{ newTable: 'posthog_person' }, 'newTable must differ from oldTable'],
     [{ distinctIdsTable: 'posthog_person_new' }, 'distinctIdsTable must differ'],
     [{ phaseRefreshIntervalMs: 10 }, 'phaseRefreshIntervalMs must be an integer from 50 to 600000'],
-    [{ phaseChangeLockTimeoutMs: 1.5 }, 'phaseChangeLockTimeoutMs must be an integer from 1 to 600000'],
+    [
+      { phaseChangeLockTimeoutMs: 1.5 },
+      'phaseChangeLockTimeoutMs must be an integer from 1 to 600000',
+    ],
     [{ batchSize: 10 }, 'unknown option(s) batchSize'],
     [{ controlSchema: 'pg_dual_read' }, 'controlSchema must not start with pg_'],
   ])('%j is refused with a message naming the option', (bad, message) => {

@@ -26,8 +26,6 @@ export interface CliFailure {
 
 // SQLSTATEs an operator can fix from the command line, with the way to do it.
 const hints: Record<string, string> = {
-  '42939':
-    'PostgreSQL reserves schema names starting with pg_: pass --control-schema (and --schema) without that prefix',
   '42501': 'the database user lacks a privilege this command needs (see the message above)',
   '3F000': 'a schema does not exist: check --schema and --control-schema',
   '42P01':

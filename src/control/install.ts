@@ -33,7 +33,9 @@ export async function installControlSchema(
   handle: DatabaseHandle,
   controlSchema: string,
 ): Promise<InstallResult> {
-  return sanitizeErrors(`install() of control schema "${controlSchema}"`, () => applyControlMigrations(handle, controlSchema));
+  return sanitizeErrors(`install() of control schema "${controlSchema}"`, () =>
+    applyControlMigrations(handle, controlSchema),
+  );
 }
 
 async function applyControlMigrations(

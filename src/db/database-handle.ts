@@ -33,7 +33,10 @@ export interface DatabaseHandle {
    * Subscribe to `LISTEN channel`. Undefined when the handle cannot hold a dedicated
    * listening session (a user-supplied `Kysely`): callers then rely on polling.
    */
-  readonly listen?: (channel: string, onNotify: (payload: string) => void) => Promise<StopListening>;
+  readonly listen?: (
+    channel: string,
+    onNotify: (payload: string) => void,
+  ) => Promise<StopListening>;
   /** Close what the handle opened. A handle wrapping a user's pool or Kysely leaves it open. */
   close(): Promise<void>;
 }

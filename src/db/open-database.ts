@@ -116,7 +116,13 @@ export async function openDatabase(
       });
       // An idle client's error (server restart) must not crash the process.
       pool.on('error', (err) => log('idle pool client error: %s', err.message));
-      handle = poolHandle(pool, true, parsed.url, connectTimeoutMs, options.preparedStatements ?? true);
+      handle = poolHandle(
+        pool,
+        true,
+        parsed.url,
+        connectTimeoutMs,
+        options.preparedStatements ?? true,
+      );
     } else {
       handle = await pgliteHandle(parsed.dataDir);
     }
@@ -145,7 +151,9 @@ function poolHandle(
 ): DatabaseHandle {
   // biome-ignore lint/suspicious/noExplicitAny: the library addresses user-named tables.
   const db = new Kysely<any>({
-    dialect: new PostgresDialect({ pool: preparedStatements ? withPreparedStatements(pool) : pool }),
+    dialect: new PostgresDialect({
+      pool: preparedStatements ? withPreparedStatements(pool) : pool,
+    }),
   });
   let client: Promise<pg.Client | pg.PoolClient> | undefined; // opened on first listen()
   const channels = new Map<string, { callbacks: Set<(p: string) => void>; ready: Promise<void> }>();

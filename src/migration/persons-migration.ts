@@ -1,13 +1,13 @@
 import { z } from 'zod';
-import { installControlSchema, type InstallResult } from '../control/install.js';
+import { type InstallResult, installControlSchema } from '../control/install.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { DualReadEmitter } from '../events.js';
 import type { PhaseState } from '../phases/phase.js';
 import { PhaseStore } from '../phases/phase-store.js';
 import { PhaseWatcher } from '../phases/phase-watcher.js';
 import { type PrepareResult, prepareMigration } from '../prepare/prepare.js';
-import { PhaseAwareRepository } from '../repository/phase-aware-repository.js';
 import type { PersonsRepository } from '../repository/persons-repository.js';
+import { PhaseAwareRepository } from '../repository/phase-aware-repository.js';
 import {
   type PersonsMigrationOptions,
   parseOptions,

@@ -92,7 +92,9 @@ export class PhaseWatcher {
     }
     if (!this.closed) {
       this.timer = setInterval(() => {
-        this.refresh().catch((error: unknown) => this.events.emit('phase:refresh-failed', { error }));
+        this.refresh().catch((error: unknown) =>
+          this.events.emit('phase:refresh-failed', { error }),
+        );
       }, this.options.phaseRefreshIntervalMs);
       this.timer.unref();
     }
@@ -105,7 +107,10 @@ export class PhaseWatcher {
     } catch {
       return;
     }
-    if (message.controlSchema !== this.options.controlSchema || message.name !== this.options.name) {
+    if (
+      message.controlSchema !== this.options.controlSchema ||
+      message.name !== this.options.name
+    ) {
       return;
     }
     // Re-read rather than trust the payload: the row is the source of truth.

@@ -107,7 +107,11 @@ export async function runPreflight(
       }
     }
     for (const newColumn of newShape.columns) {
-      if (!columnNamed(oldShape, newColumn.name) && newColumn.notNull && !newColumn.defaultExpression) {
+      if (
+        !columnNamed(oldShape, newColumn.name) &&
+        newColumn.notNull &&
+        !newColumn.defaultExpression
+      ) {
         problems.push({
           check: 'new_column_without_default',
           message: `Column "${newColumn.name}" exists only in ${newName} and is NOT NULL without a default, so copied rows cannot be inserted.`,

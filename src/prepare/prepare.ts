@@ -161,7 +161,8 @@ async function shareIdSequence(
 ): Promise<void> {
   const newRef = sql.id(options.schema, options.newTable);
   const idColumn = newShape?.columns.find((c) => c.name === 'id');
-  if (idColumn?.identity) await sql`ALTER TABLE ${newRef} ALTER COLUMN id DROP IDENTITY`.execute(trx);
+  if (idColumn?.identity)
+    await sql`ALTER TABLE ${newRef} ALTER COLUMN id DROP IDENTITY`.execute(trx);
   await sql`ALTER TABLE ${newRef} ALTER COLUMN id SET DEFAULT nextval(${sql.lit(sequence)}::regclass)`.execute(
     trx,
   );

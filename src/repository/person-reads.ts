@@ -22,7 +22,11 @@ export class PersonReads {
    * Persons for a set of keys. `keys` is a subquery with columns `team_id`, `person_id`
    * and any `extra` columns, which are returned alongside the person columns.
    */
-  byKeys(phase: Phase, keys: RawBuilder<unknown>, extra: readonly string[] = []): RawBuilder<unknown> {
+  byKeys(
+    phase: Phase,
+    keys: RawBuilder<unknown>,
+    extra: readonly string[] = [],
+  ): RawBuilder<unknown> {
     const extraColumns = extra.map((c) => sql`k.${sql.id(c)}`);
     if (phase !== 'dual_read') {
       const table = phase === 'old' ? this.tables.old : this.tables.new;
@@ -31,7 +35,8 @@ export class PersonReads {
         JOIN ${table} AS t ON t.team_id = k.team_id AND t.id = k.person_id`;
     }
     const picked = this.columns.all.map(
-      (c) => sql`CASE WHEN n.id IS NOT NULL THEN n.${sql.id(c)} ELSE o.${sql.id(c)} END AS ${sql.id(c)}`,
+      (c) =>
+        sql`CASE WHEN n.id IS NOT NULL THEN n.${sql.id(c)} ELSE o.${sql.id(c)} END AS ${sql.id(c)}`,
     );
     return sql`SELECT ${sql.join([...extraColumns, ...picked])}
       FROM (${keys}) AS k
@@ -68,7 +73,13 @@ export class PersonReads {
   }
 
   /** Rows of one team matching `condition` (on alias `t`), from the tables the phase reads. */
-  private teamRows(phase: Phase, teamId: number, condition: RawBuilder<unknown>, select: RawBuilder<unknown>, tail: RawBuilder<unknown> = sql``) {
+  private teamRows(
+    phase: Phase,
+    teamId: number,
+    condition: RawBuilder<unknown>,
+    select: RawBuilder<unknown>,
+    tail: RawBuilder<unknown> = sql``,
+  ) {
     if (phase !== 'dual_read') {
       const table = phase === 'old' ? this.tables.old : this.tables.new;
       return sql`(SELECT ${select} FROM ${table} AS t WHERE t.team_id = ${teamId} AND ${condition} ${tail})`;
@@ -81,7 +92,12 @@ export class PersonReads {
   }
 
   byUuid(phase: Phase, teamId: number, uuid: string): RawBuilder<unknown> {
-    return this.teamRows(phase, teamId, sql`t.uuid = ${uuid}::uuid`, columnList(this.columns.all, 't'));
+    return this.teamRows(
+      phase,
+      teamId,
+      sql`t.uuid = ${uuid}::uuid`,
+      columnList(this.columns.all, 't'),
+    );
   }
 
   count(phase: Phase, teamId: number): RawBuilder<unknown> {
@@ -89,7 +105,12 @@ export class PersonReads {
   }
 
   /** A keyset page by id; each branch is limited before the union so the plan stays an index range. */
-  page(phase: Phase, teamId: number, after: string | undefined, limit: number): RawBuilder<unknown> {
+  page(
+    phase: Phase,
+    teamId: number,
+    after: string | undefined,
+    limit: number,
+  ): RawBuilder<unknown> {
     const condition = after === undefined ? sql`true` : sql`t.id > ${after}::bigint`;
     const tail = sql`ORDER BY t.id LIMIT ${limit}`;
     return sql`SELECT * FROM (${this.teamRows(phase, teamId, condition, columnList(this.columns.all, 't'), tail)}) AS u

@@ -9,9 +9,10 @@ import type { PersonId, PersonRow } from './persons-repository.js';
 export function toIdText(value: PersonId, argument: string): string {
   const text = typeof value === 'string' ? value : String(value);
   if (typeof value === 'number' && !Number.isSafeInteger(value)) {
-    throw new InvalidOptionsError(`${argument} must be a safe integer, a bigint or a decimal string`, [
-      { path: argument, message: 'not a safe integer' },
-    ]);
+    throw new InvalidOptionsError(
+      `${argument} must be a safe integer, a bigint or a decimal string`,
+      [{ path: argument, message: 'not a safe integer' }],
+    );
   }
   if (!/^-?\d{1,19}$/.test(text)) {
     throw new InvalidOptionsError(`${argument} must be an integer id`, [

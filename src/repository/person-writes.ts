@@ -195,7 +195,12 @@ export class PersonWrites {
   }
 
   /** Points every distinct id of `source` at `target`, holding `target` `FOR KEY SHARE` (rule 3). */
-  moveDistinctIds(phase: Phase, teamId: number, source: string, target: string): RawBuilder<unknown> {
+  moveDistinctIds(
+    phase: Phase,
+    teamId: number,
+    source: string,
+    target: string,
+  ): RawBuilder<unknown> {
     const bump = this.columns.distinctIdHasVersion
       ? sql`, version = COALESCE(d.version, 0) + 1`
       : sql``;

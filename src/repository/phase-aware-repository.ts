@@ -126,7 +126,9 @@ export class PhaseAwareRepository implements PersonsRepository {
     return rows[0] ? toPersonRow(rows[0]) : undefined;
   }
 
-  async fetchPersonsByDistinctIds(pairs: readonly TeamDistinctId[]): Promise<PersonWithDistinctId[]> {
+  async fetchPersonsByDistinctIds(
+    pairs: readonly TeamDistinctId[],
+  ): Promise<PersonWithDistinctId[]> {
     if (pairs.length === 0) return [];
     const s = await this.sqlPromise();
     const keys = s.reads.distinctIdKeys(
@@ -153,10 +155,14 @@ export class PhaseAwareRepository implements PersonsRepository {
   async fetchPersonByUuid(teamId: number, uuid: string): Promise<PersonRow | undefined> {
     toTeamId(teamId);
     if (!uuidPattern.test(uuid)) {
-      throw new InvalidOptionsError('uuid must be a UUID', [{ path: 'uuid', message: 'not a UUID' }]);
+      throw new InvalidOptionsError('uuid must be a UUID', [
+        { path: 'uuid', message: 'not a UUID' },
+      ]);
     }
     const s = await this.sqlPromise();
-    const rows = await this.read('fetchPersonByUuid', (phase) => s.reads.byUuid(phase, teamId, uuid));
+    const rows = await this.read('fetchPersonByUuid', (phase) =>
+      s.reads.byUuid(phase, teamId, uuid),
+    );
     return rows[0] ? toPersonRow(rows[0]) : undefined;
   }
 
@@ -202,7 +208,9 @@ export class PhaseAwareRepository implements PersonsRepository {
     }
     const after = options.after === undefined ? undefined : toIdText(options.after, 'after');
     const s = await this.sqlPromise();
-    const rows = await this.read('listPersons', (phase) => s.reads.page(phase, teamId, after, limit));
+    const rows = await this.read('listPersons', (phase) =>
+      s.reads.page(phase, teamId, after, limit),
+    );
     const persons = rows.map(toPersonRow).sort((a, b) => compareIds(a.id, b.id));
     const last = persons.at(-1);
     return { persons, nextCursor: persons.length === limit && last ? last.id : undefined };
@@ -305,8 +313,13 @@ export class PhaseAwareRepository implements PersonsRepository {
     const id = toIdText(personId, 'personId');
     const s = await this.sqlPromise();
     return this.write(async ({ trx, phase }) => {
-      await this.exec(trx, () => s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [id])));
-      const rows = await this.rows(trx, s.writes.addDistinctId(phase, teamId, id, distinctId, version));
+      await this.exec(trx, () =>
+        s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [id])),
+      );
+      const rows = await this.rows(
+        trx,
+        s.writes.addDistinctId(phase, teamId, id, distinctId, version),
+      );
       const row = rows[0];
       if (!row || Number(row.persons) === 0) return { status: 'person_not_found' };
       return Number(row.inserted) > 0 ? { status: 'added' } : { status: 'conflict' };
@@ -349,7 +362,9 @@ export class PhaseAwareRepository implements PersonsRepository {
     const id = toIdText(personId, 'personId');
     const s = await this.sqlPromise();
     return this.write(async ({ trx, phase }) => {
-      await this.exec(trx, () => s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [id])));
+      await this.exec(trx, () =>
+        s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [id])),
+      );
       const rows = await this.rows(
         trx,
         s.writes.updatePerson(phase, teamId, id, update, expectedVersion),
@@ -437,7 +452,11 @@ export class PhaseAwareRepository implements PersonsRepository {
     } catch (error) {
       if (error instanceof DualReadError) throw error;
       const compiled = query?.compile(db);
-      throw toQueryFailedError(error, compiled?.sql ?? '(repository statement)', compiled?.parameters.length ?? 0);
+      throw toQueryFailedError(
+        error,
+        compiled?.sql ?? '(repository statement)',
+        compiled?.parameters.length ?? 0,
+      );
     }
   }
 }
@@ -454,8 +473,16 @@ function personValues(
     version: sql`${input.version ?? 0}::int8`,
   };
   const optional: [string, unknown, (v: unknown) => RawBuilder<unknown>][] = [
-    ['properties_last_updated_at', input.propertiesLastUpdatedAt, (v) => sql`${JSON.stringify(v)}::jsonb`],
-    ['properties_last_operation', input.propertiesLastOperation, (v) => sql`${JSON.stringify(v)}::jsonb`],
+    [
+      'properties_last_updated_at',
+      input.propertiesLastUpdatedAt,
+      (v) => sql`${JSON.stringify(v)}::jsonb`,
+    ],
+    [
+      'properties_last_operation',
+      input.propertiesLastOperation,
+      (v) => sql`${JSON.stringify(v)}::jsonb`,
+    ],
     ['created_at', input.createdAt, (v) => sql`${v}::timestamptz`],
     ['is_identified', input.isIdentified, (v) => sql`${v}::boolean`],
     ['is_user_id', input.isUserId, (v) => sql`${v}`],

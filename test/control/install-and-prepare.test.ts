@@ -148,7 +148,9 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     expect(error).toBeInstanceOf(PreflightError);
     const problems = (error as PreflightError).problems;
     expect(problems.map((p) => p.check)).toEqual(['foreign_key_to_old_table']);
-    expect(problems[0]?.fix).toMatch(/ALTER TABLE "p_[0-9a-f]+"."posthog_persondistinctid" DROP CONSTRAINT "posthog_persondistinctid_person_id_fkey";/);
+    expect(problems[0]?.fix).toMatch(
+      /ALTER TABLE "p_[0-9a-f]+"."posthog_persondistinctid" DROP CONSTRAINT "posthog_persondistinctid_person_id_fkey";/,
+    );
     expect(await catalogSnapshot(handle, schema, controlSchema)).toEqual(before);
   });
 
@@ -177,14 +179,21 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     await migration.install();
     await sql`CREATE TABLE ${sql.id(schema, 'posthog_person_new')}
       (LIKE ${sql.id(schema, 'posthog_person')} INCLUDING DEFAULTS)`.execute(handle.db);
-    await sql`ALTER TABLE ${sql.id(schema, 'posthog_person_new')} ADD PRIMARY KEY (team_id, id)`.execute(handle.db);
-    await sql`ALTER TABLE ${sql.id(schema, 'posthog_person_new')} DROP COLUMN is_identified`.execute(handle.db);
+    await sql`ALTER TABLE ${sql.id(schema, 'posthog_person_new')} ADD PRIMARY KEY (team_id, id)`.execute(
+      handle.db,
+    );
+    await sql`ALTER TABLE ${sql.id(schema, 'posthog_person_new')} DROP COLUMN is_identified`.execute(
+      handle.db,
+    );
     await sql`ALTER TABLE ${sql.id(schema, 'posthog_person_new')} ALTER COLUMN is_user_id TYPE bigint`.execute(
       handle.db,
     );
     const before = await catalogSnapshot(handle, schema, controlSchema);
     const error = (await migration.prepare().catch((e: unknown) => e)) as PreflightError;
-    expect(error.problems.map((p) => p.check).sort()).toEqual(['column_missing_in_new', 'column_type_mismatch']);
+    expect(error.problems.map((p) => p.check).sort()).toEqual([
+      'column_missing_in_new',
+      'column_type_mismatch',
+    ]);
     expect(error.message).toContain('"is_identified"');
     expect(error.problems.find((p) => p.check === 'column_missing_in_new')?.fix).toContain(
       'ADD COLUMN "is_identified" boolean',
@@ -208,8 +217,15 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     await sql`CREATE TABLE ${sql.id(schema, 'other_new')} (LIKE ${sql.id(schema, 'posthog_person')})`.execute(
       handle.db,
     );
-    await sql`ALTER TABLE ${sql.id(schema, 'other_new')} ADD PRIMARY KEY (team_id, id)`.execute(handle.db);
-    const other = createPersonsMigration({ db: handle, schema, controlSchema, newTable: 'other_new' });
+    await sql`ALTER TABLE ${sql.id(schema, 'other_new')} ADD PRIMARY KEY (team_id, id)`.execute(
+      handle.db,
+    );
+    const other = createPersonsMigration({
+      db: handle,
+      schema,
+      controlSchema,
+      newTable: 'other_new',
+    });
     const error = (await other.prepare().catch((e: unknown) => e)) as PreflightError;
     expect(error.problems.map((p) => p.check)).toEqual(['migration_registered_with_other_tables']);
   });
@@ -220,13 +236,16 @@ describeOnRealServer('install() from many sessions at once on postgres', () => {
     const db = await openDatabaseForTest(1);
     try {
       const { controlSchema } = createPersonsMigration({ db }).options;
-      await db.db.transaction().execute(async (trx) => {
-        // Created inside a transaction that is rolled back: nothing is left behind.
-        await sql`CREATE SCHEMA ${sql.id(controlSchema)}`.execute(trx);
-        throw new Error('rollback');
-      }).catch((e: Error) => {
-        if (e.message !== 'rollback') throw e;
-      });
+      await db.db
+        .transaction()
+        .execute(async (trx) => {
+          // Created inside a transaction that is rolled back: nothing is left behind.
+          await sql`CREATE SCHEMA ${sql.id(controlSchema)}`.execute(trx);
+          throw new Error('rollback');
+        })
+        .catch((e: Error) => {
+          if (e.message !== 'rollback') throw e;
+        });
     } finally {
       await db.close();
     }

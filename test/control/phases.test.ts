@@ -65,7 +65,9 @@ describe.each(availableBackends())('phase changes on %s', (backend) => {
       other.events.on('read:phase-retry', ({ from, to }) => retries.push(`${from}->${to}`));
       expect(await other.repository().fetchPerson(1, 'seed-1')).toMatchObject({ version: 0 });
       await fixture.migration.startDualRead();
-      await fixture.migration.repository().updatePerson(1, fixture.seededIds[0] ?? '', { isIdentified: true });
+      await fixture.migration
+        .repository()
+        .updatePerson(1, fixture.seededIds[0] ?? '', { isIdentified: true });
       expect(await other.repository().fetchPerson(1, 'seed-1')).toMatchObject({ version: 1 });
       expect((await other.currentPhase()).phase).toBe('dual_read');
       // LISTEN may have told `other` first; either way no stale answer was returned.
@@ -108,7 +110,9 @@ describeOnRealServer('phase change notifications on postgres', () => {
       await fixture.migration.startDualRead();
       const at = await Promise.race([
         learnt,
-        new Promise<number>((_, reject) => setTimeout(() => reject(new Error('not notified in 5 s')), 5_000)),
+        new Promise<number>((_, reject) =>
+          setTimeout(() => reject(new Error('not notified in 5 s')), 5_000),
+        ),
       ]);
       expect(at - changedAt).toBeLessThan(5_000);
     } finally {

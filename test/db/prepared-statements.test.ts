@@ -8,7 +8,10 @@ const marked = sql`${sql.raw(preparedStatementMarker)}SELECT ${1}::int + 1 AS x`
 const unmarked = sql`SELECT ${1}::int + 2 AS y`;
 
 async function preparedOnTheConnection(preparedStatements: boolean) {
-  const handle = await openDatabase(realServerUrl() ?? '', { maxConnections: 1, preparedStatements });
+  const handle = await openDatabase(realServerUrl() ?? '', {
+    maxConnections: 1,
+    preparedStatements,
+  });
   try {
     for (let i = 0; i < 3; i++) {
       expect((await marked.execute(handle.db)).rows).toEqual([{ x: 2 }]);

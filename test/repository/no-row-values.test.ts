@@ -7,7 +7,9 @@ import { availableBackends, openBackend } from '../support/test-database.js';
 /** Every place an error could carry a value: message, stack, cause, and its JSON. */
 function everythingIn(error: unknown): string {
   const e = error as Error & { cause?: unknown };
-  return [e.message, e.stack, JSON.stringify(e), JSON.stringify(e.cause), String(e.cause)].join('\n');
+  return [e.message, e.stack, JSON.stringify(e), JSON.stringify(e.cause), String(e.cause)].join(
+    '\n',
+  );
 }
 
 describe.each(availableBackends())('errors carry no row values on %s', (backend) => {
@@ -29,7 +31,12 @@ describe.each(availableBackends())('errors carry no row values on %s', (backend)
     const repo = fixture.migration.repository();
     const uuid = '3f2a9c1e-8d4b-4e6f-9a1b-2c3d4e5f6a7b';
     const secret = 'alice@example.com';
-    await repo.createPerson({ teamId: 1, uuid, distinctIds: [secret], properties: { email: secret } });
+    await repo.createPerson({
+      teamId: 1,
+      uuid,
+      distinctIds: [secret],
+      properties: { email: secret },
+    });
     const error = await repo
       .createPerson({ teamId: 1, uuid, distinctIds: ['other'], properties: { email: secret } })
       .catch((e: unknown) => e);

@@ -28,12 +28,8 @@ describe.each(availableBackends())('merged reads on %s', (backend) => {
     if (!first) throw new Error('no seed');
     const updated = await repo.updatePerson(1, first, { properties: { plan: 'paid' } });
     expect(updated?.version).toBe(1);
-    expect(await fixture.rowsIn('old', first)).toEqual([
-      expect.objectContaining({ version: 0 }),
-    ]);
-    expect(await fixture.rowsIn('new', first)).toEqual([
-      expect.objectContaining({ version: 1 }),
-    ]);
+    expect(await fixture.rowsIn('old', first)).toEqual([expect.objectContaining({ version: 0 })]);
+    expect(await fixture.rowsIn('new', first)).toEqual([expect.objectContaining({ version: 1 })]);
     return first;
   }
 
@@ -83,10 +79,12 @@ describe.each(availableBackends())('merged reads on %s', (backend) => {
       { teamId: 1, personId: second },
       { teamId: 1, personId: '999999999' },
     ]);
-    expect(rows.map((r) => [r.id, r.version]).sort()).toEqual([
-      [id, 1],
-      [second, 0],
-    ].sort());
+    expect(rows.map((r) => [r.id, r.version]).sort()).toEqual(
+      [
+        [id, 1],
+        [second, 0],
+      ].sort(),
+    );
   });
 
   it('fetchPersonByUuid returns the new version alone', async () => {
@@ -117,7 +115,10 @@ describe.each(availableBackends())('merged reads on %s', (backend) => {
     const seen: { id: string; version: number }[] = [];
     let after: string | undefined;
     for (let page = 0; page < 10; page++) {
-      const result = await repo.listPersons(1, after === undefined ? { limit: 3 } : { after, limit: 3 });
+      const result = await repo.listPersons(
+        1,
+        after === undefined ? { limit: 3 } : { after, limit: 3 },
+      );
       seen.push(...result.persons.map((p) => ({ id: p.id, version: p.version })));
       after = result.nextCursor;
       if (!after) break;
@@ -151,9 +152,9 @@ describe.each(availableBackends())('merged reads on %s', (backend) => {
     const created = await repo.createPerson({ teamId: 1, distinctIds: ['fresh'] });
     expect(created.status).toBe('created');
     expect(await fixture.rowsIn('old', id)).toEqual([expect.objectContaining({ version: 1 })]);
-    const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${fixture.newTable()}`.execute(
-      handle.db,
-    );
+    const { rows } = await sql<{
+      n: number;
+    }>`SELECT count(*)::int AS n FROM ${fixture.newTable()}`.execute(handle.db);
     expect(rows[0]?.n).toBe(0);
     expect(await repo.countPersons(1)).toBe(4);
     expect(await repo.fetchPerson(1, 'seed-1')).toMatchObject({ version: 1 });
@@ -166,7 +167,9 @@ describe.each(availableBackends())('merged reads on %s', (backend) => {
     expect(await repo.fetchPerson(1, 'seed-2')).toBeUndefined();
     expect(await repo.fetchPerson(1, 'seed-1')).toMatchObject({ id, version: 1 });
     expect(await repo.countPersons(1)).toBe(1);
-    expect(await repo.updatePerson(1, fixture.seededIds[1] ?? '', { isIdentified: true })).toBeUndefined();
+    expect(
+      await repo.updatePerson(1, fixture.seededIds[1] ?? '', { isIdentified: true }),
+    ).toBeUndefined();
     expect(await fixture.rowsIn('new', fixture.seededIds[1] ?? '')).toEqual([]);
     await fixture.forcePhase('finalized');
     expect(await repo.fetchPerson(1, 'seed-1')).toMatchObject({ id, version: 1 });

@@ -51,14 +51,14 @@ describe.each(availableBackends())('writes in dual_read on %s', (backend) => {
 
   it('createPerson with a taken distinct id returns a conflict and writes nothing', async () => {
     await dualRead();
-    const before = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${fixture.newTable()}`.execute(
-      handle.db,
-    );
+    const before = await sql<{
+      n: number;
+    }>`SELECT count(*)::int AS n FROM ${fixture.newTable()}`.execute(handle.db);
     const result = await repo.createPerson({ teamId: 1, distinctIds: ['fresh', 'seed-2'] });
     expect(result).toEqual({ status: 'conflict', distinctIds: ['seed-2'] });
-    const after = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${fixture.newTable()}`.execute(
-      handle.db,
-    );
+    const after = await sql<{
+      n: number;
+    }>`SELECT count(*)::int AS n FROM ${fixture.newTable()}`.execute(handle.db);
     expect(after.rows[0]?.n).toBe(before.rows[0]?.n);
     expect(await repo.fetchPerson(1, 'fresh')).toBeUndefined();
   });
@@ -72,7 +72,10 @@ describe.each(availableBackends())('writes in dual_read on %s', (backend) => {
       return [conflict.status, created.status];
     });
     expect(outcome).toEqual(['conflict', 'created']);
-    expect(await repo.fetchPerson(1, 'seed-1')).toMatchObject({ version: 1, properties: { step: 1 } });
+    expect(await repo.fetchPerson(1, 'seed-1')).toMatchObject({
+      version: 1,
+      properties: { step: 1 },
+    });
     expect(await repo.fetchPerson(1, 'other')).toBeDefined();
   });
 
@@ -89,7 +92,9 @@ describe.each(availableBackends())('writes in dual_read on %s', (backend) => {
 
   it('updatePerson copies an old-only person, continues its version and sets and unsets properties', async () => {
     const [first = ''] = await dualRead();
-    await sql`UPDATE ${fixture.oldTable()} SET version = 41 WHERE id = ${first}::bigint`.execute(handle.db);
+    await sql`UPDATE ${fixture.oldTable()} SET version = 41 WHERE id = ${first}::bigint`.execute(
+      handle.db,
+    );
     const updated = await repo.updatePerson(1, first, {
       properties: { plan: 'paid' },
       unsetProperties: ['email'],

@@ -30,7 +30,9 @@ export default async function setup(project: TestProject): Promise<void> {
           '(pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) or set DATABASE_URL.',
       );
     }
-    console.warn('No PostgreSQL server answers: real-server suites are skipped (PGlite suites run).');
+    console.warn(
+      'No PostgreSQL server answers: real-server suites are skipped (PGlite suites run).',
+    );
   } finally {
     await client.end().catch(() => undefined);
   }

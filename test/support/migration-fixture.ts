@@ -28,14 +28,23 @@ export interface MigrationFixture {
  */
 export async function createMigrationFixture(
   handle: DatabaseHandle,
-  options: { seed?: number; dualRead?: boolean; prepare?: boolean } & Partial<PersonsMigrationOptions> = {},
+  options: {
+    seed?: number;
+    dualRead?: boolean;
+    prepare?: boolean;
+  } & Partial<PersonsMigrationOptions> = {},
 ): Promise<MigrationFixture> {
   const { seed = 10, dualRead = false, prepare = true, ...migrationOptions } = options;
   const schema = uniqueSchemaName('t');
   const controlSchema = `${schema}_ctl`;
   await createPostHogPersonsSchema(handle, { schema });
   const seededIds = seed > 0 ? await seedPersons(handle, { schema, teamId: 1, count: seed }) : [];
-  const migration = createPersonsMigration({ db: handle, schema, controlSchema, ...migrationOptions });
+  const migration = createPersonsMigration({
+    db: handle,
+    schema,
+    controlSchema,
+    ...migrationOptions,
+  });
   if (prepare) {
     await migration.install();
     await migration.prepare();

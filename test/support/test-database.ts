@@ -22,7 +22,10 @@ export function availableBackends(): TestBackend[] {
 }
 
 /** Opens a database on `backend`. */
-export async function openBackend(backend: TestBackend, maxConnections = 10): Promise<DatabaseHandle> {
+export async function openBackend(
+  backend: TestBackend,
+  maxConnections = 10,
+): Promise<DatabaseHandle> {
   if (backend === 'pglite') return openDatabase('pglite://memory');
   const url = realServerUrl();
   if (!url) throw new Error('no real server for this run');
