@@ -4,7 +4,16 @@
  * row values (persons are personal data): at most SQL text and a parameter count.
  */
 
-/** All error codes, one per error class. */
+/**
+ * All error codes, one per error class.
+ *
+ * @example
+ * ```ts
+ * function isRetryable(code: DualReadErrorCode): boolean {
+ *   return code === 'QUERY_FAILED';
+ * }
+ * ```
+ */
 export type DualReadErrorCode =
   | 'INVALID_OPTIONS'
   | 'CONFIGURATION'
@@ -68,7 +77,14 @@ export class ConfigurationError extends DualReadError {
   readonly code = 'CONFIGURATION' as const;
 }
 
-/** One failed preflight check, with the SQL or step that fixes it when there is one. */
+/**
+ * One failed preflight check, with the SQL or step that fixes it when there is one.
+ *
+ * @example
+ * ```ts
+ * for (const problem of preflightError.problems) console.log(problem.check, problem.fix ?? '');
+ * ```
+ */
 export interface PreflightProblem {
   /** Stable identifier of the check, e.g. `old_table_missing`, `column_missing_in_new`. */
   readonly check: string;

@@ -7,7 +7,14 @@ import { controlMigrations, latestControlVersion } from './control-migrations.js
 
 const debug = createDebug('pg-dual-read:install');
 
-/** What {@link installControlSchema} did. */
+/**
+ * What {@link installControlSchema} did.
+ *
+ * @example
+ * ```ts
+ * const { fromVersion, toVersion, applied } = await migration.install();
+ * ```
+ */
 export interface InstallResult {
   /** Control schema version before this call (0 when it did not exist). */
   readonly fromVersion: number;

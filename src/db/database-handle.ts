@@ -1,10 +1,23 @@
 import type { Kysely } from 'kysely';
 
-/** Which engine a {@link DatabaseHandle} talks to. */
+/**
+ * Which engine a {@link DatabaseHandle} talks to.
+ *
+ * @example
+ * ```ts
+ * if (handle.backend === 'pglite') console.log('embedded: one session, no concurrency tests');
+ * ```
+ */
 export type DatabaseBackend = 'postgres' | 'pglite';
 
 /**
  * A notification listener returned by {@link DatabaseHandle.listen}; call it to stop listening.
+ *
+ * @example
+ * ```ts
+ * const stop = await handle.listen?.('my_channel', (payload) => console.log(payload));
+ * await stop?.();
+ * ```
  */
 export type StopListening = () => Promise<void>;
 

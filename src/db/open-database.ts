@@ -12,7 +12,15 @@ import { assertExactBigints, pgliteParsers, pgTypeOverrides } from './type-parse
 
 const log = createDebug('pg-dual-read:db');
 
-/** Options of {@link openDatabase}. */
+/**
+ * Options of {@link openDatabase}.
+ *
+ * @example
+ * ```ts
+ * const options: OpenDatabaseOptions = { maxConnections: 5, connectTimeoutMs: 3_000 };
+ * const handle = await openDatabase(process.env.DATABASE_URL, options);
+ * ```
+ */
 export interface OpenDatabaseOptions {
   /** Size of the pool opened for a `postgres://` URL. Default 10. Ignored otherwise. */
   readonly maxConnections?: number;

@@ -19,7 +19,14 @@ import {
   type TransactionSettings,
 } from 'kysely';
 
-/** Options of {@link PGliteDialect}. */
+/**
+ * Options of {@link PGliteDialect}.
+ *
+ * @example
+ * ```ts
+ * const dialect = new PGliteDialect({ pglite: new PGlite() });
+ * ```
+ */
 export interface PGliteDialectConfig {
   /** The instance to query. The dialect never closes it: whoever created it does. */
   readonly pglite: PGliteInterface;

@@ -16,7 +16,14 @@
  */
 export type Phase = 'old' | 'dual_read' | 'new' | 'finalized';
 
-/** Every phase, in lifecycle order. */
+/**
+ * Every phase, in lifecycle order.
+ *
+ * @example
+ * ```ts
+ * const index = phases.indexOf((await migration.status()).phase); // 0 = old
+ * ```
+ */
 export const phases: readonly Phase[] = ['old', 'dual_read', 'new', 'finalized'];
 
 /**

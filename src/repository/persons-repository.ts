@@ -3,7 +3,14 @@
  * can type against it and swap its own repository for the phase-aware one.
  */
 
-/** A person id as accepted by the repository; returned ids are always decimal strings. */
+/**
+ * A person id as accepted by the repository; returned ids are always decimal strings.
+ *
+ * @example
+ * ```ts
+ * await repo.fetchPersonsByPersonIds([{ teamId: 1, personId: 9007199254740993n }]);
+ * ```
+ */
 export type PersonId = string | number | bigint;
 
 /**
@@ -43,19 +50,40 @@ export interface PersonWithDistinctId extends PersonRow {
   distinct_id: string;
 }
 
-/** A `(team, distinct id)` pair to look up. */
+/**
+ * A `(team, distinct id)` pair to look up.
+ *
+ * @example
+ * ```ts
+ * const pairs: TeamDistinctId[] = [{ teamId: 1, distinctId: 'anon-1' }];
+ * ```
+ */
 export interface TeamDistinctId {
   teamId: number;
   distinctId: string;
 }
 
-/** A `(team, person id)` pair to look up. */
+/**
+ * A `(team, person id)` pair to look up.
+ *
+ * @example
+ * ```ts
+ * const pairs: TeamPersonId[] = [{ teamId: 1, personId: '42' }];
+ * ```
+ */
 export interface TeamPersonId {
   teamId: number;
   personId: PersonId;
 }
 
-/** One distinct id of a person, as returned by `fetchDistinctIdsForPersons`. */
+/**
+ * One distinct id of a person, as returned by `fetchDistinctIdsForPersons`.
+ *
+ * @example
+ * ```ts
+ * const rows: DistinctIdRow[] = await repo.fetchDistinctIdsForPersons([{ teamId: 1, personId: '42' }]);
+ * ```
+ */
 export interface DistinctIdRow {
   teamId: number;
   personId: string;
@@ -93,6 +121,12 @@ export interface CreatePersonInput {
 /**
  * Result of `createPerson`: created, or a creation conflict naming the distinct ids that
  * another person already holds (nothing was written then).
+ *
+ * @example
+ * ```ts
+ * const result = await repo.createPerson({ teamId: 1, distinctIds: ['anon-1'] });
+ * if (result.status === 'conflict') console.log('taken:', result.distinctIds.length);
+ * ```
  */
 export type CreatePersonResult =
   | { status: 'created'; person: PersonRow; distinctIds: string[] }
@@ -118,21 +152,53 @@ export interface PersonUpdate {
   isIdentified?: boolean;
 }
 
-/** Result of `updatePersonAssertVersion`. `no_match`: the person is gone or its version moved. */
+/**
+ * Result of `updatePersonAssertVersion`. `no_match`: the person is gone or its version moved.
+ *
+ * @example
+ * ```ts
+ * const result = await repo.updatePersonAssertVersion(1, person.id, person.version, { isIdentified: true });
+ * if (result.status === 'no_match') console.log('someone else updated the person first: re-read and retry');
+ * ```
+ */
 export type AssertVersionResult = { status: 'updated'; person: PersonRow } | { status: 'no_match' };
 
-/** Result of `addDistinctId`. */
+/**
+ * Result of `addDistinctId`.
+ *
+ * @example
+ * ```ts
+ * const result = await repo.addDistinctId(1, personId, 'device-42');
+ * if (result.status === 'conflict') console.log('distinct id belongs to someone else');
+ * ```
+ */
 export type AddDistinctIdResult =
   | { status: 'added' }
   | { status: 'conflict' }
   | { status: 'person_not_found' };
 
-/** Result of `moveDistinctIds`. */
+/**
+ * Result of `moveDistinctIds`.
+ *
+ * @example
+ * ```ts
+ * const moved = await repo.moveDistinctIds(1, sourceId, targetId);
+ * if (moved.status === 'moved') await repo.deletePerson(1, sourceId);
+ * ```
+ */
 export type MoveDistinctIdsResult =
   | { status: 'moved'; distinctIds: string[] }
   | { status: 'target_not_found' };
 
-/** A page of `listPersons`; pass `nextCursor` as `after` to get the next page. */
+/**
+ * A page of `listPersons`; pass `nextCursor` as `after` to get the next page.
+ *
+ * @example
+ * ```ts
+ * let page = await repo.listPersons(1, { limit: 500 });
+ * while (page.nextCursor) page = await repo.listPersons(1, { after: page.nextCursor, limit: 500 });
+ * ```
+ */
 export interface PersonsPage {
   persons: PersonRow[];
   nextCursor: string | undefined;

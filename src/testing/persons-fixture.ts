@@ -3,6 +3,11 @@ import type { DatabaseHandle } from '../db/database-handle.js';
 
 /**
  * Options of {@link createPostHogPersonsSchema}.
+ *
+ * @example
+ * ```ts
+ * await createPostHogPersonsSchema(db, { schema: 'demo', withForeignKey: true });
+ * ```
  */
 export interface PersonsSchemaOptions {
   /** Schema to create the tables in (created if missing). Default `public`. */
@@ -58,7 +63,14 @@ export async function createPostHogPersonsSchema(
   await sql`CREATE INDEX ON ${distinctIds} (person_id)`.execute(handle.db);
 }
 
-/** Options of {@link seedPersons}. */
+/**
+ * Options of {@link seedPersons}.
+ *
+ * @example
+ * ```ts
+ * await seedPersons(db, { schema: 'demo', teamId: 1, count: 10_000, propertiesBytes: 500 });
+ * ```
+ */
 export interface SeedPersonsOptions {
   readonly schema?: string;
   readonly teamId: number;
