@@ -311,19 +311,11 @@ export class PhaseAwareRepository implements PersonsRepository {
   ): Promise<AddDistinctIdResult> {
     toTeamId(teamId);
     const id = toIdText(personId, 'personId');
-    const s = await this.sqlPromise();
-    return this.write(async ({ trx, phase }) => {
-      await this.exec(trx, () =>
-        s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [id])),
-      );
-      const rows = await this.rows(
-        trx,
-        s.writes.addDistinctId(phase, teamId, id, distinctId, version),
-      );
-      const row = rows[0];
-      if (!row || Number(row.persons) === 0) return { status: 'person_not_found' };
-      return Number(row.inserted) > 0 ? { status: 'added' } : { status: 'conflict' };
-    });
+    const [row] = await this.writePerson(teamId, id, (s, phase) =>
+      s.writes.addDistinctId(phase, teamId, id, distinctId, version),
+    );
+    if (!row || Number(row.persons) === 0) return { status: 'person_not_found' };
+    return Number(row.inserted) > 0 ? { status: 'added' } : { status: 'conflict' };
   }
 
   async moveDistinctIds(
@@ -334,16 +326,12 @@ export class PhaseAwareRepository implements PersonsRepository {
     toTeamId(teamId);
     const source = toIdText(sourcePersonId, 'sourcePersonId');
     const target = toIdText(targetPersonId, 'targetPersonId');
-    const s = await this.sqlPromise();
-    return this.write(async ({ trx, phase }) => {
-      await this.exec(trx, () =>
-        s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [target])),
-      );
-      const rows = await this.rows(trx, s.writes.moveDistinctIds(phase, teamId, source, target));
-      const row = rows[0];
-      if (!row || Number(row.targets) === 0) return { status: 'target_not_found' };
-      return { status: 'moved', distinctIds: (row.moved as unknown[]).map(String) };
-    });
+    // The target is copied (and held FOR KEY SHARE); the source may stay wherever it is.
+    const [row] = await this.writePerson(teamId, target, (s, phase) =>
+      s.writes.moveDistinctIds(phase, teamId, source, target),
+    );
+    if (!row || Number(row.targets) === 0) return { status: 'target_not_found' };
+    return { status: 'moved', distinctIds: (row.moved as unknown[]).map(String) };
   }
 
   async inTransaction<T>(fn: (repository: PersonsRepository) => Promise<T>): Promise<T> {
@@ -360,16 +348,27 @@ export class PhaseAwareRepository implements PersonsRepository {
   ): Promise<PersonRow | undefined> {
     toTeamId(teamId);
     const id = toIdText(personId, 'personId');
+    const [row] = await this.writePerson(teamId, id, (s, phase) =>
+      s.writes.updatePerson(phase, teamId, id, update, expectedVersion),
+    );
+    return row ? toPersonRow(row) : undefined;
+  }
+
+  /**
+   * One write aimed at one person: in `dual_read` the person is first copied from the old
+   * table (copy-on-write), then `statement` runs on the table the phase writes.
+   */
+  private async writePerson(
+    teamId: number,
+    personId: string,
+    statement: (s: Sql, phase: Phase) => RawBuilder<unknown>,
+  ): Promise<Record<string, unknown>[]> {
     const s = await this.sqlPromise();
     return this.write(async ({ trx, phase }) => {
       await this.exec(trx, () =>
-        s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [id])),
+        s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [personId])),
       );
-      const rows = await this.rows(
-        trx,
-        s.writes.updatePerson(phase, teamId, id, update, expectedVersion),
-      );
-      return rows[0] ? toPersonRow(rows[0]) : undefined;
+      return this.rows(trx, statement(s, phase));
     });
   }
 
