@@ -22,7 +22,8 @@ export type DualReadErrorCode =
   | 'NOT_INSTALLED'
   | 'CONTROL_SCHEMA_TOO_NEW'
   | 'QUERY_FAILED'
-  | 'CONTROL_STATE';
+  | 'CONTROL_STATE'
+  | 'BACKFILL_REFUSED';
 
 /**
  * Base class of every error thrown by pg-dual-read.
@@ -202,4 +203,20 @@ export class QueryFailedError extends DualReadError {
  */
 export class ControlStateError extends DualReadError {
   readonly code = 'CONTROL_STATE' as const;
+}
+
+/**
+ * A backfill cannot start or go on as asked: the migration is not in `dual_read`, a plan
+ * with other options exists, or the old table lacks the `(team_id, id)` index keyset
+ * pagination needs. The message says what to do; nothing was copied by the refused call.
+ *
+ * @example
+ * ```ts
+ * try { await migration.backfill(); } catch (err) {
+ *   if (err instanceof BackfillRefusedError) console.error(err.message);
+ * }
+ * ```
+ */
+export class BackfillRefusedError extends DualReadError {
+  readonly code = 'BACKFILL_REFUSED' as const;
 }

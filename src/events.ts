@@ -18,6 +18,35 @@ export interface DualReadEvents {
   'read:phase-retry': [{ readonly method: string; readonly from: string; readonly to: string }];
   /** A background refresh of the phase failed (the cached phase stays in use). */
   'phase:refresh-failed': [{ readonly error: unknown }];
+  /** A backfill batch committed: rows read from the old table and rows inserted into the new one. */
+  'backfill:batch': [
+    {
+      readonly rangeId: number;
+      readonly workerId: string;
+      readonly scanned: number;
+      readonly copied: number;
+      readonly batchSize: number;
+      readonly ms: number;
+    },
+  ];
+  /** A range reached its end. */
+  'backfill:range-done': [{ readonly rangeId: number; readonly workerId: string }];
+  /** An idle worker split the busiest range and took the new range. */
+  'backfill:range-split': [{ readonly rangeId: number; readonly workerId: string }];
+  /** Every range of the backfill is done (emitted by the process that finished it). */
+  'backfill:done': [{ readonly rowsCopied: number; readonly ms: number }];
+  /** The backfill is paused (resumeBackfill() continues it); emitted while waiting. */
+  'backfill:paused': [{ readonly workerId: string }];
+  /** A worker's lease expired and another worker took its range. */
+  'backfill:lease-lost': [{ readonly rangeId: number; readonly workerId: string }];
+  /** A batch failed with a lock timeout, deadlock or serialization failure and is retried. */
+  'backfill:retry': [
+    { readonly workerId: string; readonly attempt: number; readonly delayMs: number },
+  ];
+  /** A worker waits because a replica lags more than maxReplicationLagMs. */
+  'backfill:throttled': [
+    { readonly workerId: string; readonly reason: 'replication-lag'; readonly lagMs: number },
+  ];
 }
 
 /**

@@ -1,8 +1,12 @@
+export type { BackfillOptions } from './backfill/backfill-options.js';
+export type { BackfillRangeStatus, BackfillStatus } from './backfill/backfill-status.js';
+export type { BackfillResult } from './backfill/run-backfill.js';
 export type { InstallResult } from './control/install.js';
 export type { DatabaseBackend, DatabaseHandle, StopListening } from './db/database-handle.js';
 export { type OpenDatabaseOptions, openDatabase } from './db/open-database.js';
 export { PGliteDialect, type PGliteDialectConfig } from './db/pglite-dialect.js';
 export {
+  BackfillRefusedError,
   ConfigurationError,
   ControlSchemaTooNewError,
   ControlStateError,

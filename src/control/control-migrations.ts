@@ -1,5 +1,6 @@
 import type { RawBuilder } from 'kysely';
 import { migration000001 } from './sql/000001-phases.js';
+import { migration000002 } from './sql/000002-backfill.js';
 
 /** One append-only step of the library's own control schema. @internal */
 export interface ControlMigration {
@@ -11,6 +12,7 @@ export interface ControlMigration {
 /** Every control migration this version of the library knows, in order. @internal */
 export const controlMigrations: readonly ControlMigration[] = [
   { version: 1, name: 'phases', statements: migration000001 },
+  { version: 2, name: 'backfill', statements: migration000002 },
 ];
 
 /** The newest control schema version this code understands. @internal */

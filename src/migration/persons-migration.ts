@@ -1,6 +1,13 @@
+import { sql } from 'kysely';
 import { z } from 'zod';
+import { type BackfillOptions, resolveBackfillOptions } from '../backfill/backfill-options.js';
+import { setRate } from '../backfill/backfill-plan.js';
+import { type BackfillStatus, readBackfillStatus } from '../backfill/backfill-status.js';
+import { type BackfillResult, runBackfill } from '../backfill/run-backfill.js';
 import { type InstallResult, installControlSchema } from '../control/install.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
+import { sanitizeErrors } from '../db/query-failed.js';
+import { BackfillRefusedError, InvalidOptionsError } from '../errors.js';
 import { DualReadEmitter } from '../events.js';
 import type { PhaseState } from '../phases/phase.js';
 import { PhaseStore } from '../phases/phase-store.js';
@@ -52,6 +59,8 @@ export interface MigrationStatus {
   readonly oldTable: string;
   readonly newTable: string;
   readonly distinctIdsTable: string;
+  /** The backfill's progress and ETA; undefined before the first `backfill()`. */
+  readonly backfill: BackfillStatus | undefined;
 }
 
 /**
@@ -146,6 +155,7 @@ export class PersonsMigration {
   async status(): Promise<MigrationStatus> {
     const state = await this.store.read(this.handle.db);
     this.watcher.observe(state);
+    const backfill = await this.backfillStatus();
     return {
       name: this.options.name,
       phase: state.phase,
@@ -154,7 +164,134 @@ export class PersonsMigration {
       oldTable: `${this.options.schema}.${this.options.oldTable}`,
       newTable: `${this.options.schema}.${this.options.newTable}`,
       distinctIdsTable: `${this.options.schema}.${this.options.distinctIdsTable}`,
+      backfill,
     };
+  }
+
+  /**
+   * Copies every old row the new table lacks, in keyset batches over `(team_id, id)` ranges
+   * planned from the real key distribution; each batch and its checkpoint commit together.
+   * Resumable (call it again after a crash, from any host), parallel (any number of
+   * processes join the same plan through leases), throttled (`maxRowsPerSecond`, batch size
+   * adapted to `targetBatchMs`, pause/resume, retries). Runs in `dual_read` only. Resolves
+   * when every range is done, or after the current batches when `signal` aborts.
+   *
+   * @example
+   * ```ts
+   * migration.events.on('backfill:batch', ({ copied }) => metrics.increment('copied', copied));
+   * const result = await migration.backfill({ workers: 4, maxRowsPerSecond: 20_000 });
+   * ```
+   */
+  async backfill(options: BackfillOptions = {}): Promise<BackfillResult> {
+    const resolved = resolveBackfillOptions(options);
+    return runBackfill(this.handle, this.options, resolved, this.events);
+  }
+
+  /**
+   * Progress and ETA of the backfill as stored in the control schema (any process sees the
+   * same), or undefined before the first `backfill()`.
+   *
+   * @example
+   * ```ts
+   * const progress = await migration.backfillStatus();
+   * ```
+   */
+  async backfillStatus(): Promise<BackfillStatus | undefined> {
+    return sanitizeErrors('backfill status', () =>
+      readBackfillStatus(this.handle.db, this.options),
+    );
+  }
+
+  /**
+   * Pauses the backfill everywhere: every worker, in every process, stops before its next
+   * batch (within one batch) and waits, keeping its lease alive.
+   *
+   * @example
+   * ```ts
+   * await migration.pauseBackfill();
+   * ```
+   */
+  async pauseBackfill(): Promise<void> {
+    await this.setPaused(true);
+  }
+
+  /**
+   * Resumes a paused backfill.
+   *
+   * @example
+   * ```ts
+   * await migration.resumeBackfill();
+   * ```
+   */
+  async resumeBackfill(): Promise<void> {
+    await this.setPaused(false);
+  }
+
+  /**
+   * Changes the rows-per-second ceiling of a planned backfill (`null`: none). Workers of
+   * every process read it with their next batch and share it between them.
+   *
+   * @example
+   * ```ts
+   * await migration.setBackfillRate(5_000); // the database is busy: slow down
+   * ```
+   */
+  async setBackfillRate(maxRowsPerSecond: number | null): Promise<void> {
+    if (
+      maxRowsPerSecond !== null &&
+      (!Number.isSafeInteger(maxRowsPerSecond) || maxRowsPerSecond < 1)
+    ) {
+      throw new InvalidOptionsError('maxRowsPerSecond must be a positive integer or null', [
+        { path: 'maxRowsPerSecond', message: 'must be a positive integer or null' },
+      ]);
+    }
+    await this.requireBackfillPlan();
+    await sanitizeErrors('setBackfillRate()', () =>
+      setRate(this.handle.db, this.options, maxRowsPerSecond),
+    );
+  }
+
+  /**
+   * Discards the backfill plan and its checkpoints (rows already copied stay copied), so the
+   * next `backfill()` plans again. Refused while a worker holds a live lease.
+   *
+   * @example
+   * ```ts
+   * await migration.resetBackfill();
+   * await migration.backfill({ ranges: 64 });
+   * ```
+   */
+  async resetBackfill(): Promise<void> {
+    const control = (name: string) => sql.id(this.options.controlSchema, name);
+    const result = await sanitizeErrors('resetBackfill()', () =>
+      sql`DELETE FROM ${control('backfill')} AS b
+        WHERE b.migration = ${this.options.name}
+          AND NOT EXISTS (SELECT 1 FROM ${control('backfill_range')} AS r
+            WHERE r.migration = b.migration AND r.lease_owner IS NOT NULL
+              AND r.lease_expires_at > clock_timestamp())`.execute(this.handle.db),
+    );
+    if ((result.numAffectedRows ?? 0n) === 0n && (await this.backfillStatus()) !== undefined) {
+      throw new BackfillRefusedError(
+        'resetBackfill() refused: workers hold live leases on the plan. Stop them (abort their ' +
+          'signal) or wait for their leases to expire, then retry.',
+      );
+    }
+  }
+
+  private async setPaused(paused: boolean): Promise<void> {
+    await this.requireBackfillPlan();
+    await sanitizeErrors('pause/resume of the backfill', () =>
+      sql`UPDATE ${sql.id(this.options.controlSchema, 'backfill')} SET paused = ${paused}
+        WHERE migration = ${this.options.name}`.execute(this.handle.db),
+    );
+  }
+
+  private async requireBackfillPlan(): Promise<void> {
+    if ((await this.backfillStatus()) === undefined) {
+      throw new BackfillRefusedError(
+        `Migration "${this.options.name}" has no backfill plan yet: start one with backfill().`,
+      );
+    }
   }
 
   /**

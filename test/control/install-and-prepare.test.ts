@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { controlMigrations, latestControlVersion } from '../../src/control/control-migrations.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import {
   ControlSchemaTooNewError,
@@ -65,8 +66,40 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
 
   it('install() creates the control schema once and is idempotent', async () => {
     const migration = await personsSchema();
-    expect(await migration.install()).toEqual({ fromVersion: 0, toVersion: 1, applied: [1] });
-    expect(await migration.install()).toEqual({ fromVersion: 1, toVersion: 1, applied: [] });
+    const all = controlMigrations.map((m) => m.version);
+    expect(await migration.install()).toEqual({
+      fromVersion: 0,
+      toVersion: latestControlVersion,
+      applied: all,
+    });
+    expect(await migration.install()).toEqual({
+      fromVersion: latestControlVersion,
+      toVersion: latestControlVersion,
+      applied: [],
+    });
+  });
+
+  it('install() upgrades a control schema from version 1, applying only the newer migrations', async () => {
+    const migration = await personsSchema();
+    await sql`CREATE SCHEMA ${sql.id(controlSchema)}`.execute(handle.db);
+    await sql`CREATE TABLE ${sql.id(controlSchema, 'schema_version')} (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`.execute(
+      handle.db,
+    );
+    const first = controlMigrations[0];
+    if (!first) throw new Error('no migrations');
+    for (const statement of first.statements(controlSchema)) await statement.execute(handle.db);
+    await sql`INSERT INTO ${sql.id(controlSchema, 'schema_version')} (version, name) VALUES (1, 'phases')`.execute(
+      handle.db,
+    );
+    const result = await migration.install();
+    expect(result).toEqual({
+      fromVersion: 1,
+      toVersion: latestControlVersion,
+      applied: controlMigrations.slice(1).map((m) => m.version),
+    });
+    await migration.prepare();
+    expect((await migration.status()).phase).toBe('old');
   });
 
   it('install() refuses a control schema newer than the code and changes nothing', async () => {
@@ -259,12 +292,12 @@ describeOnRealServer('install() from many sessions at once on postgres', () => {
         handles.map((db) => createPersonsMigration({ db, controlSchema }).install()),
       );
       expect(results.filter((r) => r.applied.length > 0)).toHaveLength(1);
-      expect(results.every((r) => r.toVersion === 1)).toBe(true);
+      expect(results.every((r) => r.toVersion === latestControlVersion)).toBe(true);
       const { rows } = await sql<{ n: number }>`
         SELECT count(*)::int AS n FROM ${sql.id(controlSchema, 'schema_version')}`.execute(
         handles[0]?.db ?? (undefined as never),
       );
-      expect(rows[0]?.n).toBe(1);
+      expect(rows[0]?.n).toBe(controlMigrations.length);
     } finally {
       if (handles[0]) await dropSchemas(handles[0], controlSchema);
       await Promise.all(handles.map((h) => h.close()));

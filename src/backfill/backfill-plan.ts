@@ -1,0 +1,204 @@
+import createDebug from 'debug';
+import { type Kysely, sql } from 'kysely';
+import { sanitizeErrors } from '../db/query-failed.js';
+import { BackfillRefusedError } from '../errors.js';
+import type { ResolvedMigrationOptions } from '../migration/options.js';
+import { readTableShape } from '../prepare/table-shape.js';
+
+const debug = createDebug('pg-dual-read:backfill');
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+/** A `(team_id, id)` key as exact decimal strings. @internal */
+export interface Key {
+  readonly team: string;
+  readonly id: string;
+}
+
+/** Tables with at most this many rows get exact quantiles; bigger ones are sampled. */
+const exactQuantilesUpTo = 1_000_000;
+/** Rows a sample aims for when the table is too big for exact quantiles. */
+const sampleTarget = 200_000;
+/** Rows per range when the caller does not choose the number of ranges. */
+const rowsPerRangeByDefault = 50_000;
+
+/** What `planBackfill` decided. @internal */
+export interface PlanOutcome {
+  /** True when this call wrote the plan; false when one existed already. */
+  readonly created: boolean;
+  readonly rangeCount: number;
+  readonly rowsEstimated: number;
+}
+
+/**
+ * Creates the backfill plan of a migration if it has none: splits the old table's keys into
+ * ranges of about equal row counts, **planned from the real key distribution** (quantiles of
+ * `(team_id, id)`, so a team holding half the persons is cut like any other hot range), ending
+ * at the largest key that exists now. In `dual_read` no write adds rows to the old table, so
+ * that end is fixed: the backfill always finishes. Runs under an advisory lock: workers
+ * starting at once agree on one plan. @internal
+ */
+export async function planBackfill(
+  db: AnyDb,
+  options: ResolvedMigrationOptions,
+  requestedRanges: number | undefined,
+  maxRowsPerSecond: number | undefined,
+): Promise<PlanOutcome> {
+  return sanitizeErrors(`backfill planning of migration "${options.name}"`, () =>
+    db.transaction().execute(async (trx) => {
+      const control = (name: string) => sql.id(options.controlSchema, name);
+      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`pg-dual-read:backfill:${options.controlSchema}.${options.name}`}, 0))`.execute(
+        trx,
+      );
+      const phase = await sql<{ phase: string }>`
+        SELECT phase FROM ${control('migration')} WHERE name = ${options.name}`.execute(trx);
+      const current = phase.rows[0]?.phase;
+      if (current !== 'dual_read') {
+        throw new BackfillRefusedError(
+          current === undefined
+            ? `Migration "${options.name}" is not prepared: run install(), prepare() and startDualRead() before backfill().`
+            : `backfill() copies old rows while services read both tables, so it runs in phase dual_read only; migration "${options.name}" is in phase ${current}.` +
+                (current === 'old'
+                  ? ' Run startDualRead() first (once every service runs the repository).'
+                  : ''),
+        );
+      }
+      const existing = await sql<{ range_count: number; rows_estimated: string }>`
+        SELECT range_count, rows_estimated::text FROM ${control('backfill')}
+        WHERE migration = ${options.name}`.execute(trx);
+      const plan = existing.rows[0];
+      if (plan) {
+        if (requestedRanges !== undefined && requestedRanges !== plan.range_count) {
+          throw new BackfillRefusedError(
+            `Migration "${options.name}" already has a backfill plan of ${plan.range_count} ranges, ` +
+              `and ranges: ${requestedRanges} asks for another. Resume it by calling backfill() ` +
+              'without the ranges option (any number of workers can join), or discard it with ' +
+              'resetBackfill() when no worker is running, then plan again.',
+          );
+        }
+        if (maxRowsPerSecond !== undefined) await setRate(trx, options, maxRowsPerSecond);
+        return {
+          created: false,
+          rangeCount: plan.range_count,
+          rowsEstimated: Number(plan.rows_estimated),
+        };
+      }
+      await requireKeyIndex(trx, options);
+      const rows = await estimateRows(trx, options);
+      const rangeCount = Math.max(
+        1,
+        Math.min(requestedRanges ?? Math.ceil(rows / rowsPerRangeByDefault), Math.max(rows, 1)),
+      );
+      const ends = rows === 0 ? [] : await rangeEnds(trx, options, rows, rangeCount);
+      await sql`INSERT INTO ${control('backfill')}
+        (migration, range_count, rows_estimated, max_rows_per_second)
+        VALUES (${options.name}, ${ends.length}, ${rows}, ${maxRowsPerSecond ?? null})`.execute(
+        trx,
+      );
+      let start: Key | undefined;
+      for (const [index, end] of ends.entries()) {
+        await sql`INSERT INTO ${control('backfill_range')}
+          (migration, range_id, start_team, start_id, end_team, end_id, rows_estimated)
+          VALUES (${options.name}, ${index + 1}, ${start?.team ?? null}, ${start?.id ?? null},
+            ${end.team}, ${end.id}, ${Math.ceil(rows / ends.length)})`.execute(trx);
+        start = end;
+      }
+      if (ends.length === 0) {
+        await sql`UPDATE ${control('backfill')} SET status = 'done', finished_at = now()
+          WHERE migration = ${options.name}`.execute(trx);
+      }
+      debug('planned %d ranges over ~%d rows for %s', ends.length, rows, options.name);
+      return { created: true, rangeCount: ends.length, rowsEstimated: rows };
+    }),
+  );
+}
+
+/** Stores the rows-per-second ceiling that every worker reads with its next batch. @internal */
+export async function setRate(
+  db: AnyDb,
+  options: ResolvedMigrationOptions,
+  maxRowsPerSecond: number | null,
+): Promise<void> {
+  await sql`UPDATE ${sql.id(options.controlSchema, 'backfill')}
+    SET max_rows_per_second = ${maxRowsPerSecond} WHERE migration = ${options.name}`.execute(db);
+}
+
+/** Keyset pagination on (team_id, id) needs an index that starts with those columns. */
+async function requireKeyIndex(trx: AnyDb, options: ResolvedMigrationOptions): Promise<void> {
+  const shape = await readTableShape(trx, options.schema, options.oldTable);
+  if (!shape) {
+    throw new BackfillRefusedError(
+      `The old table ${options.schema}.${options.oldTable} does not exist.`,
+    );
+  }
+  const { rows } = await sql<{ found: boolean }>`
+    SELECT EXISTS (
+      SELECT 1 FROM pg_index i
+      WHERE i.indrelid = ${shape.oid} AND i.indpred IS NULL
+        AND (SELECT array_agg(a.attname::text ORDER BY k.ord)
+             FROM unnest((i.indkey::int2[])[0:1]) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+          = ARRAY['team_id', 'id']
+    ) AS found`.execute(trx);
+  if (!rows[0]?.found) {
+    const table = `"${options.schema.replaceAll('"', '""')}"."${options.oldTable.replaceAll('"', '""')}"`;
+    throw new BackfillRefusedError(
+      `The old table has no index starting with (team_id, id), which the backfill's keyset ` +
+        `batches need (without it each batch would scan the table). Create it, then retry: ` +
+        `CREATE INDEX CONCURRENTLY ON ${table} (team_id, id);`,
+    );
+  }
+}
+
+/** Exact count for tables the planner thinks small, the planner's estimate otherwise. */
+async function estimateRows(trx: AnyDb, options: ResolvedMigrationOptions): Promise<number> {
+  const old = sql.id(options.schema, options.oldTable);
+  const estimate = await sql<{ rows: number }>`
+    SELECT reltuples::float8 AS rows FROM pg_class
+    WHERE oid = ${`"${options.schema.replaceAll('"', '""')}"."${options.oldTable.replaceAll('"', '""')}"`}::regclass`.execute(
+    trx,
+  );
+  const guess = Number(estimate.rows[0]?.rows ?? -1);
+  if (guess >= 0 && guess > exactQuantilesUpTo) return Math.round(guess);
+  const exact = await sql<{ rows: string }>`SELECT count(*)::text AS rows FROM ${old}`.execute(trx);
+  return Number(exact.rows[0]?.rows ?? 0);
+}
+
+/**
+ * The upper bound of each range: keys at equal row-count steps of `(team_id, id)`, the last
+ * one the largest key. Exact for small tables; from a `TABLESAMPLE` otherwise.
+ */
+async function rangeEnds(
+  trx: AnyDb,
+  options: ResolvedMigrationOptions,
+  rows: number,
+  rangeCount: number,
+): Promise<Key[]> {
+  const old = sql.id(options.schema, options.oldTable);
+  const source =
+    rows <= exactQuantilesUpTo
+      ? sql`SELECT team_id, id FROM ${old}`
+      : sql`SELECT team_id, id FROM ${old} TABLESAMPLE SYSTEM (${sql.lit(Math.min(100, (100 * sampleTarget) / rows))})`;
+  const bucketEnds = await sql<{ team: string; id: string }>`
+    SELECT team_id::text AS team, id::text AS id FROM (
+      SELECT team_id, id, bucket,
+        row_number() OVER (PARTITION BY bucket ORDER BY team_id DESC, id DESC) AS from_end
+      FROM (
+        SELECT team_id, id, ntile(${rangeCount}::int) OVER (ORDER BY team_id, id) AS bucket
+        FROM (${source}) AS s
+      ) AS b
+    ) AS e
+    WHERE from_end = 1
+    ORDER BY team_id, id`.execute(trx);
+  const ends = bucketEnds.rows.map((r) => ({ team: r.team, id: r.id }));
+  // A sample may miss the largest key: the last range always ends at the true maximum.
+  const max = await sql<{ team: string; id: string }>`
+    SELECT team_id::text AS team, id::text AS id FROM ${old}
+    ORDER BY team_id DESC, id DESC LIMIT 1`.execute(trx);
+  const last = max.rows[0];
+  if (!last) return [];
+  if (ends.length === 0) return [last];
+  ends[ends.length - 1] = last;
+  return ends;
+}

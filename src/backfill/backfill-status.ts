@@ -1,0 +1,130 @@
+import { type Kysely, sql } from 'kysely';
+import type { ResolvedMigrationOptions } from '../migration/options.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+/**
+ * One range of a backfill plan, as `status()` shows it to any process.
+ *
+ * @example
+ * ```ts
+ * const slow = (await migration.backfillStatus())?.ranges.filter((r) => r.status === 'running');
+ * ```
+ */
+export interface BackfillRangeStatus {
+  readonly rangeId: number;
+  readonly status: 'pending' | 'running' | 'done';
+  readonly rowsEstimated: number;
+  readonly rowsScanned: number;
+  readonly rowsCopied: number;
+  /** Smoothed rows per second of this range's batches. */
+  readonly rate: number;
+  /** The worker holding the range, while its lease is live. */
+  readonly worker: string | undefined;
+  /** The range this one was split from, when an idle worker split it off. */
+  readonly splitFrom: number | undefined;
+}
+
+/**
+ * Progress of a migration's backfill, read from the control schema (so any process sees the
+ * same figures, whoever runs the workers).
+ *
+ * @example
+ * ```ts
+ * const progress = await migration.backfillStatus();
+ * if (progress) console.log(`${progress.percent.toFixed(1)}%, ETA ${progress.etaSeconds ?? '?'} s`);
+ * ```
+ */
+export interface BackfillStatus {
+  readonly state: 'running' | 'paused' | 'done';
+  readonly plannedAt: Date;
+  readonly finishedAt: Date | undefined;
+  /** Old rows when the plan was made (the fixed end of the backfill). */
+  readonly rowsEstimated: number;
+  /** Old rows read so far. */
+  readonly rowsScanned: number;
+  /** Rows inserted by the backfill (rows copied earlier by copy-on-write are not). */
+  readonly rowsCopied: number;
+  /** Rows left to read, estimated per range from the plan. */
+  readonly rowsToGo: number;
+  readonly percent: number;
+  /** Smoothed rows per second of the ranges being copied now. */
+  readonly ratePerSecond: number;
+  /** Seconds to go at the current rate; undefined when nothing is being copied. */
+  readonly etaSeconds: number | undefined;
+  readonly maxRowsPerSecond: number | undefined;
+  /** Distinct workers holding a live lease. */
+  readonly activeWorkers: number;
+  readonly ranges: readonly BackfillRangeStatus[];
+}
+
+/** Reads the backfill's progress, or undefined when it was never planned. @internal */
+export async function readBackfillStatus(
+  db: AnyDb,
+  options: ResolvedMigrationOptions,
+): Promise<BackfillStatus | undefined> {
+  const control = (name: string) => sql.id(options.controlSchema, name);
+  const plan = await sql<{
+    status: string;
+    paused: boolean;
+    planned_at: Date;
+    finished_at: Date | null;
+    rows_estimated: string;
+    max_rows_per_second: number | null;
+  }>`SELECT status, paused, planned_at, finished_at, rows_estimated::text, max_rows_per_second
+     FROM ${control('backfill')} WHERE migration = ${options.name}`.execute(db);
+  const head = plan.rows[0];
+  if (!head) return undefined;
+  const { rows } = await sql<{
+    range_id: number;
+    status: 'pending' | 'running' | 'done';
+    rows_estimated: string;
+    rows_scanned: string;
+    rows_copied: string;
+    rate: number;
+    worker: string | null;
+    split_from: number | null;
+  }>`SELECT range_id, status, rows_estimated::text, rows_scanned::text, rows_copied::text, rate,
+       CASE WHEN lease_expires_at > clock_timestamp() THEN lease_owner END AS worker, split_from
+     FROM ${control('backfill_range')} WHERE migration = ${options.name}
+     ORDER BY range_id`.execute(db);
+  const ranges: BackfillRangeStatus[] = rows.map((r) => ({
+    rangeId: r.range_id,
+    status: r.status,
+    rowsEstimated: Number(r.rows_estimated),
+    rowsScanned: Number(r.rows_scanned),
+    rowsCopied: Number(r.rows_copied),
+    rate: r.rate,
+    worker: r.worker ?? undefined,
+    splitFrom: r.split_from ?? undefined,
+  }));
+  const rowsScanned = sum(ranges.map((r) => r.rowsScanned));
+  const rowsToGo = sum(
+    ranges
+      .filter((r) => r.status !== 'done')
+      .map((r) => Math.max(0, r.rowsEstimated - r.rowsScanned)),
+  );
+  const live = ranges.filter((r) => r.status === 'running' && r.worker !== undefined);
+  const ratePerSecond = head.paused ? 0 : sum(live.map((r) => r.rate));
+  const done = head.status === 'done';
+  return {
+    state: done ? 'done' : head.paused ? 'paused' : 'running',
+    plannedAt: head.planned_at,
+    finishedAt: head.finished_at ?? undefined,
+    rowsEstimated: Number(head.rows_estimated),
+    rowsScanned,
+    rowsCopied: sum(ranges.map((r) => r.rowsCopied)),
+    rowsToGo: done ? 0 : rowsToGo,
+    percent: done ? 100 : (100 * rowsScanned) / Math.max(1, rowsScanned + rowsToGo),
+    ratePerSecond,
+    etaSeconds: done ? 0 : ratePerSecond > 0 ? rowsToGo / ratePerSecond : undefined,
+    maxRowsPerSecond: head.max_rows_per_second ?? undefined,
+    activeWorkers: new Set(live.map((r) => r.worker)).size,
+    ranges,
+  };
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}

@@ -1,0 +1,205 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import createDebug from 'debug';
+import { type Kysely, sql } from 'kysely';
+import { isSqlState, toQueryFailedError } from '../db/query-failed.js';
+import { BackfillRefusedError, DualReadError } from '../errors.js';
+import type { DualReadEmitter } from '../events.js';
+import type { ResolvedBackfillOptions } from './backfill-options.js';
+import { BatchPacer } from './batch-pacer.js';
+import type { LeasedRange, RangeStore } from './range-store.js';
+
+const debug = createDebug('pg-dual-read:backfill');
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+/** SQLSTATEs worth a retry after a pause: lock timeout, deadlock, serialization, cancel, connection. */
+const retryableStates = ['55P03', '40P01', '40001', '57014', '57P01', '08006', '08003', '08000'];
+
+/** What one worker did. @internal */
+export interface WorkerTotals {
+  rowsScanned: number;
+  rowsCopied: number;
+  batches: number;
+  rangesDone: number;
+}
+
+/**
+ * One worker of a backfill: leases a range, copies it batch by batch, and when no range is
+ * free splits the busiest one; it returns when every range is done or the signal aborts.
+ * While other workers (any process) hold the last ranges, it keeps polling, so it takes over
+ * a range whose worker died as soon as the lease expires. @internal
+ */
+export class BackfillWorker {
+  private readonly pacer: BatchPacer;
+  readonly totals: WorkerTotals = { rowsScanned: 0, rowsCopied: 0, batches: 0, rangesDone: 0 };
+
+  constructor(
+    private readonly db: AnyDb,
+    private readonly store: RangeStore,
+    private readonly options: ResolvedBackfillOptions,
+    private readonly workerId: string,
+    private readonly events: DualReadEmitter,
+  ) {
+    this.pacer = new BatchPacer(options.batchSize, options.maxBatchSize, options.targetBatchMs);
+  }
+
+  async run(): Promise<void> {
+    const { leaseMs } = this.options;
+    while (!this.aborted()) {
+      let range = await this.retrying(() => this.store.claim(this.db, this.workerId, leaseMs));
+      if (!range) {
+        // No free range: take the second half of the busiest one (no long tail).
+        range = await this.retrying(() =>
+          this.store.split(this.db, this.workerId, leaseMs, Math.max(4 * this.pacer.batchSize, 2)),
+        );
+        if (range) {
+          this.events.emit('backfill:range-split', {
+            rangeId: range.rangeId,
+            workerId: this.workerId,
+          });
+        }
+      }
+      if (range) {
+        await this.copyRange(range);
+        continue;
+      }
+      const { notDone } = await this.retrying(() => this.store.remaining(this.db));
+      if (notDone === 0) return;
+      // Others hold the last ranges: wait, to take one over if its worker dies.
+      await this.pause(Math.min(1_000, Math.max(50, leaseMs / 4)));
+    }
+  }
+
+  private async copyRange(leased: LeasedRange): Promise<void> {
+    let range = leased;
+    try {
+      while (!this.aborted()) {
+        await this.waitForReplicas();
+        const started = performance.now();
+        const size = this.pacer.batchSize;
+        const outcome = await this.retrying(() =>
+          this.store.batch(this.db, this.workerId, range, size, this.options.leaseMs),
+        );
+        const elapsed = performance.now() - started;
+        switch (outcome.kind) {
+          case 'copied': {
+            this.totals.rowsScanned += outcome.scanned;
+            this.totals.rowsCopied += outcome.copied;
+            this.totals.batches += 1;
+            this.events.emit('backfill:batch', {
+              rangeId: range.rangeId,
+              workerId: this.workerId,
+              scanned: outcome.scanned,
+              copied: outcome.copied,
+              batchSize: size,
+              ms: elapsed,
+            });
+            if (outcome.last) range = { ...range, after: outcome.last };
+            if (outcome.done) {
+              this.totals.rangesDone += 1;
+              this.events.emit('backfill:range-done', {
+                rangeId: range.rangeId,
+                workerId: this.workerId,
+              });
+              return;
+            }
+            const wait = this.pacer.afterBatch(
+              outcome.scanned,
+              elapsed,
+              outcome.maxRowsPerSecond,
+              outcome.activeRanges,
+            );
+            if (wait > 0) await this.pause(wait);
+            break;
+          }
+          case 'end-moved':
+            // An idle worker took the second half: continue up to the new end.
+            range = { ...range, end: outcome.end };
+            break;
+          case 'paused':
+            this.events.emit('backfill:paused', { workerId: this.workerId });
+            await this.pause(Math.min(1_000, this.options.leaseMs / 4));
+            break;
+          case 'lease-lost':
+            // Our lease expired and another worker took the range: its work, not ours.
+            this.events.emit('backfill:lease-lost', {
+              rangeId: range.rangeId,
+              workerId: this.workerId,
+            });
+            return;
+          case 'not-dual-read':
+            throw new BackfillRefusedError(
+              `The migration left phase dual_read (now ${outcome.phase}) while the backfill ran; ` +
+                'it stopped after its last committed batch. Return to dual_read to resume it.',
+            );
+        }
+      }
+      // Aborted: give the range back so a restart (or another worker) resumes at once.
+      await this.store.release(this.db, this.workerId, range.rangeId).catch(() => undefined);
+    } catch (error) {
+      await this.store.release(this.db, this.workerId, range.rangeId).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Waits while a replica lags more than `maxReplicationLagMs` (pg_stat_replication). */
+  private async waitForReplicas(): Promise<void> {
+    const maxLag = this.options.maxReplicationLagMs;
+    if (maxLag === undefined) return;
+    while (!this.aborted()) {
+      const { rows } = await sql<{ lag_ms: number | null }>`
+        SELECT (max(EXTRACT(EPOCH FROM GREATEST(write_lag, flush_lag, replay_lag))) * 1000)::float8 AS lag_ms
+        FROM pg_stat_replication`.execute(this.db);
+      const lag = rows[0]?.lag_ms ?? 0;
+      if (lag <= maxLag) return;
+      this.events.emit('backfill:throttled', {
+        workerId: this.workerId,
+        reason: 'replication-lag',
+        lagMs: lag,
+      });
+      await this.pause(Math.min(1_000, maxLag));
+    }
+  }
+
+  /** Runs `fn`, retrying lock timeouts, deadlocks and serialization failures with backoff. */
+  private async retrying<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (error) {
+        if (error instanceof DualReadError && !(error.code === 'QUERY_FAILED')) throw error;
+        const retryable = retryableStates.some((state) => isSqlState(error, state));
+        if (!retryable || attempt >= this.options.maxRetries) {
+          throw error instanceof DualReadError
+            ? error
+            : toQueryFailedError(error, 'backfill batch', 0);
+        }
+        const delay = this.options.retryBaseMs * 2 ** attempt * (0.5 + Math.random());
+        debug(
+          'retrying after %s (attempt %d, %d ms)',
+          (error as { code?: string }).code,
+          attempt + 1,
+          delay,
+        );
+        this.events.emit('backfill:retry', {
+          workerId: this.workerId,
+          attempt: attempt + 1,
+          delayMs: delay,
+        });
+        await this.pause(delay);
+      }
+    }
+  }
+
+  private aborted(): boolean {
+    return this.options.signal?.aborted ?? false;
+  }
+
+  private async pause(ms: number): Promise<void> {
+    if (this.aborted()) return;
+    await sleep(ms, undefined, this.options.signal ? { signal: this.options.signal } : {}).catch(
+      () => undefined,
+    );
+  }
+}

@@ -1,0 +1,336 @@
+import { type Kysely, type RawBuilder, sql } from 'kysely';
+import { preparedStatementMarker } from '../db/prepared-statements.js';
+import type { ResolvedMigrationOptions } from '../migration/options.js';
+import { columnList, type PersonColumns } from '../repository/repository-context.js';
+import type { Key } from './backfill-plan.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+/** A range as a worker holds it. @internal */
+export interface LeasedRange {
+  readonly rangeId: number;
+  /** Copy keys greater than this (undefined: from the first key). */
+  readonly after: Key | undefined;
+  /** Copy keys up to and including this one. Shrinks when an idle worker splits the range. */
+  readonly end: Key;
+  readonly rowsEstimated: number;
+  readonly rowsScanned: number;
+}
+
+/** What one batch statement did, or why it did nothing. @internal */
+export type BatchOutcome =
+  | {
+      readonly kind: 'copied';
+      readonly scanned: number;
+      readonly copied: number;
+      readonly last: Key | undefined;
+      readonly done: boolean;
+      readonly maxRowsPerSecond: number | undefined;
+      readonly activeRanges: number;
+    }
+  | { readonly kind: 'paused' }
+  | { readonly kind: 'end-moved'; readonly end: Key }
+  | { readonly kind: 'lease-lost' }
+  | { readonly kind: 'not-dual-read'; readonly phase: string };
+
+interface RangeRow {
+  range_id: number;
+  start_team: string | null;
+  start_id: string | null;
+  cursor_team: string | null;
+  cursor_id: string | null;
+  end_team: string;
+  end_id: string;
+  rows_estimated: string;
+  rows_scanned: string;
+}
+
+/**
+ * The backfill's SQL on the control schema and the two persons tables.
+ *
+ * **One batch is one statement, hence one transaction** (`batch`): it takes the phase fence
+ * (`FOR KEY SHARE` on the control row, so the batch can only copy in `dual_read`, and a phase
+ * change waits for it), checks the lease and the pause flag while locking the range row,
+ * reads the next keys of the old table **`FOR SHARE`** (the delete protocol of
+ * `PersonWrites`: a delete of the old row waits for this copy to commit, then removes the new
+ * row in a later statement; a row already deleted is skipped), inserts them with
+ * `ON CONFLICT DO NOTHING` (a row copied by copy-on-write, maybe already updated, is never
+ * overwritten), and moves the range's checkpoint to the last key it read. A worker killed at
+ * any instant leaves either all of that or none of it.
+ *
+ * Why no version-guarded update: in `dual_read` no write changes an old row (updates go to
+ * the new table), so an old row can never be newer than its copy.
+ * @internal
+ */
+export class RangeStore {
+  constructor(
+    private readonly options: ResolvedMigrationOptions,
+    private readonly columns: PersonColumns,
+  ) {}
+
+  private control(name: string) {
+    return sql.id(this.options.controlSchema, name);
+  }
+
+  /**
+   * Leases the free range with the most work left (longest first keeps the tail short):
+   * pending, or whose lease expired (its worker died). `SKIP LOCKED`: workers never wait
+   * for each other here.
+   */
+  async claim(db: AnyDb, workerId: string, leaseMs: number): Promise<LeasedRange | undefined> {
+    const { rows } = await sql<RangeRow>`
+      UPDATE ${this.control('backfill_range')} AS r
+      SET lease_owner = ${workerId},
+        lease_expires_at = clock_timestamp() + ${leaseMs} * interval '1 millisecond',
+        status = 'running', started_at = COALESCE(r.started_at, clock_timestamp()),
+        updated_at = clock_timestamp()
+      FROM (
+        SELECT range_id FROM ${this.control('backfill_range')}
+        WHERE migration = ${this.options.name} AND status <> 'done'
+          AND (lease_owner IS NULL OR lease_expires_at < clock_timestamp())
+        ORDER BY rows_estimated - rows_scanned DESC, range_id
+        LIMIT 1 FOR UPDATE SKIP LOCKED
+      ) AS free
+      WHERE r.migration = ${this.options.name} AND r.range_id = free.range_id
+      RETURNING ${claimedRangeColumns}`.execute(db);
+    return rows[0] ? toLeased(rows[0]) : undefined;
+  }
+
+  /** Copies the next `limit` keys of a leased range and checkpoints them (see the class doc). */
+  async batch(
+    db: AnyDb,
+    workerId: string,
+    range: LeasedRange,
+    limit: number,
+    leaseMs: number,
+  ): Promise<BatchOutcome> {
+    const old = sql.id(this.options.schema, this.options.oldTable);
+    const target = sql.id(this.options.schema, this.options.newTable);
+    const columns = this.columns.copyable;
+    const after = range.after
+      ? sql`AND (o.team_id, o.id) > (${range.after.team}::int8, ${range.after.id}::int8)`
+      : sql``;
+    const query: RawBuilder<{
+      phase: string | null;
+      leased: boolean;
+      owner_ok: boolean | null;
+      paused: boolean | null;
+      end_team: string | null;
+      end_id: string | null;
+      scanned: number;
+      copied: number;
+      last_team: string | null;
+      last_id: string | null;
+      status: string | null;
+      max_rows_per_second: number | null;
+      active_ranges: number;
+    }> = sql`${sql.raw(preparedStatementMarker)}WITH fence AS (
+        SELECT phase FROM ${this.control('migration')}
+        WHERE name = ${this.options.name} AND phase = 'dual_read' FOR KEY SHARE
+      ), lease AS (
+        SELECT r.range_id FROM ${this.control('backfill_range')} AS r
+        JOIN ${this.control('backfill')} AS b ON b.migration = r.migration
+        WHERE r.migration = ${this.options.name} AND r.range_id = ${range.rangeId}
+          AND r.lease_owner = ${workerId} AND r.status = 'running' AND NOT b.paused
+          AND r.end_team = ${range.end.team}::int8 AND r.end_id = ${range.end.id}::int8
+          AND EXISTS (SELECT 1 FROM fence)
+        FOR UPDATE OF r
+      ), batch AS (
+        SELECT ${columnList(columns, 'o')} FROM ${old} AS o
+        WHERE EXISTS (SELECT 1 FROM lease) ${after}
+          AND (o.team_id, o.id) <= (${range.end.team}::int8, ${range.end.id}::int8)
+        ORDER BY o.team_id, o.id
+        LIMIT ${limit}
+        FOR SHARE OF o
+      ), copied AS (
+        INSERT INTO ${target} (${columnList(columns)})
+        SELECT ${columnList(columns)} FROM batch
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+      ), counts AS (
+        SELECT (SELECT count(*)::int FROM batch) AS scanned, (SELECT count(*)::int FROM copied) AS copied
+      ), last AS (
+        SELECT team_id, id FROM batch ORDER BY team_id DESC, id DESC LIMIT 1
+      ), checkpoint AS (
+        UPDATE ${this.control('backfill_range')} AS r
+        SET cursor_team = COALESCE(last.team_id, r.cursor_team),
+          cursor_id = COALESCE(last.id, r.cursor_id),
+          rows_scanned = r.rows_scanned + counts.scanned,
+          rows_copied = r.rows_copied + counts.copied,
+          batches = r.batches + 1,
+          -- smoothed rows/s of this range (EWMA over batches), for the ETA
+          rate = 0.7 * r.rate + 0.3 * counts.scanned / GREATEST(
+            EXTRACT(EPOCH FROM clock_timestamp() - COALESCE(r.updated_at, r.started_at)), 0.001),
+          updated_at = clock_timestamp(),
+          lease_expires_at = clock_timestamp() + ${leaseMs} * interval '1 millisecond',
+          -- fewer rows than asked: the keyset reached the end (rows locked away by a delete
+          -- are skipped before LIMIT counts, so this is exact)
+          status = CASE WHEN counts.scanned < ${limit} THEN 'done' ELSE r.status END,
+          done_at = CASE WHEN counts.scanned < ${limit} THEN clock_timestamp() END,
+          lease_owner = CASE WHEN counts.scanned < ${limit} THEN NULL ELSE r.lease_owner END
+        FROM lease, counts LEFT JOIN last ON true
+        WHERE r.migration = ${this.options.name} AND r.range_id = lease.range_id
+        RETURNING r.status
+      )
+      SELECT
+        (SELECT phase FROM ${this.control('migration')} WHERE name = ${this.options.name}) AS phase,
+        EXISTS (SELECT 1 FROM lease) AS leased,
+        (SELECT lease_owner = ${workerId} FROM ${this.control('backfill_range')}
+          WHERE migration = ${this.options.name} AND range_id = ${range.rangeId}) AS owner_ok,
+        (SELECT paused FROM ${this.control('backfill')} WHERE migration = ${this.options.name}) AS paused,
+        (SELECT end_team::text FROM ${this.control('backfill_range')}
+          WHERE migration = ${this.options.name} AND range_id = ${range.rangeId}) AS end_team,
+        (SELECT end_id::text FROM ${this.control('backfill_range')}
+          WHERE migration = ${this.options.name} AND range_id = ${range.rangeId}) AS end_id,
+        counts.scanned, counts.copied,
+        (SELECT team_id::text FROM last) AS last_team, (SELECT id::text FROM last) AS last_id,
+        (SELECT status FROM checkpoint) AS status,
+        (SELECT max_rows_per_second FROM ${this.control('backfill')}
+          WHERE migration = ${this.options.name}) AS max_rows_per_second,
+        (SELECT count(*)::int FROM ${this.control('backfill_range')}
+          WHERE migration = ${this.options.name} AND status = 'running'
+            AND lease_expires_at > clock_timestamp()) AS active_ranges
+      FROM counts`;
+    const { rows } = await query.execute(db);
+    const row = rows[0];
+    if (!row) throw new Error('backfill batch returned no row');
+    if (row.leased) {
+      return {
+        kind: 'copied',
+        scanned: row.scanned,
+        copied: row.copied,
+        last: row.last_team && row.last_id ? { team: row.last_team, id: row.last_id } : undefined,
+        done: row.status === 'done',
+        maxRowsPerSecond: row.max_rows_per_second ?? undefined,
+        activeRanges: Math.max(1, row.active_ranges),
+      };
+    }
+    // Nothing was copied: say why, most fundamental reason first.
+    if (row.phase !== 'dual_read') return { kind: 'not-dual-read', phase: row.phase ?? 'unknown' };
+    if (!row.owner_ok) return { kind: 'lease-lost' };
+    if (row.paused) return { kind: 'paused' };
+    if (row.end_team !== null && row.end_id !== null) {
+      const end = { team: row.end_team, id: row.end_id };
+      if (end.team !== range.end.team || end.id !== range.end.id) return { kind: 'end-moved', end };
+    }
+    // The row was locked by a splitter between our look and our lock: try again.
+    return { kind: 'end-moved', end: range.end };
+  }
+
+  /** Gives a range back (on abort or error) so another worker takes it at once. */
+  async release(db: AnyDb, workerId: string, rangeId: number): Promise<void> {
+    await sql`UPDATE ${this.control('backfill_range')}
+      SET lease_owner = NULL, lease_expires_at = NULL,
+        status = CASE WHEN status = 'running' THEN 'pending' ELSE status END
+      WHERE migration = ${this.options.name} AND range_id = ${rangeId}
+        AND lease_owner = ${workerId}`.execute(db);
+  }
+
+  /**
+   * An idle worker takes the second half of the running range with the most work left: the
+   * range's end moves to a key near the middle of what is left (found on the real keys), and
+   * a new range from there to the old end is created, leased to `workerId`. The owner's next
+   * batch sees its end moved and continues up to the new end. Returns the new range, or
+   * undefined when nothing is worth splitting.
+   */
+  async split(
+    db: AnyDb,
+    workerId: string,
+    leaseMs: number,
+    minRowsToSplit: number,
+  ): Promise<LeasedRange | undefined> {
+    return db.transaction().execute(async (trx) => {
+      const { rows } = await sql<RangeRow & { lease_owner: string | null }>`
+        SELECT ${rangeColumns}, lease_owner FROM ${this.control('backfill_range')}
+        WHERE migration = ${this.options.name} AND status = 'running'
+          AND lease_expires_at > clock_timestamp()
+          AND rows_estimated - rows_scanned >= ${minRowsToSplit}
+        ORDER BY rows_estimated - rows_scanned DESC, range_id
+        LIMIT 1 FOR UPDATE`.execute(trx);
+      const row = rows[0];
+      if (!row) return undefined;
+      const range = toLeased(row);
+      const half = Math.floor((range.rowsEstimated - range.rowsScanned) / 2);
+      const old = sql.id(this.options.schema, this.options.oldTable);
+      const after = range.after
+        ? sql`AND (o.team_id, o.id) > (${range.after.team}::int8, ${range.after.id}::int8)`
+        : sql``;
+      const middle = await sql<{ team: string; id: string }>`
+        SELECT o.team_id::text AS team, o.id::text AS id FROM ${old} AS o
+        WHERE (o.team_id, o.id) <= (${range.end.team}::int8, ${range.end.id}::int8) ${after}
+        ORDER BY o.team_id, o.id OFFSET ${half} LIMIT 1`.execute(trx);
+      const mid = middle.rows[0];
+      // Fewer keys left than estimated (deletes): the middle may be the end itself.
+      if (!mid || (mid.team === range.end.team && mid.id === range.end.id)) return undefined;
+      const next = await sql<{ range_id: number }>`
+        SELECT COALESCE(max(range_id), 0) + 1 AS range_id FROM ${this.control('backfill_range')}
+        WHERE migration = ${this.options.name}`.execute(trx);
+      const newId = next.rows[0]?.range_id ?? 0;
+      const remaining = range.rowsEstimated - range.rowsScanned;
+      await sql`UPDATE ${this.control('backfill_range')}
+        SET end_team = ${mid.team}::int8, end_id = ${mid.id}::int8,
+          rows_estimated = rows_scanned + ${half}
+        WHERE migration = ${this.options.name} AND range_id = ${range.rangeId}`.execute(trx);
+      const created = await sql<RangeRow>`
+        INSERT INTO ${this.control('backfill_range')}
+          (migration, range_id, start_team, start_id, end_team, end_id, rows_estimated,
+           status, lease_owner, lease_expires_at, started_at, updated_at, split_from)
+        VALUES (${this.options.name}, ${newId}, ${mid.team}::int8, ${mid.id}::int8,
+          ${range.end.team}::int8, ${range.end.id}::int8, ${remaining - half}, 'running',
+          ${workerId}, clock_timestamp() + ${leaseMs} * interval '1 millisecond',
+          clock_timestamp(), clock_timestamp(), ${range.rangeId})
+        RETURNING ${rangeColumns}`.execute(trx);
+      await sql`UPDATE ${this.control('backfill')} SET range_count = range_count + 1
+        WHERE migration = ${this.options.name}`.execute(trx);
+      const leased = created.rows[0];
+      return leased ? toLeased(leased) : undefined;
+    });
+  }
+
+  /** Ranges not done yet, and how many of them a live worker holds. */
+  async remaining(db: AnyDb): Promise<{ notDone: number; leasedByOthers: number }> {
+    const { rows } = await sql<{ not_done: number; leased: number }>`
+      SELECT count(*)::int AS not_done,
+        (count(*) FILTER (WHERE lease_owner IS NOT NULL AND lease_expires_at > clock_timestamp()))::int AS leased
+      FROM ${this.control('backfill_range')}
+      WHERE migration = ${this.options.name} AND status <> 'done'`.execute(db);
+    return { notDone: rows[0]?.not_done ?? 0, leasedByOthers: rows[0]?.leased ?? 0 };
+  }
+
+  /** Marks the backfill done once every range is; true when this call did it. */
+  async finish(db: AnyDb): Promise<boolean> {
+    const result = await sql`UPDATE ${this.control('backfill')}
+      SET status = 'done', finished_at = clock_timestamp()
+      WHERE migration = ${this.options.name} AND status <> 'done'
+        AND NOT EXISTS (SELECT 1 FROM ${this.control('backfill_range')}
+          WHERE migration = ${this.options.name} AND status <> 'done')`.execute(db);
+    return (result.numAffectedRows ?? 0n) > 0n;
+  }
+}
+
+/** A range row's columns as `toLeased` reads them (qualified: the claim joins two range sets). */
+const rangeColumns = sql`range_id, start_team::text AS start_team, start_id::text AS start_id,
+  cursor_team::text AS cursor_team, cursor_id::text AS cursor_id, end_team::text AS end_team,
+  end_id::text AS end_id, rows_estimated::text AS rows_estimated,
+  rows_scanned::text AS rows_scanned`;
+const claimedRangeColumns = sql`r.range_id, r.start_team::text AS start_team,
+  r.start_id::text AS start_id, r.cursor_team::text AS cursor_team, r.cursor_id::text AS cursor_id,
+  r.end_team::text AS end_team, r.end_id::text AS end_id,
+  r.rows_estimated::text AS rows_estimated, r.rows_scanned::text AS rows_scanned`;
+
+function toLeased(row: RangeRow): LeasedRange {
+  const after =
+    row.cursor_team !== null && row.cursor_id !== null
+      ? { team: row.cursor_team, id: row.cursor_id }
+      : row.start_team !== null && row.start_id !== null
+        ? { team: row.start_team, id: row.start_id }
+        : undefined;
+  return {
+    rangeId: row.range_id,
+    after,
+    end: { team: row.end_team, id: row.end_id },
+    rowsEstimated: Number(row.rows_estimated),
+    rowsScanned: Number(row.rows_scanned),
+  };
+}

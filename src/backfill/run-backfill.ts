@@ -1,0 +1,106 @@
+import createDebug from 'debug';
+import type { DatabaseHandle } from '../db/database-handle.js';
+import type { DualReadEmitter } from '../events.js';
+import type { ResolvedMigrationOptions } from '../migration/options.js';
+import { loadPersonColumns } from '../repository/repository-context.js';
+import type { ResolvedBackfillOptions } from './backfill-options.js';
+import { planBackfill } from './backfill-plan.js';
+import { BackfillWorker } from './backfill-worker.js';
+import { RangeStore } from './range-store.js';
+
+const debug = createDebug('pg-dual-read:backfill');
+
+/**
+ * What one `backfill()` call did in this process.
+ *
+ * @example
+ * ```ts
+ * const result = await migration.backfill({ workers: 4 });
+ * console.log(result.finished ? 'all ranges done' : 'stopped early', result.rowsCopied);
+ * ```
+ */
+export interface BackfillResult {
+  /** True when every range of the plan is done (by this process or others). */
+  readonly finished: boolean;
+  /** True when the signal stopped this call; the state is resumable. */
+  readonly aborted: boolean;
+  /** True when this call wrote the plan. */
+  readonly planned: boolean;
+  readonly rowsScanned: number;
+  readonly rowsCopied: number;
+  readonly batches: number;
+  readonly rangesDone: number;
+  readonly ms: number;
+}
+
+/**
+ * Plans the backfill if needed, then runs `workers` workers until every range is done or
+ * the signal aborts. The first worker error stops the others after their current batch and
+ * is rethrown; the committed checkpoints stay, so the next call resumes. @internal
+ */
+export async function runBackfill(
+  handle: DatabaseHandle,
+  options: ResolvedMigrationOptions,
+  backfill: ResolvedBackfillOptions,
+  events: DualReadEmitter,
+): Promise<BackfillResult> {
+  const started = performance.now();
+  const plan = await planBackfill(handle.db, options, backfill.ranges, backfill.maxRowsPerSecond);
+  const columns = await loadPersonColumns(handle.db, options);
+  const store = new RangeStore(options, columns);
+  // The caller's signal, or the first failing worker, stops every worker after its batch.
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  backfill.signal?.addEventListener('abort', onAbort, { once: true });
+  if (backfill.signal?.aborted) stop.abort();
+  const workerOptions = { ...backfill, signal: stop.signal };
+  const workers = Array.from(
+    { length: backfill.workers },
+    (_, index) =>
+      new BackfillWorker(
+        handle.db,
+        store,
+        workerOptions,
+        `${backfill.workerId}#${index + 1}`,
+        events,
+      ),
+  );
+  let failure: unknown;
+  try {
+    await Promise.all(
+      workers.map((worker) =>
+        worker.run().catch((error: unknown) => {
+          failure ??= error;
+          stop.abort();
+        }),
+      ),
+    );
+  } finally {
+    backfill.signal?.removeEventListener('abort', onAbort);
+  }
+  if (failure !== undefined) throw failure;
+  const totals = workers.reduce(
+    (sum, w) => ({
+      rowsScanned: sum.rowsScanned + w.totals.rowsScanned,
+      rowsCopied: sum.rowsCopied + w.totals.rowsCopied,
+      batches: sum.batches + w.totals.batches,
+      rangesDone: sum.rangesDone + w.totals.rangesDone,
+    }),
+    { rowsScanned: 0, rowsCopied: 0, batches: 0, rangesDone: 0 },
+  );
+  const aborted = backfill.signal?.aborted ?? false;
+  const { notDone } = await store.remaining(handle.db);
+  const finished = notDone === 0;
+  const ms = performance.now() - started;
+  const finishedNow = await store.finish(handle.db);
+  if (finished && (finishedNow || (plan.created && plan.rangeCount === 0))) {
+    events.emit('backfill:done', { rowsCopied: totals.rowsCopied, ms });
+  }
+  debug(
+    'backfill call ended: finished=%s aborted=%s rows=%d',
+    finished,
+    aborted,
+    totals.rowsCopied,
+  );
+  return { finished, aborted, planned: plan.created, ...totals, ms };
+}

@@ -1,0 +1,138 @@
+import { sql } from 'kysely';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { DatabaseHandle } from '../../src/db/database-handle.js';
+import { BackfillRefusedError } from '../../src/index.js';
+import { createMigrationFixture, type MigrationFixture } from '../support/migration-fixture.js';
+import { availableBackends, openBackend } from '../support/test-database.js';
+
+describe.each(availableBackends())('backfill on %s', (backend) => {
+  let handle: DatabaseHandle;
+  let fixture: MigrationFixture;
+
+  beforeAll(async () => {
+    handle = await openBackend(backend);
+  });
+  afterAll(async () => {
+    await handle.close();
+  });
+  afterEach(async () => {
+    await fixture.drop();
+  });
+
+  /** Rows of a table as `id:version`, sorted, straight from SQL. */
+  async function contents(table: 'old' | 'new'): Promise<string[]> {
+    const ref = table === 'old' ? fixture.oldTable() : fixture.newTable();
+    const { rows } = await sql<{ key: string }>`
+      SELECT id::text || ':' || COALESCE(version, 0)::text || ':' || md5(properties::text) AS key
+      FROM ${ref} ORDER BY id`.execute(handle.db);
+    return rows.map((r) => r.key);
+  }
+
+  it('is refused before dual_read, with what to do, and copies nothing', async () => {
+    fixture = await createMigrationFixture(handle, { seed: 5 });
+    const error = await fixture.migration.backfill().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BackfillRefusedError);
+    expect((error as Error).message).toContain('startDualRead()');
+    expect(await contents('new')).toEqual([]);
+    expect(await fixture.migration.backfillStatus()).toBeUndefined();
+  });
+
+  it('copies every old row the new table lacks, keeps newer copies and deleted persons out', async () => {
+    fixture = await createMigrationFixture(handle, { seed: 300, dualRead: true });
+    const repo = fixture.migration.repository();
+    const [first = '', second = '', third = ''] = fixture.seededIds;
+    await repo.updatePerson(1, first, { properties: { plan: 'paid' } });
+    await repo.updatePerson(1, first, { properties: { plan: 'team' } });
+    await repo.deletePerson(1, second);
+    await repo.updatePerson(1, third, { isIdentified: true });
+    await repo.deletePerson(1, third);
+    const created = await repo.createPerson({ teamId: 1, distinctIds: ['fresh'] });
+
+    const result = await fixture.migration.backfill({ batchSize: 7, ranges: 4, workers: 2 });
+    expect(result).toMatchObject({ finished: true, aborted: false, planned: true });
+    expect(result.rowsScanned).toBe(298);
+    expect(result.rowsCopied).toBe(297);
+
+    const copied = await contents('new');
+    const expected = [...(await contents('old'))];
+    // The person updated through the repository keeps its newer copy (version 2).
+    const updated = copied.find((k) => k.startsWith(`${first}:`));
+    expect(updated?.split(':')[1]).toBe('2');
+    expect(
+      copied.filter(
+        (k) =>
+          !k.startsWith(`${first}:`) &&
+          !k.startsWith(`${created.status === 'created' ? created.person.id : ''}:`),
+      ),
+    ).toEqual(expected.filter((k) => !k.startsWith(`${first}:`)));
+    expect(copied.some((k) => k.startsWith(`${second}:`) || k.startsWith(`${third}:`))).toBe(false);
+    expect(await repo.countPersons(1)).toBe(299);
+
+    const status = await fixture.migration.backfillStatus();
+    expect(status).toMatchObject({
+      state: 'done',
+      rowsScanned: 298,
+      rowsCopied: 297,
+      rowsToGo: 0,
+      percent: 100,
+    });
+    expect(status?.ranges.every((r) => r.status === 'done')).toBe(true);
+    expect((await fixture.migration.status()).backfill?.state).toBe('done');
+  });
+
+  it('resumes a finished plan as a no-op and refuses a second plan with other ranges', async () => {
+    fixture = await createMigrationFixture(handle, { seed: 20, dualRead: true });
+    await fixture.migration.backfill({ ranges: 2 });
+    const again = await fixture.migration.backfill();
+    expect(again).toMatchObject({ finished: true, planned: false, rowsScanned: 0 });
+    const error = await fixture.migration.backfill({ ranges: 3 }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'BACKFILL_REFUSED' });
+    expect((error as Error).message).toContain('resetBackfill()');
+    await fixture.migration.resetBackfill();
+    expect(await fixture.migration.backfillStatus()).toBeUndefined();
+  });
+
+  it('handles an empty table, a single row, a batch size of 1 and ids above 2^53', async () => {
+    fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
+    expect(await fixture.migration.backfill()).toMatchObject({ finished: true, rowsScanned: 0 });
+    expect((await fixture.migration.backfillStatus())?.state).toBe('done');
+    await fixture.drop();
+
+    fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
+    await sql`INSERT INTO ${fixture.oldTable()} (id, team_id, uuid, version)
+      VALUES (9007199254740993, 3, gen_random_uuid(), 4), (1, 2, gen_random_uuid(), 0),
+             (9007199254740995, 3, gen_random_uuid(), 0)`.execute(handle.db);
+    const result = await fixture.migration.backfill({ batchSize: 1, targetBatchMs: 0, ranges: 2 });
+    expect(result).toMatchObject({ finished: true, rowsScanned: 3, rowsCopied: 3 });
+    expect(await contents('new')).toEqual(await contents('old'));
+    expect((await contents('new')).map((k) => k.split(':')[0])).toEqual([
+      '1',
+      '9007199254740993',
+      '9007199254740995',
+    ]);
+  });
+
+  it('copies many teams of one person each and ids with gaps, every key exactly once', async () => {
+    fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
+    await sql`INSERT INTO ${fixture.oldTable()} (id, team_id, uuid, version)
+      SELECT g * 1000 + (g % 7), g, gen_random_uuid(), g % 3
+      FROM generate_series(1, 500) AS g`.execute(handle.db);
+    const result = await fixture.migration.backfill({ batchSize: 13, targetBatchMs: 0, ranges: 9 });
+    expect(result).toMatchObject({ finished: true, rowsScanned: 500, rowsCopied: 500 });
+    expect(await contents('new')).toEqual(await contents('old'));
+  });
+
+  it('refuses invalid options naming the option', async () => {
+    fixture = await createMigrationFixture(handle, { seed: 1, dualRead: true });
+    for (const [options, message] of [
+      [{ batchSize: 0 }, 'batchSize must be an integer from 1 to 100000'],
+      [{ workers: 100 }, 'workers must be an integer from 1 to 64'],
+      [{ leaseMs: 10 }, 'leaseMs must be an integer from 200 to 3600000'],
+      [{ batchSize: 500, maxBatchSize: 100 }, 'batchSize must not exceed maxBatchSize'],
+      [{ speed: 'fast' }, 'unknown option(s) speed'],
+    ] as const) {
+      await expect(fixture.migration.backfill(options as never)).rejects.toThrow(message);
+    }
+    expect(await fixture.migration.backfillStatus()).toBeUndefined();
+  });
+});
