@@ -244,6 +244,31 @@ async function main(): Promise<void> {
         `still ${status.phase}, epoch ${status.epoch} (${againTime})`,
     );
 
+    // -------------------------------------------------------------- backfill
+    say();
+    const beforeBackfill = await tableCounts(db);
+    say(
+      `backfill(): copy the old rows the new table lacks [old: ${beforeBackfill.old}, new: ${beforeBackfill.new}]`,
+    );
+    let batches = 0;
+    const countBatch = () => {
+      batches += 1;
+    };
+    migration.events.on('backfill:batch', countBatch);
+    const [backfilled, backfillTime] = await timed(() =>
+      migration.backfill({ workers: 2, batchSize: 500 }),
+    );
+    migration.events.off('backfill:batch', countBatch);
+    const progress = await migration.backfillStatus();
+    say(
+      `  ${backfilled.rowsCopied} rows copied in ${batches} batches over ${progress?.ranges.length ?? 0} ranges, ` +
+        `each batch and its checkpoint in one transaction (${backfillTime})`,
+    );
+    say(
+      `  rows already in new (copy-on-write) kept their newer version; deleted persons stayed deleted; ` +
+        `status: ${progress?.state}, ${progress?.percent.toFixed(0)}%, ${progress?.rowsToGo} to go`,
+    );
+
     // -------------------------------------------------------------- summary
     const end = await tableCounts(db);
     const perTeam = await Promise.all(teams.map((t) => repo.countPersons(t.teamId)));
@@ -255,7 +280,7 @@ async function main(): Promise<void> {
     if (db.backend === 'postgres') {
       say(`schemas ${schema} and ${controlSchema} are left to look at; the next run drops them`);
     }
-    say('next: backfill, verify, cutover (coming in later releases)');
+    say('next: verify, cutover (coming in later releases)');
   } finally {
     await migration.close();
     await db.close();

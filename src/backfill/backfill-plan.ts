@@ -22,6 +22,8 @@ const exactQuantilesUpTo = 1_000_000;
 const sampleTarget = 200_000;
 /** Rows per range when the caller does not choose the number of ranges. */
 const rowsPerRangeByDefault = 50_000;
+/** At least this many ranges by default, so several workers start at once on small tables. */
+const minimumRangesByDefault = 16;
 
 /** What `planBackfill` decided. @internal */
 export interface PlanOutcome {
@@ -88,7 +90,11 @@ export async function planBackfill(
       const rows = await estimateRows(trx, options);
       const rangeCount = Math.max(
         1,
-        Math.min(requestedRanges ?? Math.ceil(rows / rowsPerRangeByDefault), Math.max(rows, 1)),
+        Math.min(
+          requestedRanges ??
+            Math.max(minimumRangesByDefault, Math.ceil(rows / rowsPerRangeByDefault)),
+          Math.max(rows, 1),
+        ),
       );
       const ends = rows === 0 ? [] : await rangeEnds(trx, options, rows, rangeCount);
       await sql`INSERT INTO ${control('backfill')}
@@ -190,12 +196,12 @@ async function rangeEnds(
       ) AS b
     ) AS e
     WHERE from_end = 1
-    ORDER BY team_id, id`.execute(trx);
+    ORDER BY e.team_id, e.id -- qualified: a bare "id" would sort by the text alias`.execute(trx);
   const ends = bucketEnds.rows.map((r) => ({ team: r.team, id: r.id }));
   // A sample may miss the largest key: the last range always ends at the true maximum.
   const max = await sql<{ team: string; id: string }>`
-    SELECT team_id::text AS team, id::text AS id FROM ${old}
-    ORDER BY team_id DESC, id DESC LIMIT 1`.execute(trx);
+    SELECT o.team_id::text AS team, o.id::text AS id FROM ${old} AS o
+    ORDER BY o.team_id DESC, o.id DESC LIMIT 1`.execute(trx);
   const last = max.rows[0];
   if (!last) return [];
   if (ends.length === 0) return [last];

@@ -18,8 +18,6 @@ export interface BackfillRangeStatus {
   readonly rowsEstimated: number;
   readonly rowsScanned: number;
   readonly rowsCopied: number;
-  /** Smoothed rows per second of this range's batches. */
-  readonly rate: number;
   /** The worker holding the range, while its lease is live. */
   readonly worker: string | undefined;
   /** The range this one was split from, when an idle worker split it off. */
@@ -49,12 +47,12 @@ export interface BackfillStatus {
   /** Rows left to read, estimated per range from the plan. */
   readonly rowsToGo: number;
   readonly percent: number;
-  /** Smoothed rows per second of the ranges being copied now. */
+  /** Smoothed rows per second of the workers that committed a batch in the last 10 s. */
   readonly ratePerSecond: number;
   /** Seconds to go at the current rate; undefined when nothing is being copied. */
   readonly etaSeconds: number | undefined;
   readonly maxRowsPerSecond: number | undefined;
-  /** Distinct workers holding a live lease. */
+  /** Workers (of any process) that committed a batch in the last 10 s and are still running. */
   readonly activeWorkers: number;
   readonly ranges: readonly BackfillRangeStatus[];
 }
@@ -82,10 +80,9 @@ export async function readBackfillStatus(
     rows_estimated: string;
     rows_scanned: string;
     rows_copied: string;
-    rate: number;
     worker: string | null;
     split_from: number | null;
-  }>`SELECT range_id, status, rows_estimated::text, rows_scanned::text, rows_copied::text, rate,
+  }>`SELECT range_id, status, rows_estimated::text, rows_scanned::text, rows_copied::text,
        CASE WHEN lease_expires_at > clock_timestamp() THEN lease_owner END AS worker, split_from
      FROM ${control('backfill_range')} WHERE migration = ${options.name}
      ORDER BY range_id`.execute(db);
@@ -95,7 +92,6 @@ export async function readBackfillStatus(
     rowsEstimated: Number(r.rows_estimated),
     rowsScanned: Number(r.rows_scanned),
     rowsCopied: Number(r.rows_copied),
-    rate: r.rate,
     worker: r.worker ?? undefined,
     splitFrom: r.split_from ?? undefined,
   }));
@@ -105,8 +101,14 @@ export async function readBackfillStatus(
       .filter((r) => r.status !== 'done')
       .map((r) => Math.max(0, r.rowsEstimated - r.rowsScanned)),
   );
-  const live = ranges.filter((r) => r.status === 'running' && r.worker !== undefined);
-  const ratePerSecond = head.paused ? 0 : sum(live.map((r) => r.rate));
+  // Workers that committed a batch recently; a worker that died or finished drops out.
+  const workers = await sql<{ rate: number }>`
+    SELECT CASE WHEN smoothed_seconds > 0 THEN smoothed_rows / smoothed_seconds ELSE 0 END AS rate
+    FROM ${control('backfill_worker')}
+    WHERE migration = ${options.name} AND updated_at > clock_timestamp() - interval '10 seconds'`.execute(
+    db,
+  );
+  const ratePerSecond = head.paused ? 0 : sum(workers.rows.map((w) => w.rate));
   const done = head.status === 'done';
   return {
     state: done ? 'done' : head.paused ? 'paused' : 'running',
@@ -120,7 +122,7 @@ export async function readBackfillStatus(
     ratePerSecond,
     etaSeconds: done ? 0 : ratePerSecond > 0 ? rowsToGo / ratePerSecond : undefined,
     maxRowsPerSecond: head.max_rows_per_second ?? undefined,
-    activeWorkers: new Set(live.map((r) => r.worker)).size,
+    activeWorkers: workers.rows.length,
     ranges,
   };
 }

@@ -45,6 +45,14 @@ export class BackfillWorker {
   }
 
   async run(): Promise<void> {
+    try {
+      await this.work();
+    } finally {
+      await this.store.retire(this.db, this.workerId).catch(() => undefined);
+    }
+  }
+
+  private async work(): Promise<void> {
     const { leaseMs } = this.options;
     while (!this.aborted()) {
       let range = await this.retrying(() => this.store.claim(this.db, this.workerId, leaseMs));
@@ -67,7 +75,7 @@ export class BackfillWorker {
       const { notDone } = await this.retrying(() => this.store.remaining(this.db));
       if (notDone === 0) return;
       // Others hold the last ranges: wait, to take one over if its worker dies.
-      await this.pause(Math.min(1_000, Math.max(50, leaseMs / 4)));
+      await this.pause(Math.min(250, Math.max(50, leaseMs / 4)));
     }
   }
 
@@ -96,6 +104,14 @@ export class BackfillWorker {
               ms: elapsed,
             });
             if (outcome.last) range = { ...range, after: outcome.last };
+            // Paced before anything else: the last batch of a range counts toward the ceiling too.
+            const wait = this.pacer.afterBatch(
+              outcome.scanned,
+              elapsed,
+              outcome.maxRowsPerSecond,
+              outcome.activeRanges,
+            );
+            if (wait > 0) await this.pause(wait);
             if (outcome.done) {
               this.totals.rangesDone += 1;
               this.events.emit('backfill:range-done', {
@@ -104,13 +120,6 @@ export class BackfillWorker {
               });
               return;
             }
-            const wait = this.pacer.afterBatch(
-              outcome.scanned,
-              elapsed,
-              outcome.maxRowsPerSecond,
-              outcome.activeRanges,
-            );
-            if (wait > 0) await this.pause(wait);
             break;
           }
           case 'end-moved':

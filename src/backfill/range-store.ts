@@ -152,6 +152,15 @@ export class RangeStore {
         SELECT (SELECT count(*)::int FROM batch) AS scanned, (SELECT count(*)::int FROM copied) AS copied
       ), last AS (
         SELECT team_id, id FROM batch ORDER BY team_id DESC, id DESC LIMIT 1
+      ), finished AS (
+        -- the range is exhausted when the batch came back short, or nothing follows its last key
+        -- (rows locked away by a delete are skipped before LIMIT counts, so a short batch is exact)
+        SELECT counts.scanned < ${limit} OR NOT EXISTS (
+          SELECT 1 FROM ${old} AS o, last
+          WHERE (o.team_id, o.id) > (last.team_id, last.id)
+            AND (o.team_id, o.id) <= (${range.end.team}::int8, ${range.end.id}::int8)
+        ) AS done
+        FROM counts
       ), checkpoint AS (
         UPDATE ${this.control('backfill_range')} AS r
         SET cursor_team = COALESCE(last.team_id, r.cursor_team),
@@ -159,19 +168,29 @@ export class RangeStore {
           rows_scanned = r.rows_scanned + counts.scanned,
           rows_copied = r.rows_copied + counts.copied,
           batches = r.batches + 1,
-          -- smoothed rows/s of this range (EWMA over batches), for the ETA
-          rate = 0.7 * r.rate + 0.3 * counts.scanned / GREATEST(
-            EXTRACT(EPOCH FROM clock_timestamp() - COALESCE(r.updated_at, r.started_at)), 0.001),
           updated_at = clock_timestamp(),
           lease_expires_at = clock_timestamp() + ${leaseMs} * interval '1 millisecond',
-          -- fewer rows than asked: the keyset reached the end (rows locked away by a delete
-          -- are skipped before LIMIT counts, so this is exact)
-          status = CASE WHEN counts.scanned < ${limit} THEN 'done' ELSE r.status END,
-          done_at = CASE WHEN counts.scanned < ${limit} THEN clock_timestamp() END,
-          lease_owner = CASE WHEN counts.scanned < ${limit} THEN NULL ELSE r.lease_owner END
-        FROM lease, counts LEFT JOIN last ON true
+          status = CASE WHEN finished.done THEN 'done' ELSE r.status END,
+          done_at = CASE WHEN finished.done THEN clock_timestamp() END,
+          lease_owner = CASE WHEN finished.done THEN NULL ELSE r.lease_owner END
+        FROM lease, finished, counts LEFT JOIN last ON true
         WHERE r.migration = ${this.options.name} AND r.range_id = lease.range_id
         RETURNING r.status
+      ), worker AS (
+        -- this worker's throughput between its own checkpoints (throttling pauses and range
+        -- changes count): rows and seconds are smoothed separately, the rate is their ratio
+        INSERT INTO ${this.control('backfill_worker')} AS w
+          (migration, worker_id, rows_scanned, batches, updated_at)
+        SELECT ${this.options.name}, ${workerId}, counts.scanned, 1, clock_timestamp()
+        FROM counts, lease
+        ON CONFLICT (migration, worker_id) DO UPDATE SET
+          rows_scanned = w.rows_scanned + EXCLUDED.rows_scanned,
+          batches = w.batches + 1,
+          smoothed_rows = 0.8 * w.smoothed_rows + EXCLUDED.rows_scanned,
+          smoothed_seconds = 0.8 * w.smoothed_seconds
+            + EXTRACT(EPOCH FROM clock_timestamp() - w.updated_at),
+          updated_at = clock_timestamp()
+        RETURNING 1
       )
       SELECT
         (SELECT phase FROM ${this.control('migration')} WHERE name = ${this.options.name}) AS phase,
@@ -186,6 +205,7 @@ export class RangeStore {
         counts.scanned, counts.copied,
         (SELECT team_id::text FROM last) AS last_team, (SELECT id::text FROM last) AS last_id,
         (SELECT status FROM checkpoint) AS status,
+        (SELECT count(*) FROM worker) AS worker_rows,
         (SELECT max_rows_per_second FROM ${this.control('backfill')}
           WHERE migration = ${this.options.name}) AS max_rows_per_second,
         (SELECT count(*)::int FROM ${this.control('backfill_range')}
@@ -286,6 +306,12 @@ export class RangeStore {
       const leased = created.rows[0];
       return leased ? toLeased(leased) : undefined;
     });
+  }
+
+  /** Removes a stopping worker from the rate (a killed one drops out after 10 s). */
+  async retire(db: AnyDb, workerId: string): Promise<void> {
+    await sql`DELETE FROM ${this.control('backfill_worker')}
+      WHERE migration = ${this.options.name} AND worker_id = ${workerId}`.execute(db);
   }
 
   /** Ranges not done yet, and how many of them a live worker holds. */

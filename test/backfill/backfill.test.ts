@@ -122,6 +122,22 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
     expect(await contents('new')).toEqual(await contents('old'));
   });
 
+  it('plans ranges in numeric key order when text order differs (ids 8..12 and 95..105)', async () => {
+    fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
+    // '9' > '10' as text: a plan sorted as text would cut overlapping or empty ranges, and a
+    // "largest key" found as text ('99' in team 2) would leave 100..105 uncopied.
+    await sql`INSERT INTO ${fixture.oldTable()} (id, team_id, uuid, version)
+      SELECT g, CASE WHEN g < 50 THEN 1 ELSE 2 END, gen_random_uuid(), 0
+      FROM (SELECT generate_series(8, 12) AS g UNION ALL SELECT generate_series(95, 105)) AS s`.execute(
+      handle.db,
+    );
+    const result = await fixture.migration.backfill({ ranges: 5, batchSize: 2, targetBatchMs: 0 });
+    expect(result).toMatchObject({ finished: true, rowsScanned: 16, rowsCopied: 16 });
+    expect(await contents('new')).toEqual(await contents('old'));
+    const ranges = (await fixture.migration.backfillStatus())?.ranges ?? [];
+    expect(ranges.every((r) => r.rowsScanned <= r.rowsEstimated)).toBe(true);
+  });
+
   it('refuses invalid options naming the option', async () => {
     fixture = await createMigrationFixture(handle, { seed: 1, dualRead: true });
     for (const [options, message] of [

@@ -32,7 +32,6 @@ export function migration000002(controlSchema: string): RawBuilder<unknown>[] {
       rows_estimated bigint NOT NULL,
       rows_scanned bigint NOT NULL DEFAULT 0,
       rows_copied bigint NOT NULL DEFAULT 0,
-      rate double precision NOT NULL DEFAULT 0,
       status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done')),
       lease_owner text,
       lease_expires_at timestamptz,
@@ -42,6 +41,19 @@ export function migration000002(controlSchema: string): RawBuilder<unknown>[] {
       updated_at timestamptz,
       done_at timestamptz,
       PRIMARY KEY (migration, range_id)
+    )`,
+    // One row per worker, written only by that worker's batches (no contention): its smoothed
+    // rate across ranges is what the ETA is computed from.
+    sql`CREATE TABLE ${table('backfill_worker')} (
+      migration text NOT NULL REFERENCES ${table('backfill')} (migration) ON DELETE CASCADE,
+      worker_id text NOT NULL,
+      rows_scanned bigint NOT NULL DEFAULT 0,
+      batches integer NOT NULL DEFAULT 0,
+      -- exponentially smoothed rows and seconds between checkpoints; rate = rows / seconds
+      smoothed_rows double precision NOT NULL DEFAULT 0,
+      smoothed_seconds double precision NOT NULL DEFAULT 0,
+      updated_at timestamptz NOT NULL,
+      PRIMARY KEY (migration, worker_id)
     )`,
   ];
 }
