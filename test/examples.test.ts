@@ -20,8 +20,31 @@ describeOnRealServer('the quickstart example on postgres', () => {
       expect(stdout).toMatch(/conflict on \[seed-3\], nothing written/);
       expect(stdout).toContain('gone from both [old: 0, new: 0]');
       expect(stdout).toContain('PhaseTransitionError [PHASE_TRANSITION]');
+      expect(stdout).toMatch(/backfill\(\): copy the old rows/);
+      expect(stdout).toMatch(/status: done, 100%, 0 to go/);
       // Personal-data hygiene: the generated e-mail addresses never reach the output.
       expect(stdout).not.toContain('@example.com');
+    } finally {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}_control" CASCADE`);
+      await client.end();
+    }
+  }, 90_000);
+
+  it('the backfill example stops halfway, resumes and ends with every old row copied once', async () => {
+    const schema = uniqueSchemaName('demo');
+    const url = realServerUrl() ?? '';
+    try {
+      const { stdout } = await run('npx', ['tsx', 'examples/backfill/main.ts'], {
+        env: { ...process.env, DATABASE_URL: url, DEMO_SCHEMA: schema, DEMO_PERSONS: '8000' },
+        timeout: 60_000,
+      });
+      expect(stdout).toMatch(/stopped: aborted=true/);
+      expect(stdout).toMatch(
+        /resumed and finished: .* done, 8000 rows read in all, none twice \[old: 8000, new: 8000\]/,
+      );
     } finally {
       const client = new pg.Client({ connectionString: url });
       await client.connect();
