@@ -1,22 +1,37 @@
 /**
  * Turns the command line into a {@link CliInvocation}: which command, which database, which
- * migration options. Only the shape of the command line is checked here; the values
- * themselves (identifier lengths, the partition range) are validated by the library, whose
- * messages name the option.
+ * migration and backfill options. Only the shape of the command line is checked here; the
+ * values themselves (identifier lengths, the partition range, the backfill's ranges) are
+ * validated by the library, whose messages name the option ({@link flagFor} points back at
+ * the flag).
  * @internal
  */
 import { parseArgs } from 'node:util';
+import type { BackfillOptions } from '../backfill/backfill-options.js';
 import type { PersonsMigrationOptions } from '../migration/options.js';
 import { UsageError } from './usage.js';
 
 /** The commands the CLI knows. @internal */
-export const commandNames = ['install', 'prepare', 'start-dual-read', 'status', 'help'] as const;
+export const commandNames = [
+  'install',
+  'prepare',
+  'start-dual-read',
+  'backfill',
+  'backfill-pause',
+  'backfill-resume',
+  'backfill-rate',
+  'status',
+  'help',
+] as const;
 
 /** One of {@link commandNames}. @internal */
 export type CommandName = (typeof commandNames)[number];
 
 /** The migration options the command line can set (everything but `db`). @internal */
 export type CliMigrationOptions = Omit<PersonsMigrationOptions, 'db'>;
+
+/** The `backfill()` options the command line can set (everything but `signal`). @internal */
+export type CliBackfillOptions = Omit<BackfillOptions, 'signal'>;
 
 /**
  * A parsed command line.
@@ -37,6 +52,10 @@ export interface CliInvocation {
   readonly partitions: number | undefined;
   /** `status --json`. */
   readonly json: boolean;
+  /** `backfill --workers N ...`: only the flags given (the library applies its defaults). */
+  readonly backfill: CliBackfillOptions;
+  /** `backfill-rate <N|none>`: rows per second, `null` for none; undefined for other commands. */
+  readonly rate: number | null | undefined;
 }
 
 // Flag -> option of createPersonsMigration().
@@ -49,19 +68,41 @@ const migrationFlags = {
   'distinct-ids-table': 'distinctIdsTable',
 } as const satisfies Record<string, keyof CliMigrationOptions>;
 
+// Numeric flag -> option of migration.backfill().
+const backfillNumberFlags = {
+  workers: 'workers',
+  'batch-size': 'batchSize',
+  'max-batch-size': 'maxBatchSize',
+  'target-batch-ms': 'targetBatchMs',
+  'max-rows-per-second': 'maxRowsPerSecond',
+  ranges: 'ranges',
+  'lease-ms': 'leaseMs',
+  'max-replication-lag-ms': 'maxReplicationLagMs',
+} as const satisfies Record<string, keyof CliBackfillOptions>;
+
+type BackfillNumberFlag = keyof typeof backfillNumberFlags;
+
 /**
  * The command-line flag that sets a library option, e.g. `controlSchema` -> `--control-schema`,
- * for pointing at the flag when the library rejects a value.
+ * `batchSize` -> `--batch-size`, for pointing at the flag when the library rejects a value.
+ * For `backfill-rate`, whose value is an argument, `maxRowsPerSecond` points at that argument.
  *
  * @example
  * ```ts
  * flagFor('partitions'); // '--partitions'
+ * flagFor('batchSize'); // '--batch-size'
+ * flagFor('maxRowsPerSecond', 'backfill-rate'); // 'the argument of backfill-rate'
  * ```
  * @internal
  */
-export function flagFor(optionPath: string): string | undefined {
+export function flagFor(optionPath: string, command?: CommandName): string | undefined {
   if (optionPath === 'partitions') return '--partitions';
-  const entry = Object.entries(migrationFlags).find(([, option]) => option === optionPath);
+  if (optionPath === 'workerId') return '--worker-id';
+  if (command === 'backfill-rate' && optionPath === 'maxRowsPerSecond') {
+    return 'the argument of backfill-rate';
+  }
+  const flags: Record<string, string> = { ...migrationFlags, ...backfillNumberFlags };
+  const entry = Object.entries(flags).find(([, option]) => option === optionPath);
   return entry ? `--${entry[0]}` : undefined;
 }
 
@@ -76,7 +117,24 @@ const parseOptions = {
   'old-table': { type: 'string' },
   'new-table': { type: 'string' },
   'distinct-ids-table': { type: 'string' },
+  workers: { type: 'string' },
+  'batch-size': { type: 'string' },
+  'max-batch-size': { type: 'string' },
+  'target-batch-ms': { type: 'string' },
+  'max-rows-per-second': { type: 'string' },
+  ranges: { type: 'string' },
+  'lease-ms': { type: 'string' },
+  'max-replication-lag-ms': { type: 'string' },
+  'worker-id': { type: 'string' },
 } as const satisfies Record<string, { type: 'string' | 'boolean'; short?: string }>;
+
+// Flags that only one command takes.
+const commandOfFlag: Partial<Record<keyof typeof parseOptions, CommandName>> = {
+  partitions: 'prepare',
+  json: 'status',
+  'worker-id': 'backfill',
+  ...Object.fromEntries(Object.keys(backfillNumberFlags).map((flag) => [flag, 'backfill'])),
+};
 
 function parse(argv: readonly string[]) {
   return parseArgs({
@@ -89,12 +147,14 @@ function parse(argv: readonly string[]) {
 
 /**
  * Parses `argv` (without the `node` and script entries). Throws {@link UsageError} for an
- * unknown command or option, a missing value, an option the command does not take, or no
- * database to connect to.
+ * unknown command or option, a missing or non-numeric value, an option the command does not
+ * take, or no database to connect to.
  *
  * @example
  * ```ts
  * parseCliArguments(['prepare', '--partitions', '8', '--database-url', url], process.env);
+ * parseCliArguments(['backfill', '--workers', '4'], process.env).backfill; // { workers: 4 }
+ * parseCliArguments(['backfill-rate', 'none'], process.env).rate; // null
  * ```
  * @internal
  */
@@ -117,14 +177,22 @@ export function parseCliArguments(
     // The argument itself is not echoed: it may be a mistyped URL with a password.
     throw new UsageError(`unknown command (expected one of: ${commandNames.join(', ')})`, true);
   }
-  if (rest.length > 0) {
+  for (const [flag, command] of Object.entries(commandOfFlag)) {
+    if (values[flag as keyof typeof values] !== undefined && command !== first) {
+      throw new UsageError(`--${flag} only applies to the ${command} command`);
+    }
+  }
+
+  let rate: number | null | undefined;
+  if (first === 'backfill-rate') {
+    if (rest.length !== 1 || rest[0] === undefined) {
+      throw new UsageError(
+        'backfill-rate takes one argument: the rows-per-second ceiling, or none to remove it',
+      );
+    }
+    rate = parseRate(rest[0]);
+  } else if (rest.length > 0) {
     throw new UsageError(`${first} takes no positional arguments, only --options`);
-  }
-  if (values.partitions !== undefined && first !== 'prepare') {
-    throw new UsageError('--partitions only applies to the prepare command');
-  }
-  if (values.json && first !== 'status') {
-    throw new UsageError('--json only applies to the status command');
   }
 
   let partitions: number | undefined;
@@ -141,6 +209,13 @@ export function parseCliArguments(
     if (value !== undefined) migration[option] = value;
   }
 
+  const backfill: Record<string, string | number> = {};
+  for (const [flag, option] of Object.entries(backfillNumberFlags)) {
+    const value = values[flag as BackfillNumberFlag];
+    if (value !== undefined) backfill[option] = parseNumber(`--${flag}`, value);
+  }
+  if (values['worker-id'] !== undefined) backfill.workerId = values['worker-id'];
+
   const databaseUrl = values['database-url'] ?? nonEmpty(env.DATABASE_URL);
   if (databaseUrl === undefined) {
     throw new UsageError('no database: pass --database-url or set DATABASE_URL');
@@ -151,7 +226,29 @@ export function parseCliArguments(
     migration: migration as CliMigrationOptions,
     partitions,
     json: values.json ?? false,
+    backfill: backfill as CliBackfillOptions,
+    rate,
   };
+}
+
+// A number as written; its range (and being whole) is the library's to check, so that the
+// message is the library's, naming the option.
+const decimal = /^[+-]?\d+(\.\d+)?$/;
+
+function parseNumber(flag: string, value: string): number {
+  if (!decimal.test(value.trim())) throw new UsageError(`${flag} must be a number`);
+  return Number(value);
+}
+
+function parseRate(value: string): number | null {
+  if (value.trim().toLowerCase() === 'none') return null;
+  if (!decimal.test(value.trim())) {
+    // Not echoed, like an unknown command.
+    throw new UsageError(
+      'backfill-rate takes a whole number of rows per second, or none to remove the ceiling',
+    );
+  }
+  return Number(value);
 }
 
 function helpInvocation(): CliInvocation {
@@ -161,6 +258,8 @@ function helpInvocation(): CliInvocation {
     migration: {},
     partitions: undefined,
     json: false,
+    backfill: {},
+    rate: undefined,
   };
 }
 

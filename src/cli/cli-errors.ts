@@ -15,7 +15,7 @@
  */
 import { toQueryFailedError } from '../db/query-failed.js';
 import { DualReadError, InvalidOptionsError } from '../errors.js';
-import { flagFor } from './arguments.js';
+import { type CommandName, flagFor } from './arguments.js';
 import { UsageError, usage } from './usage.js';
 
 /** What to print for a failure, and the exit status. @internal */
@@ -33,7 +33,8 @@ const hints: Record<string, string> = {
 };
 
 /**
- * Describes `error` for the terminal.
+ * Describes `error` for the terminal. `command`, when known, lets a rejected option point at
+ * the way that command sets it (`backfill-rate 0` -> its argument, not `--max-rows-per-second`).
  *
  * @example
  * ```ts
@@ -42,14 +43,14 @@ const hints: Record<string, string> = {
  * ```
  * @internal
  */
-export function describeFailure(error: unknown): CliFailure {
+export function describeFailure(error: unknown, command?: CommandName): CliFailure {
   if (error instanceof UsageError) {
     const more = error.showUsage ? ['', usage.trimEnd()] : ['run "pg-dual-read help" for usage'];
     return { lines: [`error [USAGE]: ${error.message}`, ...more], exitCode: 2 };
   }
   if (error instanceof InvalidOptionsError) {
     const flags = [
-      ...new Set(error.issues.map((i) => flagFor(i.path)).filter((f) => f !== undefined)),
+      ...new Set(error.issues.map((i) => flagFor(i.path, command)).filter((f) => f !== undefined)),
     ];
     const lines = [`error [${error.code}]: ${error.message}`];
     if (flags.length > 0) lines.push(`check ${flags.join(', ')} (pg-dual-read help)`);

@@ -8,6 +8,8 @@
  * DATABASE_URL=postgres://app@db/prod pg-dual-read install
  * pg-dual-read prepare --partitions 16
  * pg-dual-read start-dual-read
+ * pg-dual-read backfill --workers 4 --max-rows-per-second 20000   # Ctrl-C: resumable, exit 130
+ * pg-dual-read backfill-rate 5000
  * pg-dual-read status --json
  * ```
  */

@@ -9,7 +9,7 @@ import { openDatabase } from '../db/open-database.js';
 import { createPersonsMigration, type PersonsMigration } from '../migration/persons-migration.js';
 import { type CliInvocation, parseCliArguments } from './arguments.js';
 import { describeFailure } from './cli-errors.js';
-import { commands } from './commands.js';
+import { commands, type OnStopSignal, type StopSignal } from './commands.js';
 import { passwordsOf, redactSecrets } from './redact.js';
 import { usage } from './usage.js';
 
@@ -27,18 +27,44 @@ export interface CliIo {
   readonly stdout: (line: string) => void;
   readonly stderr: (line: string) => void;
   readonly env: Readonly<Record<string, string | undefined>>;
+  /**
+   * Subscribes to the signals that stop a `backfill` after its current batch; returns the
+   * unsubscribe. By default the process's first SIGINT or SIGTERM (a second one has its
+   * default effect: the process ends at once). Tests pass their own to stop a backfill.
+   */
+  readonly onStop: OnStopSignal;
 }
+
+const stopSignals: readonly StopSignal[] = ['SIGINT', 'SIGTERM'];
+
+/** The first SIGINT or SIGTERM, then the signals' default effect again. */
+const onProcessStop: OnStopSignal = (handler) => {
+  const listeners = stopSignals.map((signal) => {
+    const listener = () => {
+      unsubscribe();
+      handler(signal);
+    };
+    return [signal, listener] as const;
+  });
+  const unsubscribe = () => {
+    for (const [signal, listener] of listeners) process.off(signal, listener);
+  };
+  for (const [signal, listener] of listeners) process.on(signal, listener);
+  return unsubscribe;
+};
 
 const processIo: CliIo = {
   stdout: (line) => process.stdout.write(`${line}\n`),
   stderr: (line) => process.stderr.write(`${line}\n`),
   env: process.env,
+  onStop: onProcessStop,
 };
 
 /**
  * Runs `pg-dual-read` with `argv` (the arguments after the program name) and resolves to the
- * exit status: 0 done, 1 the operation failed, 2 wrong usage. Never prints a database
- * password, whatever fails.
+ * exit status: 0 done, 1 the operation failed, 2 wrong usage, 130 (SIGINT) or 143 (SIGTERM)
+ * a `backfill` stopped before the end (resumable). Never prints a database password,
+ * whatever fails.
  *
  * @example
  * ```ts
@@ -47,7 +73,7 @@ const processIo: CliIo = {
  * ```
  */
 export async function runCli(argv: readonly string[], io: Partial<CliIo> = {}): Promise<number> {
-  const { stdout, stderr, env } = { ...processIo, ...io };
+  const { stdout, stderr, env, onStop } = { ...processIo, ...io };
   let passwords: string[] = [];
   const out = (line: string) => stdout(redactSecrets(line, passwords));
   const err = (line: string) => stderr(redactSecrets(line, passwords));
@@ -67,21 +93,32 @@ export async function runCli(argv: readonly string[], io: Partial<CliIo> = {}): 
   let db: DatabaseHandle | undefined;
   let migration: PersonsMigration | undefined;
   try {
-    // One connection runs the command; phase changes do not need a pool.
-    db = await openDatabase(invocation.databaseUrl, { maxConnections: 2 });
+    db = await openDatabase(invocation.databaseUrl, {
+      maxConnections: connectionsFor(invocation),
+    });
     migration = createPersonsMigration({ ...invocation.migration, db });
-    await commands[invocation.command](migration, invocation, out);
-    return 0;
+    const code = await commands[invocation.command](migration, invocation, { print: out, onStop });
+    return code ?? 0;
   } catch (error) {
-    return fail(error, err);
+    return fail(error, err, invocation);
   } finally {
     await migration?.close().catch(() => undefined);
     await db?.close().catch(() => undefined);
   }
 }
 
-function fail(error: unknown, err: (line: string) => void): 1 | 2 {
-  const { lines, exitCode } = describeFailure(error);
+/**
+ * One connection runs a command (phase changes do not need a pool); a backfill needs one per
+ * worker, and one for its progress line. An invalid --workers is the library's to refuse.
+ */
+function connectionsFor(invocation: CliInvocation): number {
+  if (invocation.command !== 'backfill') return 2;
+  const workers = invocation.backfill.workers ?? 2;
+  return Number.isSafeInteger(workers) ? Math.min(Math.max(workers, 1), 64) + 2 : 2;
+}
+
+function fail(error: unknown, err: (line: string) => void, invocation?: CliInvocation): 1 | 2 {
+  const { lines, exitCode } = describeFailure(error, invocation?.command);
   for (const line of lines) for (const part of line.split('\n')) err(part);
   return exitCode;
 }
