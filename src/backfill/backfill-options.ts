@@ -19,6 +19,7 @@ const backfillOptionsSchema = z
     maxRowsPerSecond: integerIn('maxRowsPerSecond', 1, 100_000_000).optional(),
     ranges: integerIn('ranges', 1, 100_000).optional(),
     leaseMs: integerIn('leaseMs', 200, 3_600_000).default(30_000),
+    batchLockTimeoutMs: integerIn('batchLockTimeoutMs', 0, 600_000).default(200),
     maxRetries: integerIn('maxRetries', 0, 100).default(5),
     retryBaseMs: integerIn('retryBaseMs', 1, 60_000).default(100),
     maxReplicationLagMs: integerIn('maxReplicationLagMs', 1, 3_600_000).optional(),
@@ -50,6 +51,7 @@ const backfillOptionsSchema = z
  *   batchSize: 1_000,        // first batch; then adapted to targetBatchMs
  *   targetBatchMs: 250,
  *   maxRowsPerSecond: 20_000, // ceiling shared by every worker of every process
+ *   batchLockTimeoutMs: 200,  // a batch that waits longer for a lock gives way and retries
  *   signal: controller.signal,
  * });
  * ```

@@ -72,7 +72,8 @@ export class BackfillWorker {
         await this.copyRange(range);
         continue;
       }
-      const { notDone } = await this.retrying(() => this.store.remaining(this.db));
+      const { notDone, planExists } = await this.retrying(() => this.store.remaining(this.db));
+      if (!planExists) throw planGone();
       if (notDone === 0) return;
       // Others hold the last ranges: wait, to take one over if its worker dies.
       await this.pause(Math.min(250, Math.max(50, leaseMs / 4)));
@@ -87,7 +88,14 @@ export class BackfillWorker {
         const started = performance.now();
         const size = this.pacer.batchSize;
         const outcome = await this.retrying(() =>
-          this.store.batch(this.db, this.workerId, range, size, this.options.leaseMs),
+          this.store.batch(
+            this.db,
+            this.workerId,
+            range,
+            size,
+            this.options.leaseMs,
+            this.options.batchLockTimeoutMs,
+          ),
         );
         const elapsed = performance.now() - started;
         switch (outcome.kind) {
@@ -111,7 +119,7 @@ export class BackfillWorker {
               outcome.maxRowsPerSecond,
               outcome.activeRanges,
             );
-            if (wait > 0) await this.pause(wait);
+            if (wait > 0) await this.waitKeepingLease(range.rangeId, wait);
             if (outcome.done) {
               this.totals.rangesDone += 1;
               this.events.emit('backfill:range-done', {
@@ -127,8 +135,9 @@ export class BackfillWorker {
             range = { ...range, end: outcome.end };
             break;
           case 'paused':
+            // Paused workers keep their ranges: the lease is renewed while they wait.
             this.events.emit('backfill:paused', { workerId: this.workerId });
-            await this.pause(Math.min(1_000, this.options.leaseMs / 4));
+            await this.waitKeepingLease(range.rangeId, Math.min(1_000, this.options.leaseMs / 4));
             break;
           case 'lease-lost':
             // Our lease expired and another worker took the range: its work, not ours.
@@ -149,6 +158,22 @@ export class BackfillWorker {
     } catch (error) {
       await this.store.release(this.db, this.workerId, range.rangeId).catch(() => undefined);
       throw error;
+    }
+  }
+
+  /**
+   * Waits `ms` (a pacing wait or a pause) without losing the range: the lease is renewed
+   * every third of `leaseMs`, so a long wait under a low ceiling never hands the range over.
+   */
+  private async waitKeepingLease(rangeId: number, ms: number): Promise<void> {
+    const step = Math.max(50, this.options.leaseMs / 3);
+    let left = ms;
+    while (left > 0 && !this.aborted()) {
+      await this.pause(Math.min(step, left));
+      left -= step;
+      await this.retrying(() =>
+        this.store.renew(this.db, this.workerId, rangeId, this.options.leaseMs),
+      );
     }
   }
 
@@ -211,4 +236,12 @@ export class BackfillWorker {
       () => undefined,
     );
   }
+}
+
+/** The plan was discarded (resetBackfill()) under running workers. @internal */
+export function planGone(): BackfillRefusedError {
+  return new BackfillRefusedError(
+    'The backfill plan was discarded (resetBackfill()) while this backfill ran: it stopped. ' +
+      'Call backfill() again to plan anew; rows already copied stay copied.',
+  );
 }

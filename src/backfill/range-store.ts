@@ -104,6 +104,7 @@ export class RangeStore {
     range: LeasedRange,
     limit: number,
     leaseMs: number,
+    lockTimeoutMs: number,
   ): Promise<BatchOutcome> {
     const old = sql.id(this.options.schema, this.options.oldTable);
     const target = sql.id(this.options.schema, this.options.newTable);
@@ -125,7 +126,14 @@ export class RangeStore {
       status: string | null;
       max_rows_per_second: number | null;
       active_ranges: number;
-    }> = sql`${sql.raw(preparedStatementMarker)}WITH fence AS (
+    }> = sql`${sql.raw(preparedStatementMarker)}WITH settings AS (
+        -- The backfill gives way: a batch that waits longer than this for a lock (a live
+        -- write holding a row, an insert in flight) fails with 55P03 and is retried, so the
+        -- application's transaction is never the one Postgres picks as a deadlock victim.
+        -- Local to this statement's implicit transaction; 0 keeps the session's setting.
+        SELECT CASE WHEN ${lockTimeoutMs}::int > 0
+          THEN set_config('lock_timeout', ${lockTimeoutMs}::int || 'ms', true) END AS applied
+      ), fence AS (
         SELECT phase FROM ${this.control('migration')}
         WHERE name = ${this.options.name} AND phase = 'dual_read' FOR KEY SHARE
       ), lease AS (
@@ -134,7 +142,7 @@ export class RangeStore {
         WHERE r.migration = ${this.options.name} AND r.range_id = ${range.rangeId}
           AND r.lease_owner = ${workerId} AND r.status = 'running' AND NOT b.paused
           AND r.end_team = ${range.end.team}::int8 AND r.end_id = ${range.end.id}::int8
-          AND EXISTS (SELECT 1 FROM fence)
+          AND EXISTS (SELECT 1 FROM settings) AND EXISTS (SELECT 1 FROM fence)
         FOR UPDATE OF r
       ), batch AS (
         SELECT ${columnList(columns, 'o')} FROM ${old} AS o
@@ -153,12 +161,12 @@ export class RangeStore {
       ), last AS (
         SELECT team_id, id FROM batch ORDER BY team_id DESC, id DESC LIMIT 1
       ), finished AS (
-        -- the range is exhausted when the batch came back short, or nothing follows its last key
-        -- (rows locked away by a delete are skipped before LIMIT counts, so a short batch is exact)
-        SELECT counts.scanned < ${limit} OR NOT EXISTS (
-          SELECT 1 FROM ${old} AS o, last
-          WHERE (o.team_id, o.id) > (last.team_id, last.id)
-            AND (o.team_id, o.id) <= (${range.end.team}::int8, ${range.end.id}::int8)
+        -- the range is exhausted when the batch came back short (rows locked away by a delete
+        -- are skipped before LIMIT counts, so that is exact) or read the range's end key, which
+        -- is a real key (if it was deleted, one more batch comes back empty)
+        SELECT counts.scanned < ${limit} OR EXISTS (
+          SELECT 1 FROM last
+          WHERE last.team_id = ${range.end.team}::int8 AND last.id = ${range.end.id}::int8
         ) AS done
         FROM counts
       ), checkpoint AS (
@@ -238,6 +246,14 @@ export class RangeStore {
     return { kind: 'end-moved', end: range.end };
   }
 
+  /** Extends a lease this worker still holds (while paused, or during a long pacing wait). */
+  async renew(db: AnyDb, workerId: string, rangeId: number, leaseMs: number): Promise<void> {
+    await sql`UPDATE ${this.control('backfill_range')}
+      SET lease_expires_at = clock_timestamp() + ${leaseMs} * interval '1 millisecond'
+      WHERE migration = ${this.options.name} AND range_id = ${rangeId}
+        AND lease_owner = ${workerId}`.execute(db);
+  }
+
   /** Gives a range back (on abort or error) so another worker takes it at once. */
   async release(db: AnyDb, workerId: string, rangeId: number): Promise<void> {
     await sql`UPDATE ${this.control('backfill_range')}
@@ -314,14 +330,14 @@ export class RangeStore {
       WHERE migration = ${this.options.name} AND worker_id = ${workerId}`.execute(db);
   }
 
-  /** Ranges not done yet, and how many of them a live worker holds. */
-  async remaining(db: AnyDb): Promise<{ notDone: number; leasedByOthers: number }> {
-    const { rows } = await sql<{ not_done: number; leased: number }>`
-      SELECT count(*)::int AS not_done,
-        (count(*) FILTER (WHERE lease_owner IS NOT NULL AND lease_expires_at > clock_timestamp()))::int AS leased
-      FROM ${this.control('backfill_range')}
-      WHERE migration = ${this.options.name} AND status <> 'done'`.execute(db);
-    return { notDone: rows[0]?.not_done ?? 0, leasedByOthers: rows[0]?.leased ?? 0 };
+  /** Ranges not done yet, and whether the plan still exists (resetBackfill() removes it). */
+  async remaining(db: AnyDb): Promise<{ notDone: number; planExists: boolean }> {
+    const { rows } = await sql<{ not_done: number; plan_exists: boolean }>`
+      SELECT (SELECT count(*)::int FROM ${this.control('backfill_range')}
+          WHERE migration = ${this.options.name} AND status <> 'done') AS not_done,
+        EXISTS (SELECT 1 FROM ${this.control('backfill')}
+          WHERE migration = ${this.options.name}) AS plan_exists`.execute(db);
+    return { notDone: rows[0]?.not_done ?? 0, planExists: rows[0]?.plan_exists ?? false };
   }
 
   /** Marks the backfill done once every range is; true when this call did it. */

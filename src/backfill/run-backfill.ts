@@ -5,7 +5,7 @@ import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { loadPersonColumns } from '../repository/repository-context.js';
 import type { ResolvedBackfillOptions } from './backfill-options.js';
 import { planBackfill } from './backfill-plan.js';
-import { BackfillWorker } from './backfill-worker.js';
+import { BackfillWorker, planGone } from './backfill-worker.js';
 import { RangeStore } from './range-store.js';
 
 const debug = createDebug('pg-dual-read:backfill');
@@ -89,7 +89,8 @@ export async function runBackfill(
     { rowsScanned: 0, rowsCopied: 0, batches: 0, rangesDone: 0 },
   );
   const aborted = backfill.signal?.aborted ?? false;
-  const { notDone } = await store.remaining(handle.db);
+  const { notDone, planExists } = await store.remaining(handle.db);
+  if (!planExists) throw planGone();
   const finished = notDone === 0;
   const ms = performance.now() - started;
   const finishedNow = await store.finish(handle.db);
