@@ -26,8 +26,7 @@ import { describeOnRealServer, openBackend, realServerUrl } from '../support/tes
  * This env's batch statements as pg_stat_activity shows them (other suites' batches, running in
  * parallel on the same server, name other control schemas).
  */
-const batchStatement = (env: MigrationEnv) =>
-  `%fence AS (%"${env.controlSchema}"."migration"%`;
+const batchStatement = (env: MigrationEnv) => `%fence AS (%"${env.controlSchema}"."migration"%`;
 
 /** Rows of both tables as `team:id:version:md5(properties)`, straight from SQL. */
 async function tableContents(env: MigrationEnv, which: 'old' | 'new'): Promise<string[]> {

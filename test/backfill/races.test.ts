@@ -58,8 +58,7 @@ function raceSeeds(): number[] {
  * This env's batch statements as pg_stat_activity shows them (other suites' batches, running in
  * parallel on the same server, name other control schemas).
  */
-const batchStatement = (env: MigrationEnv) =>
-  `%fence AS (%"${env.controlSchema}"."migration"%`;
+const batchStatement = (env: MigrationEnv) => `%fence AS (%"${env.controlSchema}"."migration"%`;
 const deleteOfOldRow = (env: MigrationEnv) => `%DELETE FROM "${env.schema}"."posthog_person"%`;
 
 /** Cursors of the ranges being copied now. */
