@@ -66,14 +66,14 @@ export async function planBackfill(
                   : ''),
         );
       }
-      const existing = await sql<{ range_count: number; rows_estimated: string }>`
-        SELECT range_count, rows_estimated::text FROM ${control('backfill')}
+      const existing = await sql<{ planned_ranges: number; rows_estimated: string }>`
+        SELECT planned_ranges, rows_estimated::text FROM ${control('backfill')}
         WHERE migration = ${options.name}`.execute(trx);
       const plan = existing.rows[0];
       if (plan) {
-        if (requestedRanges !== undefined && requestedRanges !== plan.range_count) {
+        if (requestedRanges !== undefined && requestedRanges !== plan.planned_ranges) {
           throw new BackfillRefusedError(
-            `Migration "${options.name}" already has a backfill plan of ${plan.range_count} ranges, ` +
+            `Migration "${options.name}" already has a backfill plan of ${plan.planned_ranges} ranges, ` +
               `and ranges: ${requestedRanges} asks for another. Resume it by calling backfill() ` +
               'without the ranges option (any number of workers can join), or discard it with ' +
               'resetBackfill() when no worker is running, then plan again.',
@@ -82,7 +82,7 @@ export async function planBackfill(
         if (maxRowsPerSecond !== undefined) await setRate(trx, options, maxRowsPerSecond);
         return {
           created: false,
-          rangeCount: plan.range_count,
+          rangeCount: plan.planned_ranges,
           rowsEstimated: Number(plan.rows_estimated),
         };
       }
@@ -98,10 +98,9 @@ export async function planBackfill(
       );
       const ends = rows === 0 ? [] : await rangeEnds(trx, options, rows, rangeCount);
       await sql`INSERT INTO ${control('backfill')}
-        (migration, range_count, rows_estimated, max_rows_per_second)
-        VALUES (${options.name}, ${ends.length}, ${rows}, ${maxRowsPerSecond ?? null})`.execute(
-        trx,
-      );
+        (migration, range_count, planned_ranges, rows_estimated, max_rows_per_second)
+        VALUES (${options.name}, ${ends.length}, ${requestedRanges ?? ends.length}, ${rows},
+          ${maxRowsPerSecond ?? null})`.execute(trx);
       let start: Key | undefined;
       for (const [index, end] of ends.entries()) {
         await sql`INSERT INTO ${control('backfill_range')}

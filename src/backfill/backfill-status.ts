@@ -108,8 +108,10 @@ export async function readBackfillStatus(
     WHERE migration = ${options.name} AND updated_at > clock_timestamp() - interval '10 seconds'`.execute(
     db,
   );
-  const ratePerSecond = head.paused ? 0 : sum(workers.rows.map((w) => w.rate));
   const done = head.status === 'done';
+  // Killed workers linger in the worker table for up to 10 s: a finished backfill has none.
+  const liveWorkers = done ? [] : workers.rows;
+  const ratePerSecond = head.paused ? 0 : sum(liveWorkers.map((w) => w.rate));
   return {
     state: done ? 'done' : head.paused ? 'paused' : 'running',
     plannedAt: head.planned_at,
@@ -122,7 +124,7 @@ export async function readBackfillStatus(
     ratePerSecond,
     etaSeconds: done ? 0 : ratePerSecond > 0 ? rowsToGo / ratePerSecond : undefined,
     maxRowsPerSecond: head.max_rows_per_second ?? undefined,
-    activeWorkers: workers.rows.length,
+    activeWorkers: liveWorkers.length,
     ranges,
   };
 }

@@ -277,9 +277,15 @@ export class RangeStore {
     minRowsToSplit: number,
   ): Promise<LeasedRange | undefined> {
     return db.transaction().execute(async (trx) => {
+      // Splits of one plan take turns (the planner's lock): two idle workers splitting two
+      // ranges at once would both pick max(range_id) + 1 for their new range.
+      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`pg-dual-read:backfill:${this.options.controlSchema}.${this.options.name}`}, 0))`.execute(
+        trx,
+      );
       const { rows } = await sql<RangeRow & { lease_owner: string | null }>`
         SELECT ${rangeColumns}, lease_owner FROM ${this.control('backfill_range')}
         WHERE migration = ${this.options.name} AND status = 'running'
+          AND NOT (SELECT paused FROM ${this.control('backfill')} WHERE migration = ${this.options.name})
           AND lease_expires_at > clock_timestamp()
           AND rows_estimated - rows_scanned >= ${minRowsToSplit}
         ORDER BY rows_estimated - rows_scanned DESC, range_id

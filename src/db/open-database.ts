@@ -124,6 +124,12 @@ export async function openDatabase(
       });
       // An idle client's error (server restart) must not crash the process.
       pool.on('error', (err) => log('idle pool client error: %s', err.message));
+      // pg-pool listens for a client's errors only while it is idle: a connection dropped
+      // while checked out (a terminated backend) would otherwise crash the process. The
+      // failed query still rejects, and the pool discards the client.
+      pool.on('connect', (client) =>
+        client.on('error', (err) => log('pooled connection error: %s', err.message)),
+      );
       handle = poolHandle(
         pool,
         true,

@@ -14,6 +14,8 @@ export function migration000002(controlSchema: string): RawBuilder<unknown>[] {
       paused boolean NOT NULL DEFAULT false,
       max_rows_per_second integer CHECK (max_rows_per_second > 0),
       range_count integer NOT NULL,
+      -- ranges the plan was made with (range_count grows as idle workers split ranges)
+      planned_ranges integer NOT NULL,
       rows_estimated bigint NOT NULL,
       planned_at timestamptz NOT NULL DEFAULT now(),
       finished_at timestamptz
