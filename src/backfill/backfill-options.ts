@@ -1,14 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { parseOptions } from '../migration/options.js';
-
-const integerIn = (what: string, min: number, max: number) =>
-  z
-    .number({ error: `${what} must be a number` })
-    .int({ error: `${what} must be an integer from ${min} to ${max}` })
-    .min(min, { error: `${what} must be an integer from ${min} to ${max}` })
-    .max(max, { error: `${what} must be an integer from ${min} to ${max}` });
+import { integerIn, parseOptions } from '../migration/options.js';
 
 const backfillOptionsSchema = z
   .object({

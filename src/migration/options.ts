@@ -19,7 +19,8 @@ const schemaName = (what: string) =>
     error: `${what} must not start with pg_ (Postgres reserves those schema names)`,
   });
 
-const integerIn = (what: string, min: number, max: number) =>
+/** An integer option from `min` to `max` whose messages name it. @internal */
+export const integerIn = (what: string, min: number, max: number) =>
   z
     .number({ error: `${what} must be a number` })
     .int({ error: `${what} must be an integer from ${min} to ${max}` })
