@@ -3,7 +3,7 @@ import { type Kysely, sql } from 'kysely';
 import { sanitizeErrors } from '../db/query-failed.js';
 import { BackfillRefusedError } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
-import { readTableShape } from '../prepare/table-shape.js';
+import { readTableShape, regclassText } from '../prepare/table-shape.js';
 
 const debug = createDebug('pg-dual-read:backfill');
 
@@ -147,7 +147,7 @@ async function requireKeyIndex(trx: AnyDb, options: ResolvedMigrationOptions): P
           = ARRAY['team_id', 'id']
     ) AS found`.execute(trx);
   if (!rows[0]?.found) {
-    const table = `"${options.schema.replaceAll('"', '""')}"."${options.oldTable.replaceAll('"', '""')}"`;
+    const table = regclassText(options.schema, options.oldTable);
     throw new BackfillRefusedError(
       `The old table has no index starting with (team_id, id), which the backfill's keyset ` +
         `batches need (without it each batch would scan the table). Create it, then retry: ` +
@@ -161,9 +161,7 @@ async function estimateRows(trx: AnyDb, options: ResolvedMigrationOptions): Prom
   const old = sql.id(options.schema, options.oldTable);
   const estimate = await sql<{ rows: number }>`
     SELECT reltuples::float8 AS rows FROM pg_class
-    WHERE oid = ${`"${options.schema.replaceAll('"', '""')}"."${options.oldTable.replaceAll('"', '""')}"`}::regclass`.execute(
-    trx,
-  );
+    WHERE oid = ${regclassText(options.schema, options.oldTable)}::regclass`.execute(trx);
   const guess = Number(estimate.rows[0]?.rows ?? -1);
   if (guess >= 0 && guess > exactQuantilesUpTo) return Math.round(guess);
   const exact = await sql<{ rows: string }>`SELECT count(*)::text AS rows FROM ${old}`.execute(trx);
