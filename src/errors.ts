@@ -23,7 +23,8 @@ export type DualReadErrorCode =
   | 'CONTROL_SCHEMA_TOO_NEW'
   | 'QUERY_FAILED'
   | 'CONTROL_STATE'
-  | 'BACKFILL_REFUSED';
+  | 'BACKFILL_REFUSED'
+  | 'VERIFY_REFUSED';
 
 /**
  * Base class of every error thrown by pg-dual-read.
@@ -219,4 +220,20 @@ export class ControlStateError extends DualReadError {
  */
 export class BackfillRefusedError extends DualReadError {
   readonly code = 'BACKFILL_REFUSED' as const;
+}
+
+/**
+ * A verification cannot run as asked: the migration is not in `dual_read`, a column to
+ * compare does not exist in both tables, or a backfill range named in `ranges` does not exist.
+ * The message says what to do; nothing was checked or changed by the refused call.
+ *
+ * @example
+ * ```ts
+ * try { await migration.verify({ columns: ['properties'] }); } catch (err) {
+ *   if (err instanceof VerifyRefusedError) console.error(err.message);
+ * }
+ * ```
+ */
+export class VerifyRefusedError extends DualReadError {
+  readonly code = 'VERIFY_REFUSED' as const;
 }

@@ -43,6 +43,43 @@ export interface DualReadEvents {
   'backfill:retry': [
     { readonly workerId: string; readonly attempt: number; readonly delayMs: number },
   ];
+  /**
+   * Reads of the repository in `dual_read` answered (partly) from the old table, per call:
+   * `rows` persons came from the old table out of `total`. A rate that reaches zero after the
+   * backfill is a sign the migration is ready for cutover.
+   */
+  'read:fallback': [{ readonly method: string; readonly rows: number; readonly total: number }];
+  /**
+   * A sampled shadow comparison (option `shadowReads`) found the merged answer and the new
+   * table's answer different for these keys. The caller got the merged answer; never row values.
+   */
+  'read:shadow-mismatch': [
+    {
+      readonly method: string;
+      readonly keys: readonly { readonly teamId: number; readonly personId: string }[];
+    },
+  ];
+  /** A sampled shadow read failed or timed out (the caller's read was not affected). */
+  'read:shadow-failed': [{ readonly method: string; readonly error: unknown }];
+  /** A verification finished a chunk of the key space. */
+  'verify:chunk': [
+    {
+      readonly verificationId: string;
+      readonly chunk: number;
+      readonly chunks: number;
+      readonly mismatches: number;
+      readonly ms: number;
+    },
+  ];
+  /** A verification finished (`clean`: no mismatch left after re-checks). */
+  'verify:done': [
+    {
+      readonly verificationId: string;
+      readonly clean: boolean;
+      readonly mismatches: number;
+      readonly ms: number;
+    },
+  ];
   /** A worker waits because a replica lags more than maxReplicationLagMs. */
   'backfill:throttled': [
     { readonly workerId: string; readonly reason: 'replication-lag'; readonly lagMs: number },

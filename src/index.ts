@@ -18,6 +18,7 @@ export {
   PreflightError,
   type PreflightProblem,
   QueryFailedError,
+  VerifyRefusedError,
 } from './errors.js';
 export { DualReadEmitter, type DualReadEvents } from './events.js';
 export type { PersonsMigrationOptions } from './migration/options.js';
@@ -45,3 +46,16 @@ export type {
   TeamDistinctId,
   TeamPersonId,
 } from './repository/persons-repository.js';
+export {
+  type AgreeingClass,
+  type MismatchClass,
+  mismatchClasses,
+} from './verify/mismatch-class.js';
+export type { RepairResult } from './verify/repair.js';
+export type { VerificationResult } from './verify/run-verify.js';
+export type {
+  MismatchedKey,
+  VerificationOutcome,
+  VerificationSummary,
+} from './verify/verification-store.js';
+export type { VerifyOptions } from './verify/verify-options.js';

@@ -22,6 +22,9 @@ describeOnRealServer('the quickstart example on postgres', () => {
       expect(stdout).toContain('PhaseTransitionError [PHASE_TRANSITION]');
       expect(stdout).toMatch(/backfill\(\): copy the old rows/);
       expect(stdout).toMatch(/status: done, 100%, 0 to go/);
+      expect(stdout).toMatch(
+        /verify\(\): clean, \d+ old rows and \d+ new rows compared in Postgres, 0 mismatched keys/,
+      );
       // Personal-data hygiene: the generated e-mail addresses never reach the output.
       expect(stdout).not.toContain('@example.com');
     } finally {
@@ -45,6 +48,36 @@ describeOnRealServer('the quickstart example on postgres', () => {
       expect(stdout).toMatch(
         /resumed and finished: .* done, 8000 rows read in all, none twice \[old: 8000, new: 8000\]/,
       );
+    } finally {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}_control" CASCADE`);
+      await client.end();
+    }
+  }, 90_000);
+  it('the verify example finds each planted key, repairs the copyable ones and stores the run', async () => {
+    const schema = uniqueSchemaName('demo');
+    const url = realServerUrl() ?? '';
+    try {
+      const { stdout } = await run('npx', ['tsx', 'examples/verify/main.ts'], {
+        env: { ...process.env, DATABASE_URL: url, DEMO_SCHEMA: schema, DEMO_PERSONS: '3000' },
+        timeout: 60_000,
+      });
+      expect(stdout).toContain('after the backfill: clean, 3000 old / 3000 new rows compared');
+      for (const method of ['join', 'checksum']) {
+        expect(stdout).toContain(`verify({ method: '${method}' }): NOT clean, 3 mismatched keys`);
+      }
+      expect(stdout.match(/missing_in_new team_id=1 id=\d+/g)).toHaveLength(2);
+      expect(stdout.match(/older_in_new team_id=1 id=\d+/g)).toHaveLength(2);
+      expect(stdout.match(/content_differs team_id=1 id=\d+/g)).toHaveLength(2);
+      expect(stdout).toContain(
+        'copied 1, updated 1; left for a person to decide: 1 (content_differs)',
+      );
+      expect(stdout).toMatch(
+        /status\(\)\.verification: #\d+ mismatched, full=true, newer than the backfill=true/,
+      );
+      expect(stdout).not.toContain('@example.com');
     } finally {
       const client = new pg.Client({ connectionString: url });
       await client.connect();

@@ -269,6 +269,15 @@ async function main(): Promise<void> {
         `status: ${progress?.state}, ${progress?.percent.toFixed(0)}%, ${progress?.rowsToGo} to go`,
     );
 
+    // -------------------------------------------------------------- verify
+    say();
+    const [verified, verifyTime] = await timed(() => migration.verify());
+    say(
+      `verify(): ${verified.clean ? 'clean' : 'NOT clean'}, ${verified.oldRows} old rows and ` +
+        `${verified.newRows} new rows compared in Postgres, ${verified.mismatches} mismatched keys ` +
+        `(${verified.counts.newer_in_new ?? 0} updated in new, ${verified.counts.created_in_new ?? 0} created in new) (${verifyTime})`,
+    );
+
     // -------------------------------------------------------------- summary
     const end = await tableCounts(db);
     const perTeam = await Promise.all(teams.map((t) => repo.countPersons(t.teamId)));
@@ -280,7 +289,7 @@ async function main(): Promise<void> {
     if (db.backend === 'postgres') {
       say(`schemas ${schema} and ${controlSchema} are left to look at; the next run drops them`);
     }
-    say('next: verify, cutover (coming in later releases)');
+    say('next: cutover (coming in a later release)');
   } finally {
     await migration.close();
     await db.close();

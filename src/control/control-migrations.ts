@@ -1,6 +1,7 @@
 import type { RawBuilder } from 'kysely';
 import { migration000001 } from './sql/000001-phases.js';
 import { migration000002 } from './sql/000002-backfill.js';
+import { migration000003 } from './sql/000003-verification.js';
 
 /** One append-only step of the library's own control schema. @internal */
 export interface ControlMigration {
@@ -13,6 +14,7 @@ export interface ControlMigration {
 export const controlMigrations: readonly ControlMigration[] = [
   { version: 1, name: 'phases', statements: migration000001 },
   { version: 2, name: 'backfill', statements: migration000002 },
+  { version: 3, name: 'verification', statements: migration000003 },
 ];
 
 /** The newest control schema version this code understands. @internal */

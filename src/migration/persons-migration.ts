@@ -6,7 +6,7 @@ import { type BackfillStatus, readBackfillStatus } from '../backfill/backfill-st
 import { type BackfillResult, runBackfill } from '../backfill/run-backfill.js';
 import { type InstallResult, installControlSchema } from '../control/install.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
-import { sanitizeErrors } from '../db/query-failed.js';
+import { isSqlState, sanitizeErrors } from '../db/query-failed.js';
 import { BackfillRefusedError, InvalidOptionsError } from '../errors.js';
 import { DualReadEmitter } from '../events.js';
 import type { PhaseState } from '../phases/phase.js';
@@ -15,6 +15,13 @@ import { PhaseWatcher } from '../phases/phase-watcher.js';
 import { type PrepareResult, prepareMigration } from '../prepare/prepare.js';
 import type { PersonsRepository } from '../repository/persons-repository.js';
 import { PhaseAwareRepository } from '../repository/phase-aware-repository.js';
+import { runVerify, type VerificationResult } from '../verify/run-verify.js';
+import {
+  type MismatchedKey,
+  VerificationStore,
+  type VerificationSummary,
+} from '../verify/verification-store.js';
+import { resolveVerifyOptions, type VerifyOptions } from '../verify/verify-options.js';
 import {
   type PersonsMigrationOptions,
   parseOptions,
@@ -61,6 +68,8 @@ export interface MigrationStatus {
   readonly distinctIdsTable: string;
   /** The backfill's progress and ETA; undefined before the first `backfill()`. */
   readonly backfill: BackfillStatus | undefined;
+  /** The latest verification run; undefined before the first `verify()`. */
+  readonly verification: VerificationSummary | undefined;
 }
 
 /**
@@ -156,6 +165,7 @@ export class PersonsMigration {
     const state = await this.store.read(this.handle.db);
     this.watcher.observe(state);
     const backfill = await this.backfillStatus();
+    const verification = await this.verification();
     return {
       name: this.options.name,
       phase: state.phase,
@@ -165,7 +175,91 @@ export class PersonsMigration {
       newTable: `${this.options.schema}.${this.options.newTable}`,
       distinctIdsTable: `${this.options.schema}.${this.options.distinctIdsTable}`,
       backfill,
+      verification,
     };
+  }
+
+  /**
+   * Checks that the new table agrees with the old one (the invariant of `dual_read`): every old
+   * key has a new row with a version at least the old one's and the same content where the
+   * versions are equal, no deleted person is back, and (by default) every distinct id points
+   * at an existing person. The check runs in Postgres (one pass per chunk of keys; or, with
+   * `method: 'checksum'`, checksums compared and bisected); mismatched keys are stored in the
+   * control schema, re-checked once they settle, and named in the result (all of them via
+   * {@link mismatches}), never their values. With `repair: true` it copies the missing and
+   * stale rows it found, with the backfill's race protocol, and re-checks them.
+   *
+   * @example
+   * ```ts
+   * const result = await migration.verify();
+   * if (!result.clean) console.error(result.counts, result.keys.slice(0, 10));
+   * const repaired = await migration.verify({ repair: true });
+   * ```
+   */
+  async verify(options: VerifyOptions = {}): Promise<VerificationResult> {
+    const resolved = resolveVerifyOptions(options);
+    return runVerify(this.handle, this.options, resolved, this.events);
+  }
+
+  /**
+   * A stored verification run (the latest when `id` is omitted), from any process; undefined
+   * when there is none.
+   *
+   * @example
+   * ```ts
+   * const latest = await migration.verification();
+   * console.log(latest?.status, latest?.mismatches);
+   * ```
+   */
+  async verification(id?: string): Promise<VerificationSummary | undefined> {
+    return sanitizeErrors('verification()', async () => {
+      try {
+        return await new VerificationStore(this.handle.db, this.options).read(id);
+      } catch (error) {
+        // A control schema from before verification existed has no run to show.
+        if (isSqlState(error, '42P01')) return undefined;
+        throw error;
+      }
+    });
+  }
+
+  /**
+   * Every mismatched key of a verification run, streamed in key order a page at a time (never
+   * all in memory). Repaired keys are included with `repaired: true` when asked.
+   *
+   * @example
+   * ```ts
+   * for await (const key of migration.mismatches(result.id)) {
+   *   console.log(key.class, key.teamId, key.personId);
+   * }
+   * ```
+   */
+  async *mismatches(
+    verificationId: string,
+    options: { readonly pageSize?: number; readonly includeRepaired?: boolean } = {},
+  ): AsyncGenerator<MismatchedKey> {
+    const pageSize = options.pageSize ?? 1_000;
+    if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > 100_000) {
+      throw new InvalidOptionsError('pageSize must be an integer from 1 to 100000', [
+        { path: 'pageSize', message: 'must be an integer from 1 to 100000' },
+      ]);
+    }
+    if (!/^\d{1,19}$/.test(verificationId)) {
+      throw new InvalidOptionsError('verificationId must be the id of a verification run', [
+        { path: 'verificationId', message: 'not a run id' },
+      ]);
+    }
+    const store = new VerificationStore(this.handle.db, this.options);
+    let after: { team: string; id: string; class: string } | undefined;
+    for (;;) {
+      const page = await sanitizeErrors('mismatches()', () =>
+        store.page(verificationId, after, pageSize, options.includeRepaired ?? false),
+      );
+      yield* page;
+      const last = page.at(-1);
+      if (!last || page.length < pageSize) return;
+      after = { team: String(last.teamId), id: last.personId, class: last.class };
+    }
   }
 
   /**

@@ -2,6 +2,7 @@ import { type Kysely, sql } from 'kysely';
 import { isSqlState, sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
 import { ControlStateError, NotInstalledError, PhaseTransitionError } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
+import { regclassText } from '../prepare/table-shape.js';
 import { isPhase, type Phase, type PhaseState, type TransitionName, transitions } from './phase.js';
 import { type PhaseNotification, phaseChannel } from './phase-channel.js';
 
@@ -101,6 +102,16 @@ export class PhaseStore {
         WHERE name = ${this.options.name}
         RETURNING phase, epoch::text AS epoch, phase_changed_at`.execute(trx);
       const next = this.toState(updated.rows[0]);
+      if (to === 'dual_read') {
+        // Every id the old table holds was issued by its sequence before this point (writes
+        // in phase old hold the fence we now wait out). Verification uses the mark to tell a
+        // person created in dual_read from a deleted one copied back (a resurrection).
+        const oldTable = regclassText(this.options.schema, this.options.oldTable);
+        await sql`UPDATE ${this.table}
+          SET dual_read_id_high_water = coalesce(dual_read_id_high_water, coalesce(
+            pg_sequence_last_value(pg_get_serial_sequence(${oldTable}, 'id')::regclass), 0))
+          WHERE name = ${this.options.name}`.execute(trx);
+      }
       await sql`INSERT INTO ${sql.id(this.options.controlSchema, 'phase_change')}
         (migration, from_phase, to_phase, epoch)
         VALUES (${this.options.name}, ${current.phase}, ${to}, ${next.epoch})`.execute(trx);

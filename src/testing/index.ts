@@ -1,4 +1,9 @@
 export {
+  type AssertVerifiesCleanOptions,
+  assertVerifiesClean,
+  VerificationAssertionError,
+} from './assert-verifies-clean.js';
+export {
   createPostHogPersonsSchema,
   type PersonsSchemaOptions,
   type SeedPersonsOptions,

@@ -1,0 +1,171 @@
+import { type Kysely, type RawBuilder, sql } from 'kysely';
+import { canonical, contentHash } from './compared-columns.js';
+import type { ChunkCounts } from './join-check.js';
+import { inRange, type KeyRange, splitRange } from './key-range.js';
+import type { VerifyContext } from './verify-context.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+/** One table of a checksum comparison, reached through its own connection. @internal */
+export interface ChecksumSide {
+  readonly db: AnyDb;
+  readonly table: RawBuilder<unknown>;
+}
+
+/** How far the bisection goes before comparing keys one by one. @internal */
+export interface BisectSettings {
+  /** A range with at most this many rows on both sides is compared key by key. */
+  readonly leafRows: number;
+  /** How many parts a differing range is cut into. */
+  readonly fanout: number;
+}
+
+interface RangeChecksum {
+  readonly rows: number;
+  readonly sum: string;
+}
+
+interface LeafRow {
+  readonly version: bigint;
+  readonly content: string;
+}
+
+/**
+ * The checksum-and-bisect check of one key range, for tables that cannot be joined (another
+ * database) or when asked for: each side computes, **in Postgres**, the row count and a sum
+ * of 60-bit row hashes of the range; equal ranges are done, differing ones are cut into
+ * `fanout` parts by key quantiles and compared again, down to ranges of `leafRows` rows whose
+ * keys, versions and content hashes (never values) are compared in Node. The two sides are
+ * read in separate statements, so a key written meanwhile can differ falsely: the run's
+ * re-check settles those. Mismatched keys are stored like the join check's.
+ * @internal
+ */
+export async function checkRangeByChecksum(
+  context: VerifyContext,
+  old: ChecksumSide,
+  fresh: ChecksumSide,
+  range: KeyRange,
+  settings: BisectSettings,
+): Promise<ChunkCounts & { readonly comparedRanges: number }> {
+  const byClass: Record<string, number> = {};
+  const add = (cls: string, n: number) => {
+    if (n > 0) byClass[cls] = (byClass[cls] ?? 0) + n;
+  };
+  let comparedRanges = 0;
+  const sums = async (r: KeyRange) => {
+    comparedRanges++;
+    const [a, b] = await Promise.all([
+      rangeChecksum(context, old, r),
+      rangeChecksum(context, fresh, r),
+    ]);
+    return [a, b] as const;
+  };
+  const visit = async (r: KeyRange, a: RangeChecksum, b: RangeChecksum): Promise<void> => {
+    if (a.rows === b.rows && a.sum === b.sum) {
+      add('same', a.rows);
+      return;
+    }
+    if (Math.max(a.rows, b.rows) <= settings.leafRows) {
+      const counts = await compareLeaf(context, old, fresh, r);
+      for (const [cls, n] of Object.entries(counts)) add(cls, n);
+      return;
+    }
+    const [side, rows] = a.rows >= b.rows ? [old, a.rows] : [fresh, b.rows];
+    const parts = await splitRange(side.db, side.table, r, rows, settings.fanout);
+    if (parts.length < 2) {
+      const counts = await compareLeaf(context, old, fresh, r);
+      for (const [cls, n] of Object.entries(counts)) add(cls, n);
+      return;
+    }
+    for (const part of parts) {
+      const [pa, pb] = await sums(part);
+      await visit(part, pa, pb);
+    }
+  };
+  const [a, b] = await sums(range);
+  await visit(range, a, b);
+  return { oldRows: a.rows, newRows: b.rows, byClass, comparedRanges };
+}
+
+async function rangeChecksum(
+  context: VerifyContext,
+  side: ChecksumSide,
+  range: KeyRange,
+): Promise<RangeChecksum> {
+  const hashed = sql`jsonb_build_array(t.team_id, t.id, coalesce(t.version, 0), ${sql.join(
+    context.columns.map((c) => canonical('t', c)),
+  )})::text`;
+  const { rows } = await sql<{ rows: string; sum: string }>`
+    SELECT count(*)::text AS rows,
+      coalesce(sum(('x' || substr(md5(${context.columns.length > 0 ? hashed : sql`jsonb_build_array(t.team_id, t.id, coalesce(t.version, 0))::text`}), 1, 15))::bit(60)::int8), 0)::text AS sum
+    FROM ${side.table} AS t WHERE ${inRange(range, 't')}`.execute(side.db);
+  return { rows: Number(rows[0]?.rows ?? 0), sum: rows[0]?.sum ?? '0' };
+}
+
+async function leafRows(
+  context: VerifyContext,
+  side: ChecksumSide,
+  range: KeyRange,
+): Promise<Map<string, LeafRow>> {
+  const { rows } = await sql<{ team: string; id: string; version: string; content: string }>`
+    SELECT t.team_id::text AS team, t.id::text AS id, coalesce(t.version, 0)::text AS version,
+      ${contentHash(context.columns, 't')} AS content
+    FROM ${side.table} AS t WHERE ${inRange(range, 't')}`.execute(side.db);
+  return new Map(
+    rows.map((r) => [`${r.team}:${r.id}`, { version: BigInt(r.version), content: r.content }]),
+  );
+}
+
+/** Compares a small range key by key, stores its mismatches, returns keys per class. */
+async function compareLeaf(
+  context: VerifyContext,
+  old: ChecksumSide,
+  fresh: ChecksumSide,
+  range: KeyRange,
+): Promise<Record<string, number>> {
+  const [o, n] = await Promise.all([
+    leafRows(context, old, range),
+    leafRows(context, fresh, range),
+  ]);
+  const counts: Record<string, number> = {};
+  const teams: string[] = [];
+  const ids: string[] = [];
+  const classes: string[] = [];
+  const highWater = context.highWater === null ? undefined : BigInt(context.highWater);
+  for (const key of new Set([...o.keys(), ...n.keys()])) {
+    const cls = classify(
+      o.get(key),
+      n.get(key),
+      BigInt(key.slice(key.indexOf(':') + 1)),
+      highWater,
+    );
+    counts[cls] = (counts[cls] ?? 0) + 1;
+    if (cls !== 'same' && cls !== 'newer_in_new' && cls !== 'created_in_new') {
+      teams.push(key.slice(0, key.indexOf(':')));
+      ids.push(key.slice(key.indexOf(':') + 1));
+      classes.push(cls);
+    }
+  }
+  if (classes.length > 0) {
+    await sql`INSERT INTO ${context.mismatchTable} (verification_id, team_id, person_id, class)
+      SELECT ${context.verificationId}::bigint, k.team_id, k.person_id, k.class
+      FROM unnest(${teams}::bigint[], ${ids}::bigint[], ${classes}::text[]) AS k(team_id, person_id, class)
+      ON CONFLICT DO NOTHING`.execute(context.db);
+  }
+  return counts;
+}
+
+/** The same decision as `classOf`, on one key's leaf rows. */
+function classify(
+  o: LeafRow | undefined,
+  n: LeafRow | undefined,
+  id: bigint,
+  highWater: bigint | undefined,
+): string {
+  if (!n) return 'missing_in_new';
+  if (!o) return highWater !== undefined && id <= highWater ? 'resurrected' : 'created_in_new';
+  if (n.version < o.version) return 'older_in_new';
+  if (n.version > o.version) return 'newer_in_new';
+  return n.content === o.content ? 'same' : 'content_differs';
+}

@@ -1,0 +1,208 @@
+import { type Kysely, sql } from 'kysely';
+import type { ResolvedMigrationOptions } from '../migration/options.js';
+import { failingClasses, type MismatchClass } from './mismatch-class.js';
+import { classArray } from './verify-context.js';
+
+// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
+type AnyDb = Kysely<any>;
+
+/** Outcome of a stored verification run. */
+export type VerificationOutcome = 'running' | 'clean' | 'mismatched' | 'failed' | 'aborted';
+
+/**
+ * A verification run as stored in the control schema, readable from any process.
+ *
+ * @example
+ * ```ts
+ * const latest = (await migration.status()).verification;
+ * if (latest?.status === 'clean' && latest.full && latest.newerThanBackfill) console.log('ready');
+ * ```
+ */
+export interface VerificationSummary {
+  readonly id: string;
+  readonly method: 'join' | 'checksum';
+  readonly status: VerificationOutcome;
+  /** True when the run covered every key (not only some backfill ranges). */
+  readonly full: boolean;
+  readonly range: string;
+  readonly columns: readonly string[];
+  readonly startedAt: Date;
+  readonly finishedAt: Date | undefined;
+  readonly oldRows: number;
+  readonly newRows: number;
+  /** Keys per class, agreeing classes included. */
+  readonly counts: Readonly<Record<string, number>>;
+  /** Keys in classes that make a run unclean, after re-checks and repair. */
+  readonly mismatches: number;
+  /** Started after the backfill finished (what cutover asks of a clean run). */
+  readonly newerThanBackfill: boolean;
+}
+
+/**
+ * One mismatched key: the person's key and its class. Never a row value.
+ *
+ * @example
+ * ```ts
+ * for await (const { teamId, personId, class: kind } of migration.mismatches(result.id)) {
+ *   console.log(kind, teamId, personId);
+ * }
+ * ```
+ */
+export interface MismatchedKey {
+  readonly teamId: number;
+  readonly personId: string;
+  readonly class: MismatchClass;
+  /** True when `verify({ repair: true })` repaired the key (it agrees now). */
+  readonly repaired: boolean;
+}
+
+interface VerificationRow {
+  id: string;
+  method: 'join' | 'checksum';
+  status: VerificationOutcome;
+  full_range: boolean;
+  range_description: string;
+  columns: string[];
+  started_at: Date;
+  finished_at: Date | null;
+  old_rows: string;
+  new_rows: string;
+  counts: Record<string, number> | string;
+  mismatches: string;
+  newer_than_backfill: boolean;
+}
+
+/** The control tables of verification runs. @internal */
+export class VerificationStore {
+  constructor(
+    private readonly db: AnyDb,
+    private readonly options: ResolvedMigrationOptions,
+  ) {}
+
+  private table(name: string) {
+    return sql.id(this.options.controlSchema, name);
+  }
+
+  get mismatchTable() {
+    return this.table('verification_mismatch');
+  }
+
+  async create(run: {
+    method: 'join' | 'checksum';
+    full: boolean;
+    range: string;
+    columns: readonly string[];
+    epoch: string;
+  }): Promise<string> {
+    const { rows } = await sql<{ id: string }>`
+      INSERT INTO ${this.table('verification')}
+        (migration, method, full_range, range_description, columns, epoch)
+      VALUES (${this.options.name}, ${run.method}, ${run.full}, ${run.range},
+        ${[...run.columns]}::text[], ${run.epoch}::bigint)
+      RETURNING id::text AS id`.execute(this.db);
+    const id = rows[0]?.id;
+    if (id === undefined) throw new Error('INSERT ... RETURNING returned no row');
+    return id;
+  }
+
+  /** Open mismatches per class (repaired keys excluded). */
+  async openCounts(id: string): Promise<Record<string, number>> {
+    const { rows } = await sql<{ class: string; keys: string }>`
+      SELECT class, count(*)::text AS keys FROM ${this.mismatchTable}
+      WHERE verification_id = ${id}::bigint AND repaired_at IS NULL
+      GROUP BY class`.execute(this.db);
+    return Object.fromEntries(rows.map((r) => [r.class, Number(r.keys)]));
+  }
+
+  async finish(
+    id: string,
+    outcome: {
+      status: VerificationOutcome;
+      oldRows: number;
+      newRows: number;
+      counts: Record<string, number>;
+      mismatches: number;
+      repaired?: Record<string, number>;
+    },
+  ): Promise<void> {
+    await sql`UPDATE ${this.table('verification')} SET status = ${outcome.status},
+        finished_at = clock_timestamp(), old_rows = ${outcome.oldRows}, new_rows = ${outcome.newRows},
+        counts = ${JSON.stringify(outcome.counts)}::jsonb, mismatches = ${outcome.mismatches},
+        repaired = ${outcome.repaired ? JSON.stringify(outcome.repaired) : null}::jsonb
+      WHERE id = ${id}::bigint`.execute(this.db);
+  }
+
+  async markEnded(id: string, status: 'failed' | 'aborted'): Promise<void> {
+    await sql`UPDATE ${this.table('verification')} SET status = ${status}, finished_at = clock_timestamp()
+      WHERE id = ${id}::bigint AND status = 'running'`.execute(this.db);
+  }
+
+  /** The latest run of the migration, or one run by id. */
+  async read(id?: string): Promise<VerificationSummary | undefined> {
+    const { rows } = await sql<VerificationRow>`
+      SELECT v.id::text AS id, v.method, v.status, v.full_range, v.range_description, v.columns,
+        v.started_at, v.finished_at, v.old_rows::text AS old_rows, v.new_rows::text AS new_rows,
+        v.counts, v.mismatches::text AS mismatches,
+        coalesce(v.started_at > (SELECT b.finished_at FROM ${this.table('backfill')} AS b
+          WHERE b.migration = v.migration AND b.status = 'done'), false) AS newer_than_backfill
+      FROM ${this.table('verification')} AS v
+      WHERE v.migration = ${this.options.name} AND (${id ?? null}::bigint IS NULL OR v.id = ${id ?? null}::bigint)
+      ORDER BY v.id DESC LIMIT 1`.execute(this.db);
+    const row = rows[0];
+    if (!row) return undefined;
+    return {
+      id: row.id,
+      method: row.method,
+      status: row.status,
+      full: row.full_range,
+      range: row.range_description,
+      columns: row.columns,
+      startedAt: row.started_at,
+      finishedAt: row.finished_at ?? undefined,
+      oldRows: Number(row.old_rows),
+      newRows: Number(row.new_rows),
+      counts: typeof row.counts === 'string' ? JSON.parse(row.counts) : row.counts,
+      mismatches: Number(row.mismatches),
+      newerThanBackfill: row.newer_than_backfill,
+    };
+  }
+
+  /** One page of a run's mismatched keys, in key order after `after`. */
+  async page(
+    id: string,
+    after: { team: string; id: string; class: string } | undefined,
+    limit: number,
+    includeRepaired: boolean,
+  ): Promise<MismatchedKey[]> {
+    const { rows } = await sql<{
+      team_id: string;
+      person_id: string;
+      class: string;
+      repaired: boolean;
+    }>`
+      SELECT m.team_id::text AS team_id, m.person_id::text AS person_id, m.class,
+        m.repaired_at IS NOT NULL AS repaired
+      FROM ${this.mismatchTable} AS m
+      WHERE m.verification_id = ${id}::bigint
+        AND (${includeRepaired} OR m.repaired_at IS NULL)
+        AND (${after === undefined} OR (m.team_id, m.person_id, m.class) >
+          (${after?.team ?? null}::bigint, ${after?.id ?? null}::bigint, ${after?.class ?? null}::text))
+      ORDER BY m.team_id, m.person_id, m.class
+      LIMIT ${limit}`.execute(this.db);
+    return rows.map((r) => ({
+      teamId: Number(r.team_id),
+      personId: r.person_id,
+      class: r.class as MismatchClass,
+      repaired: r.repaired,
+    }));
+  }
+
+  /** Number of open keys in classes that make a run unclean. */
+  async failing(id: string): Promise<number> {
+    const { rows } = await sql<{ n: string }>`
+      SELECT count(*)::text AS n FROM ${this.mismatchTable}
+      WHERE verification_id = ${id}::bigint AND repaired_at IS NULL
+        AND class = ANY(${classArray(failingClasses)})`.execute(this.db);
+    return Number(rows[0]?.n ?? 0);
+  }
+}
