@@ -218,8 +218,10 @@ export async function runVerify(
       };
     });
   } catch (error) {
-    await store.markEnded(id, verify.signal?.aborted ? 'aborted' : 'failed').catch(() => undefined);
-    throw error;
+    const aborted = verify.signal?.aborted === true;
+    await store.markEnded(id, aborted ? 'aborted' : 'failed').catch(() => undefined);
+    // An abort surfaces as the signal's reason (an AbortError), as fetch() does.
+    throw aborted ? verify.signal?.reason : error;
   }
 }
 
