@@ -1,6 +1,6 @@
 /**
  * Turns the command line into a {@link CliInvocation}: which command, which database, which
- * migration and backfill options. Only the shape of the command line is checked here; the
+ * migration, backfill and verify options. Only the shape of the command line is checked here; the
  * values themselves (identifier lengths, the partition range, the backfill's ranges) are
  * validated by the library, whose messages name the option ({@link flagFor} points back at
  * the flag).
@@ -9,6 +9,7 @@
 import { parseArgs } from 'node:util';
 import type { BackfillOptions } from '../backfill/backfill-options.js';
 import type { PersonsMigrationOptions } from '../migration/options.js';
+import type { VerifyOptions } from '../verify/verify-options.js';
 import { UsageError } from './usage.js';
 
 /** The commands the CLI knows. @internal */
@@ -20,6 +21,7 @@ export const commandNames = [
   'backfill-pause',
   'backfill-resume',
   'backfill-rate',
+  'verify',
   'status',
   'help',
 ] as const;
@@ -32,6 +34,15 @@ export type CliMigrationOptions = Omit<PersonsMigrationOptions, 'db'>;
 
 /** The `backfill()` options the command line can set (everything but `signal`). @internal */
 export type CliBackfillOptions = Omit<BackfillOptions, 'signal'>;
+
+/**
+ * The `verify()` options the command line can set: `method`, `columns`, `ranges`, `repair`,
+ * `maxKeys`, `distinctIds`. @internal
+ */
+export type CliVerifyOptions = Pick<
+  VerifyOptions,
+  'method' | 'columns' | 'ranges' | 'repair' | 'maxKeys' | 'distinctIds'
+>;
 
 /**
  * A parsed command line.
@@ -50,12 +61,14 @@ export interface CliInvocation {
   readonly migration: CliMigrationOptions;
   /** `prepare --partitions N`. */
   readonly partitions: number | undefined;
-  /** `status --json`. */
+  /** `status --json`, `verify --json`. */
   readonly json: boolean;
   /** `backfill --workers N ...`: only the flags given (the library applies its defaults). */
   readonly backfill: CliBackfillOptions;
   /** `backfill-rate <N|none>`: rows per second, `null` for none; undefined for other commands. */
   readonly rate: number | null | undefined;
+  /** `verify --method M --columns a,b ...`: only the flags given (the library's defaults apply). */
+  readonly verify: CliVerifyOptions;
 }
 
 // Flag -> option of createPersonsMigration().
@@ -82,6 +95,17 @@ const backfillNumberFlags = {
 
 type BackfillNumberFlag = keyof typeof backfillNumberFlags;
 
+// Flag -> option of migration.verify(). `--ranges` is shared with backfill, where it is a
+// count; for verify it lists backfill range ids.
+const verifyFlags = {
+  method: 'method',
+  columns: 'columns',
+  ranges: 'ranges',
+  repair: 'repair',
+  'max-keys': 'maxKeys',
+  'no-distinct-ids': 'distinctIds',
+} as const satisfies Record<string, keyof CliVerifyOptions>;
+
 /**
  * The command-line flag that sets a library option, e.g. `controlSchema` -> `--control-schema`,
  * `batchSize` -> `--batch-size`, for pointing at the flag when the library rejects a value.
@@ -92,6 +116,7 @@ type BackfillNumberFlag = keyof typeof backfillNumberFlags;
  * flagFor('partitions'); // '--partitions'
  * flagFor('batchSize'); // '--batch-size'
  * flagFor('maxRowsPerSecond', 'backfill-rate'); // 'the argument of backfill-rate'
+ * flagFor('ranges.0', 'verify'); // '--ranges'
  * ```
  * @internal
  */
@@ -100,6 +125,12 @@ export function flagFor(optionPath: string, command?: CommandName): string | und
   if (optionPath === 'workerId') return '--worker-id';
   if (command === 'backfill-rate' && optionPath === 'maxRowsPerSecond') {
     return 'the argument of backfill-rate';
+  }
+  if (command === 'verify') {
+    // An element of a list option comes as `ranges.0`: the flag is that of the list.
+    const option = optionPath.split('.')[0];
+    const entry = Object.entries(verifyFlags).find(([, o]) => o === option);
+    if (entry) return `--${entry[0]}`;
   }
   const flags: Record<string, string> = { ...migrationFlags, ...backfillNumberFlags };
   const entry = Object.entries(flags).find(([, option]) => option === optionPath);
@@ -126,14 +157,21 @@ const parseOptions = {
   'lease-ms': { type: 'string' },
   'max-replication-lag-ms': { type: 'string' },
   'worker-id': { type: 'string' },
+  method: { type: 'string' },
+  columns: { type: 'string' },
+  repair: { type: 'boolean' },
+  'max-keys': { type: 'string' },
+  'no-distinct-ids': { type: 'boolean' },
 } as const satisfies Record<string, { type: 'string' | 'boolean'; short?: string }>;
 
-// Flags that only one command takes.
-const commandOfFlag: Partial<Record<keyof typeof parseOptions, CommandName>> = {
-  partitions: 'prepare',
-  json: 'status',
-  'worker-id': 'backfill',
-  ...Object.fromEntries(Object.keys(backfillNumberFlags).map((flag) => [flag, 'backfill'])),
+// Flags that only some commands take.
+const commandsOfFlag: Partial<Record<keyof typeof parseOptions, readonly CommandName[]>> = {
+  partitions: ['prepare'],
+  json: ['status', 'verify'],
+  'worker-id': ['backfill'],
+  ...Object.fromEntries(Object.keys(backfillNumberFlags).map((flag) => [flag, ['backfill']])),
+  ...Object.fromEntries(Object.keys(verifyFlags).map((flag) => [flag, ['verify']])),
+  ranges: ['backfill', 'verify'],
 };
 
 function parse(argv: readonly string[]) {
@@ -155,6 +193,8 @@ function parse(argv: readonly string[]) {
  * parseCliArguments(['prepare', '--partitions', '8', '--database-url', url], process.env);
  * parseCliArguments(['backfill', '--workers', '4'], process.env).backfill; // { workers: 4 }
  * parseCliArguments(['backfill-rate', 'none'], process.env).rate; // null
+ * parseCliArguments(['verify', '--ranges', '1,2', '--repair'], process.env).verify;
+ * // { ranges: [1, 2], repair: true }
  * ```
  * @internal
  */
@@ -177,9 +217,10 @@ export function parseCliArguments(
     // The argument itself is not echoed: it may be a mistyped URL with a password.
     throw new UsageError(`unknown command (expected one of: ${commandNames.join(', ')})`, true);
   }
-  for (const [flag, command] of Object.entries(commandOfFlag)) {
-    if (values[flag as keyof typeof values] !== undefined && command !== first) {
-      throw new UsageError(`--${flag} only applies to the ${command} command`);
+  for (const [flag, commands] of Object.entries(commandsOfFlag)) {
+    if (values[flag as keyof typeof values] !== undefined && !commands.includes(first)) {
+      const which = commands.map((command) => `the ${command} command`).join(' and ');
+      throw new UsageError(`--${flag} only applies to ${which}`);
     }
   }
 
@@ -210,11 +251,26 @@ export function parseCliArguments(
   }
 
   const backfill: Record<string, string | number> = {};
-  for (const [flag, option] of Object.entries(backfillNumberFlags)) {
-    const value = values[flag as BackfillNumberFlag];
-    if (value !== undefined) backfill[option] = parseNumber(`--${flag}`, value);
+  if (first === 'backfill') {
+    for (const [flag, option] of Object.entries(backfillNumberFlags)) {
+      const value = values[flag as BackfillNumberFlag];
+      if (value !== undefined) backfill[option] = parseNumber(`--${flag}`, value);
+    }
+    if (values['worker-id'] !== undefined) backfill.workerId = values['worker-id'];
   }
-  if (values['worker-id'] !== undefined) backfill.workerId = values['worker-id'];
+
+  const verify: Record<string, unknown> = {};
+  if (first === 'verify') {
+    // The library checks the values (method name, column names, range ids, maxKeys range).
+    if (values.method !== undefined) verify.method = values.method;
+    if (values.columns !== undefined) verify.columns = parseList(values.columns);
+    if (values.ranges !== undefined) verify.ranges = parseRangeIds(values.ranges);
+    if (values.repair) verify.repair = true;
+    if (values['max-keys'] !== undefined) {
+      verify.maxKeys = parseNumber('--max-keys', values['max-keys']);
+    }
+    if (values['no-distinct-ids']) verify.distinctIds = false;
+  }
 
   const databaseUrl = values['database-url'] ?? nonEmpty(env.DATABASE_URL);
   if (databaseUrl === undefined) {
@@ -228,6 +284,7 @@ export function parseCliArguments(
     json: values.json ?? false,
     backfill: backfill as CliBackfillOptions,
     rate,
+    verify: verify as CliVerifyOptions,
   };
 }
 
@@ -238,6 +295,23 @@ const decimal = /^[+-]?\d+(\.\d+)?$/;
 function parseNumber(flag: string, value: string): number {
   if (!decimal.test(value.trim())) throw new UsageError(`${flag} must be a number`);
   return Number(value);
+}
+
+// `a,b` -> ['a', 'b']; spaces around names are dropped, and so are empty entries, so that
+// `--columns ''` reaches the library as an empty list (which it refuses, naming columns).
+function parseList(value: string): string[] {
+  return value
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part.length > 0);
+}
+
+function parseRangeIds(value: string): number[] {
+  const parts = parseList(value);
+  if (parts.some((part) => !decimal.test(part))) {
+    throw new UsageError('--ranges must list backfill range ids separated by commas, e.g. 1,2');
+  }
+  return parts.map(Number);
 }
 
 function parseRate(value: string): number | null {
@@ -260,6 +334,7 @@ function helpInvocation(): CliInvocation {
     json: false,
     backfill: {},
     rate: undefined,
+    verify: {},
   };
 }
 

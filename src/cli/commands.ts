@@ -7,8 +7,20 @@
 import { resolveBackfillOptions } from '../backfill/backfill-options.js';
 import type { BackfillResult } from '../backfill/run-backfill.js';
 import type { PersonsMigration } from '../migration/persons-migration.js';
+import type { VerificationResult } from '../verify/run-verify.js';
+import { resolveVerifyOptions } from '../verify/verify-options.js';
 import type { CliInvocation, CommandName } from './arguments.js';
 import { count, progressLine, statusJson, statusLines } from './backfill-format.js';
+import {
+  keyJson,
+  keyLine,
+  keysCutLine,
+  keysHeading,
+  verificationJson,
+  verificationStatusLines,
+  verifyJsonHead,
+  verifySummaryLines,
+} from './verify-format.js';
 
 /** Where a command writes its lines (already redacted by the caller). @internal */
 export type Print = (line: string) => void;
@@ -343,12 +355,161 @@ export async function backfillRate(
 }
 
 /**
- * `status [--json]`: the phase as stored now, and the backfill's progress.
+ * Exit status of a `verify` that finished with mismatches left (after re-checks and repair).
+ * The same as a failed operation: a CI job fails either way; a failure prints
+ * `error [CODE]` on stderr, mismatches print their keys on stdout and nothing on stderr.
+ * @internal
+ */
+export const mismatchExitCode = 1;
+
+/**
+ * `verify [--method join|checksum] [--columns a,b] [--ranges 1,2] [--repair] [--max-keys N]
+ * [--no-distinct-ids] [--json]`: runs `migration.verify()` with the options given (the
+ * library validates them and applies its defaults), then lists every mismatched key of the
+ * run, streamed a page at a time through `migration.mismatches(id)` (with `--repair`, the keys
+ * it repaired too, marked). `--max-keys N` lists the first N keys only (and is the result's
+ * inline `maxKeys`); the counts always cover every key.
+ *
+ * Text: a summary (outcome, what was checked, rows, counts per class, what a repair changed),
+ * then one line per key, `class team_id person_id` (` repaired` appended for a repaired key).
+ * With more than one chunk of keys, a progress line per chunk comes first.
+ *
+ * JSON: one object, the fields of `VerificationResult` except its inline keys, plus
+ * `migration` and `ranges`, then `keys` (every key listed, each on its own line so that any
+ * number streams: `{"class","teamId","personId","repaired"}`) and `truncated` (true when
+ * `--max-keys` cut the list).
+ *
+ * Resolves to 0 when the run is clean, {@link mismatchExitCode} when mismatches remain. The
+ * first SIGINT or SIGTERM stops the verification between chunks (the run is stored as
+ * `aborted`) or the listing, exit 130 or 143. A bad flag value is the library's
+ * `InvalidOptionsError` (exit 2, naming the flag) before anything is printed.
+ *
+ * @example
+ * ```ts
+ * const code = await verify(migration, { ...invocation, verify: { repair: true } }, io);
+ * // verification 7 of migration "persons": NOT clean, 1 mismatched key
+ * //   ...
+ * // mismatched keys (class team_id person_id; keys the repair fixed end with 'repaired'):
+ * // missing_in_new 1 17 repaired
+ * // content_differs 1 23
+ * ```
+ * @internal
+ */
+export async function verify(
+  migration: PersonsMigration,
+  invocation: CliInvocation,
+  { print, onStop }: CommandIo,
+): Promise<number> {
+  const options = invocation.verify;
+  const { json } = invocation;
+  // The library's own validation first, so that a bad flag fails before anything is printed.
+  resolveVerifyOptions(options);
+  const controller = new AbortController();
+  let stoppedBy: StopSignal | undefined;
+  const unsubscribe = onStop((signal) => {
+    if (stoppedBy !== undefined) return;
+    stoppedBy = signal;
+    if (!json) print(`${signal}: stopping the verification (a second signal quits at once)`);
+    controller.abort();
+  });
+  const onChunk = ({
+    chunk,
+    chunks,
+    mismatches,
+  }: {
+    chunk: number;
+    chunks: number;
+    mismatches: number;
+  }) => {
+    if (chunks > 1) {
+      print(
+        `verify: chunk ${count(chunk)} of ${count(chunks)} checked, ` +
+          `${plural(mismatches, 'key')} to re-check`,
+      );
+    }
+  };
+  if (!json) migration.events.on('verify:chunk', onChunk);
+  try {
+    let result: VerificationResult;
+    try {
+      result = await migration.verify({ ...options, signal: controller.signal });
+    } catch (error) {
+      if (stoppedBy === undefined) throw error;
+      if (!json) print(`verification stopped by ${stoppedBy}: stored as aborted; run verify again`);
+      return stopExitCodes[stoppedBy];
+    } finally {
+      migration.events.off('verify:chunk', onChunk);
+    }
+
+    const name = migration.options.name;
+    // As the library describes the run in status: ids sorted, each once.
+    const range = options.ranges
+      ? `backfill ranges ${[...new Set(options.ranges)].sort((a, b) => a - b).join(', ')}`
+      : 'every key';
+    const withRepaired = options.repair === true;
+    const limit = options.maxKeys;
+    let listed = 0;
+    let cut = false;
+    let pending: string | undefined;
+    if (json) print(verifyJsonHead(result, name, options.ranges));
+    else for (const line of verifySummaryLines(result, name, range)) print(line);
+    for await (const key of migration.mismatches(result.id, { includeRepaired: withRepaired })) {
+      if (stoppedBy !== undefined) break;
+      if (limit !== undefined && listed >= limit) {
+        cut = true;
+        break;
+      }
+      if (json) {
+        // Each key on its own line, the comma after it once the next one is known.
+        if (pending !== undefined) print(`${pending},`);
+        pending = keyJson(key);
+      } else {
+        if (listed === 0) print(keysHeading(withRepaired));
+        print(keyLine(key));
+      }
+      listed++;
+    }
+    if (stoppedBy !== undefined) {
+      if (!json) print(`listing stopped by ${stoppedBy} after ${plural(listed, 'key')}`);
+      return stopExitCodes[stoppedBy];
+    }
+    if (json) {
+      if (pending !== undefined) print(pending);
+      print(`],"truncated":${cut}}`);
+    } else {
+      if (listed === 0 && !cut) print('no mismatched key');
+      if (cut) print(keysCutLine(result, listed));
+      if (!result.clean) {
+        const repairable = (result.counts.missing_in_new ?? 0) + (result.counts.older_in_new ?? 0);
+        if (repairable > 0 && !withRepaired) {
+          print(
+            'verify --repair copies the missing_in_new and older_in_new rows from the old table',
+          );
+        }
+        if (withRepaired && (result.counts.content_differs ?? 0) > 0) {
+          print('content_differs keys are never repaired: which table is right is yours to decide');
+        }
+        const remain = result.mismatches === 1 ? 'remains' : 'remain';
+        print(
+          `not clean: ${plural(result.mismatches, 'mismatched key')} ${remain} (exit status ${mismatchExitCode})`,
+        );
+      }
+    }
+    return result.clean ? 0 : mismatchExitCode;
+  } finally {
+    unsubscribe();
+  }
+}
+
+/**
+ * `status [--json]`: the phase as stored now, the backfill's progress and the latest
+ * verification.
  *
  * The JSON form is one object with the fields of `MigrationStatus` plus `controlSchema`;
  * `epoch` is a decimal string, dates are ISO 8601, and `backfill` is `null` before the first
  * `backfill`, else every field of `BackfillStatus` (absent values as `null`, every range in
- * `ranges`).
+ * `ranges`); `verification` is `null` before the first `verify`, else every field of
+ * `VerificationSummary` (`finishedAt` `null` while it runs).
  *
  * The text form lists the ranges one per line when the plan has at most 16
  * ({@link rangesListedInFull}); bigger plans list the running ranges only, with counts of the
@@ -374,6 +535,7 @@ export async function status(
         ...s,
         phaseChangedAt: s.phaseChangedAt.toISOString(),
         backfill: statusJson(s.backfill),
+        verification: verificationJson(s.verification),
         controlSchema,
       }),
     );
@@ -385,6 +547,7 @@ export async function status(
   print(`  new table     ${s.newTable}`);
   print(`  distinct ids  ${s.distinctIdsTable}`);
   for (const line of statusLines(s.backfill)) print(line);
+  for (const line of verificationStatusLines(s.verification, s.backfill)) print(line);
   return undefined;
 }
 
@@ -401,5 +564,6 @@ export const commands: Record<DatabaseCommand, Command> = {
   'backfill-pause': backfillPause,
   'backfill-resume': backfillResume,
   'backfill-rate': backfillRate,
+  verify,
   status,
 };

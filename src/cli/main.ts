@@ -10,6 +10,7 @@
  * pg-dual-read start-dual-read
  * pg-dual-read backfill --workers 4 --max-rows-per-second 20000   # Ctrl-C: resumable, exit 130
  * pg-dual-read backfill-rate 5000
+ * pg-dual-read verify --repair              # exit 0 clean, 1 mismatches (each key listed)
  * pg-dual-read status --json
  * ```
  */

@@ -4,9 +4,12 @@
  * programs) can run it in-process.
  * @internal
  */
+
+import { resolveBackfillOptions } from '../backfill/backfill-options.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { openDatabase } from '../db/open-database.js';
 import { createPersonsMigration, type PersonsMigration } from '../migration/persons-migration.js';
+import { resolveVerifyOptions } from '../verify/verify-options.js';
 import { type CliInvocation, parseCliArguments } from './arguments.js';
 import { describeFailure } from './cli-errors.js';
 import { commands, type OnStopSignal, type StopSignal } from './commands.js';
@@ -28,7 +31,8 @@ export interface CliIo {
   readonly stderr: (line: string) => void;
   readonly env: Readonly<Record<string, string | undefined>>;
   /**
-   * Subscribes to the signals that stop a `backfill` after its current batch; returns the
+   * Subscribes to the signals that stop a `backfill` after its current batch (or a `verify`
+   * after its current chunk); returns the
    * unsubscribe. By default the process's first SIGINT or SIGTERM (a second one has its
    * default effect: the process ends at once). Tests pass their own to stop a backfill.
    */
@@ -62,8 +66,9 @@ const processIo: CliIo = {
 
 /**
  * Runs `pg-dual-read` with `argv` (the arguments after the program name) and resolves to the
- * exit status: 0 done, 1 the operation failed, 2 wrong usage, 130 (SIGINT) or 143 (SIGTERM)
- * a `backfill` stopped before the end (resumable). Never prints a database password,
+ * exit status: 0 done (`verify`: clean), 1 the operation failed (`error [CODE]` on stderr) or
+ * `verify` found mismatches (keys on stdout), 2 wrong usage, 130 (SIGINT) or 143 (SIGTERM) a
+ * `backfill` (resumable) or `verify` stopped before the end. Never prints a database password,
  * whatever fails.
  *
  * @example
@@ -93,6 +98,7 @@ export async function runCli(argv: readonly string[], io: Partial<CliIo> = {}): 
   let db: DatabaseHandle | undefined;
   let migration: PersonsMigration | undefined;
   try {
+    checkCommandOptions(invocation);
     db = await openDatabase(invocation.databaseUrl, {
       maxConnections: connectionsFor(invocation),
     });
@@ -108,10 +114,22 @@ export async function runCli(argv: readonly string[], io: Partial<CliIo> = {}): 
 }
 
 /**
+ * The library's own validation of a command's options, before connecting: a bad flag value
+ * is reported (`InvalidOptionsError`, exit 2, naming the flag) even when the database is
+ * down, and at once. The command validates them again when it calls the library.
+ */
+function checkCommandOptions(invocation: CliInvocation): void {
+  if (invocation.command === 'backfill') resolveBackfillOptions(invocation.backfill);
+  if (invocation.command === 'verify') resolveVerifyOptions(invocation.verify);
+}
+
+/**
  * One connection runs a command (phase changes do not need a pool); a backfill needs one per
- * worker, and one for its progress line. An invalid --workers is the library's to refuse.
+ * worker, and one for its progress line; a verification reads both tables at once (checksums
+ * of the old and the new range side by side). An invalid --workers is the library's to refuse.
  */
 function connectionsFor(invocation: CliInvocation): number {
+  if (invocation.command === 'verify') return 4;
   if (invocation.command !== 'backfill') return 2;
   const workers = invocation.backfill.workers ?? 2;
   return Number.isSafeInteger(workers) ? Math.min(Math.max(workers, 1), 64) + 2 : 2;

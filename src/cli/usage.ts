@@ -10,7 +10,7 @@
  *
  * @example
  * ```ts
- * throw new UsageError('--json only applies to the status command');
+ * throw new UsageError('--repair only applies to the verify command');
  * ```
  * @internal
  */
@@ -62,9 +62,29 @@ Commands:
   backfill-pause          pause every worker of every process (within one batch)
   backfill-resume         resume a paused backfill
   backfill-rate N|none    change the rows-per-second ceiling of a planned backfill
-  status                  show the phase, the tables and the backfill's progress;
-                          lists each backfill range when there are at most 16,
-                          else the running ones
+  verify                  check that the new table agrees with the old one (phase
+                          dual_read), in Postgres: prints a summary (clean or not,
+                          rows, keys per class), then EVERY mismatched key, one per
+                          line: class team_id person_id (never row values).
+                          Exit 0 clean, 1 mismatches remain. The run is stored:
+                          status shows the latest. Ctrl-C stops it (stored as
+                          aborted), exit 130
+    --method join|checksum  one pass joining both tables (default), or chunk
+                          checksums bisected down to the keys
+    --columns a,b         content columns compared (default: all but key and version)
+    --ranges 1,2          only these backfill ranges (default: every key; partial)
+    --repair              copy the missing_in_new and older_in_new rows found, then
+                          re-check them; repaired keys are listed with "repaired"
+    --max-keys N          list the first N keys only (default: all; 0 to 1000000)
+    --no-distinct-ids     skip the distinct-ids checks (orphan_distinct_id,
+                          person_without_distinct_id)
+    --json                one JSON object: the result, then "keys" (every key, one
+                          per line: class, teamId, personId, repaired)
+  status                  show the phase, the tables, the backfill's progress and
+                          the latest verification (when, full or partial,
+                          mismatches, newer than the backfill or not); lists each
+                          backfill range when there are at most 16, else the
+                          running ones
     --json                as one JSON object (every range included)
   help                    show this text
 
@@ -81,7 +101,8 @@ Migration (the same values as the services' createPersonsMigration() options):
   --new-table NAME        default posthog_person_new
   --distinct-ids-table NAME  default posthog_persondistinctid
 
-Exit status: 0 done, 1 the operation failed (error [CODE] on stderr), 2 wrong usage,
-  130 / 143 backfill stopped by SIGINT / SIGTERM before the end (resumable).
+Exit status: 0 done (verify: clean), 1 the operation failed (error [CODE] on stderr)
+  or verify found mismatches (keys on stdout, nothing on stderr), 2 wrong usage,
+  130 / 143 backfill (resumable) or verify stopped by SIGINT / SIGTERM before the end.
 Tracing: DEBUG=pg-dual-read:* pg-dual-read <command>
 `;
