@@ -21,7 +21,7 @@ export {
   VerifyRefusedError,
 } from './errors.js';
 export { DualReadEmitter, type DualReadEvents } from './events.js';
-export type { PersonsMigrationOptions } from './migration/options.js';
+export type { PersonsMigrationOptions, ShadowReadsOptions } from './migration/options.js';
 export {
   createPersonsMigration,
   type MigrationStatus,
@@ -46,6 +46,12 @@ export type {
   TeamDistinctId,
   TeamPersonId,
 } from './repository/persons-repository.js';
+export type {
+  MethodReadStats,
+  ReadStats,
+  ReadStatsMethod,
+  ShadowReadStats,
+} from './repository/read-stats.js';
 export {
   type AgreeingClass,
   type MismatchClass,

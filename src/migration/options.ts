@@ -27,6 +27,21 @@ export const integerIn = (what: string, min: number, max: number) =>
     .min(min, { error: `${what} must be an integer from ${min} to ${max}` })
     .max(max, { error: `${what} must be an integer from ${min} to ${max}` });
 
+// Off by default: a shadow read costs a second query (its own transaction) per sampled read.
+const shadowReadsSchema = z
+  .object(
+    {
+      sampleRate: z
+        .number({ error: 'shadowReads.sampleRate must be a number from 0 to 1' })
+        .min(0, { error: 'shadowReads.sampleRate must be a number from 0 to 1' })
+        .max(1, { error: 'shadowReads.sampleRate must be a number from 0 to 1' }),
+      timeoutMs: integerIn('shadowReads.timeoutMs', 1, 60_000).default(200),
+    },
+    { error: 'shadowReads must be an object { sampleRate, timeoutMs? }' },
+  )
+  .strict()
+  .transform((value) => Object.freeze(value));
+
 const migrationOptionsSchema = z
   .object({
     db: z.custom<DatabaseHandle>(
@@ -45,6 +60,7 @@ const migrationOptionsSchema = z
     distinctIdsTable: identifier('distinctIdsTable').default('posthog_persondistinctid'),
     phaseRefreshIntervalMs: integerIn('phaseRefreshIntervalMs', 50, 600_000).default(1_000),
     phaseChangeLockTimeoutMs: integerIn('phaseChangeLockTimeoutMs', 1, 600_000).default(10_000),
+    shadowReads: shadowReadsSchema.optional(),
   })
   .strict()
   .refine((o) => o.oldTable !== o.newTable, {
@@ -70,6 +86,33 @@ const migrationOptionsSchema = z
  */
 export type PersonsMigrationOptions = z.input<typeof migrationOptionsSchema>;
 
+/**
+ * Option `shadowReads` of {@link createPersonsMigration}: Scientist-style comparison of merged
+ * reads with the new table alone, off by default.
+ *
+ * In `dual_read`, a sampled point or batch read (`fetchPerson`, `fetchPersonsByDistinctIds`,
+ * `fetchPersonsByPersonIds`, `fetchPersonByUuid`) that returned at least one person is read
+ * again from the new table alone, by the `(team_id, id)` keys it returned, after the caller has
+ * its answer (never awaited by the read, never changing its answer), in a read-only
+ * transaction bounded by `timeoutMs` (`statement_timeout` on the server and a timer in the
+ * process). Keys present in the merged answer but missing or different in the new table are
+ * emitted as `read:shadow-mismatch` (keys only, never row values); errors and timeouts as
+ * `read:shadow-failed`. Counts are in `repository.readStats()`. At most 4 shadow reads run at
+ * once per repository; sampled reads beyond that are skipped (counted in `shadow.skipped`).
+ *
+ * - `sampleRate`: fraction of reads compared, from 0 (none) to 1 (every read).
+ * - `timeoutMs`: integer from 1 to 60000, default 200.
+ *
+ * @example
+ * ```ts
+ * const migration = createPersonsMigration({ db, shadowReads: { sampleRate: 0.01, timeoutMs: 200 } });
+ * migration.events.on('read:shadow-mismatch', ({ method, keys }) =>
+ *   log.warn({ method, keys }, 'new table disagrees with the merged read'),
+ * );
+ * ```
+ */
+export type ShadowReadsOptions = z.input<typeof shadowReadsSchema>;
+
 /** Options after validation and defaults, frozen. @internal */
 export type ResolvedMigrationOptions = Readonly<z.output<typeof migrationOptionsSchema>>;
 
@@ -89,7 +132,7 @@ export function parseOptions<S extends z.ZodType>(
     // zod's own messages for unknown keys do not say which option; make them name it.
     const message =
       issue.code === 'unrecognized_keys'
-        ? `unknown option(s) ${issue.keys.join(', ')}`
+        ? `unknown option(s) ${issue.keys.map((key) => (path ? `${path}.${key}` : key)).join(', ')}`
         : issue.code === 'invalid_type' && !issue.message.startsWith(path)
           ? `${path} ${issue.message}`
           : issue.message;

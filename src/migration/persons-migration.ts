@@ -15,6 +15,7 @@ import { PhaseWatcher } from '../phases/phase-watcher.js';
 import { type PrepareResult, prepareMigration } from '../prepare/prepare.js';
 import type { PersonsRepository } from '../repository/persons-repository.js';
 import { PhaseAwareRepository } from '../repository/phase-aware-repository.js';
+import type { ReadStats } from '../repository/read-stats.js';
 import { runVerify, type VerificationResult } from '../verify/run-verify.js';
 import {
   type MismatchedKey,
@@ -70,6 +71,11 @@ export interface MigrationStatus {
   readonly backfill: BackfillStatus | undefined;
   /** The latest verification run; undefined before the first `verify()`. */
   readonly verification: VerificationSummary | undefined;
+  /**
+   * This process's readiness signal: how many `dual_read` reads of the repository were still
+   * answered from the old table, per method (see `repository().readStats()`).
+   */
+  readonly reads: ReadStats;
 }
 
 /**
@@ -95,7 +101,7 @@ export class PersonsMigration {
   readonly options: ResolvedMigrationOptions;
   private readonly store: PhaseStore;
   private readonly watcher: PhaseWatcher;
-  private sharedRepository: PersonsRepository | undefined;
+  private sharedRepository: PhaseAwareRepository | undefined;
 
   /** Use {@link createPersonsMigration}. */
   constructor(options: ResolvedMigrationOptions) {
@@ -176,6 +182,7 @@ export class PersonsMigration {
       distinctIdsTable: `${this.options.schema}.${this.options.distinctIdsTable}`,
       backfill,
       verification,
+      reads: this.repository().readStats(),
     };
   }
 
@@ -423,7 +430,8 @@ export class PersonsMigration {
   }
 
   /**
-   * Stops listening for phase changes and the refresh timer. Does not close the database
+   * Stops listening for phase changes, the refresh timer and the repository's shadow reads
+   * (waiting for those in flight, each bounded by its timeout). Does not close the database
    * handle, which the caller owns.
    *
    * @example
@@ -432,8 +440,10 @@ export class PersonsMigration {
    * await db.close();
    * ```
    */
-  close(): Promise<void> {
-    return this.watcher.close();
+  async close(): Promise<void> {
+    // Pending shadow reads finish (each bounded by its timeout) before the caller closes the db.
+    await this.sharedRepository?.close();
+    await this.watcher.close();
   }
 }
 

@@ -2,6 +2,12 @@ import { type RawBuilder, sql } from 'kysely';
 import type { Phase } from '../phases/phase.js';
 import { columnList, type MigrationTables, type PersonColumns } from './repository-context.js';
 
+/** Name of the column that tells a `dual_read` row came from the old table. @internal */
+export const fromOldColumn = 'pg_dual_read_from_old';
+
+/** Marks a statement as a shadow read (the new table alone), for tracing and tests. @internal */
+export const shadowReadMarker = '/* pg-dual-read:shadow-read */ ';
+
 /**
  * SQL of the repository's reads, one statement each, per phase.
  *
@@ -10,6 +16,11 @@ import { columnList, type MigrationTables, type PersonColumns } from './reposito
  * table has no row for that `(team_id, id)` (a LATERAL join gated on `n.id IS NULL`, kept
  * unflattened with `OFFSET 0` so the gate runs before the probe). So a
  * key yields at most one row, the new one when it exists, and nothing is counted twice.
+ *
+ * In `dual_read` every read that returns persons also returns the boolean column
+ * {@link fromOldColumn}: true for a row that came from the old table (the fallback the
+ * repository counts). It is computed from what the statement already has (`n.id IS NULL`, or
+ * a constant per UNION branch), so the plan does not change; the repository strips it.
  * @internal
  */
 export class PersonReads {
@@ -38,7 +49,8 @@ export class PersonReads {
       (c) =>
         sql`CASE WHEN n.id IS NOT NULL THEN n.${sql.id(c)} ELSE o.${sql.id(c)} END AS ${sql.id(c)}`,
     );
-    return sql`SELECT ${sql.join([...extraColumns, ...picked])}
+    const fromOld = sql`n.id IS NULL AS ${sql.id(fromOldColumn)}`;
+    return sql`SELECT ${sql.join([...extraColumns, ...picked, fromOld])}
       FROM (${keys}) AS k
       LEFT JOIN ${this.tables.new} AS n ON n.team_id = k.team_id AND n.id = k.person_id
       LEFT JOIN LATERAL (
@@ -72,21 +84,27 @@ export class PersonReads {
       FROM unnest(${teamIds}::bigint[], ${personIds}::bigint[]) AS q(team_id, person_id)`;
   }
 
-  /** Rows of one team matching `condition` (on alias `t`), from the tables the phase reads. */
+  /**
+   * Rows of one team matching `condition` (on alias `t`), from the tables the phase reads.
+   * `markOrigin` adds {@link fromOldColumn} in `dual_read` (a constant in each UNION branch).
+   */
   private teamRows(
     phase: Phase,
     teamId: number,
     condition: RawBuilder<unknown>,
     select: RawBuilder<unknown>,
     tail: RawBuilder<unknown> = sql``,
+    markOrigin = false,
   ) {
     if (phase !== 'dual_read') {
       const table = phase === 'old' ? this.tables.old : this.tables.new;
       return sql`(SELECT ${select} FROM ${table} AS t WHERE t.team_id = ${teamId} AND ${condition} ${tail})`;
     }
-    return sql`(SELECT ${select} FROM ${this.tables.new} AS t WHERE t.team_id = ${teamId} AND ${condition} ${tail})
+    const origin = (fromOld: boolean) =>
+      markOrigin ? sql`, ${sql.lit(fromOld)} AS ${sql.id(fromOldColumn)}` : sql``;
+    return sql`(SELECT ${select}${origin(false)} FROM ${this.tables.new} AS t WHERE t.team_id = ${teamId} AND ${condition} ${tail})
       UNION ALL
-      (SELECT ${select} FROM ${this.tables.old} AS t WHERE t.team_id = ${teamId} AND ${condition}
+      (SELECT ${select}${origin(true)} FROM ${this.tables.old} AS t WHERE t.team_id = ${teamId} AND ${condition}
         AND NOT EXISTS (SELECT 1 FROM ${this.tables.new} AS n WHERE n.team_id = t.team_id AND n.id = t.id)
         ${tail})`;
   }
@@ -97,6 +115,8 @@ export class PersonReads {
       teamId,
       sql`t.uuid = ${uuid}::uuid`,
       columnList(this.columns.all, 't'),
+      sql``,
+      true,
     );
   }
 
@@ -113,7 +133,22 @@ export class PersonReads {
   ): RawBuilder<unknown> {
     const condition = after === undefined ? sql`true` : sql`t.id > ${after}::bigint`;
     const tail = sql`ORDER BY t.id LIMIT ${limit}`;
-    return sql`SELECT * FROM (${this.teamRows(phase, teamId, condition, columnList(this.columns.all, 't'), tail)}) AS u
-      ORDER BY u.id LIMIT ${limit}`;
+    const rows = this.teamRows(
+      phase,
+      teamId,
+      condition,
+      columnList(this.columns.all, 't'),
+      tail,
+      true,
+    );
+    return sql`SELECT * FROM (${rows}) AS u ORDER BY u.id LIMIT ${limit}`;
+  }
+
+  /**
+   * A shadow read: the persons of these `(team_id, id)` keys from the NEW table alone, with
+   * the same columns as a merged read, whatever the phase. Starts with {@link shadowReadMarker}.
+   */
+  newTableByPersonKeys(teamIds: number[], personIds: string[]): RawBuilder<unknown> {
+    return sql`${sql.raw(shadowReadMarker)}${this.byKeys('new', this.personIdKeys(teamIds, personIds))}`;
   }
 }

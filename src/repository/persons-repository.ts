@@ -3,6 +3,8 @@
  * can type against it and swap its own repository for the phase-aware one.
  */
 
+import type { ReadStats } from './read-stats.js';
+
 /**
  * A person id as accepted by the repository; returned ids are always decimal strings.
  *
@@ -265,4 +267,34 @@ export interface PersonsRepository {
   ): Promise<MoveDistinctIdsResult>;
   /** Runs `fn` in one transaction; every call on the repository it receives joins it. */
   inTransaction<T>(fn: (repository: PersonsRepository) => Promise<T>): Promise<T>;
+  /**
+   * The live readiness signal: per read method, how many reads in `dual_read` there were, how
+   * many persons they returned and how many of those came from the old table (the new table
+   * had no row for them), plus totals, `fallbackRate` (old rows / rows returned, 0 when none)
+   * and the counts of the optional shadow reads (migration option `shadowReads`). Counts are
+   * kept in this process since the repository was created or `resetReadStats()` was called;
+   * reads in other phases are not counted. Each read with old rows also emits `read:fallback`.
+   *
+   * @example
+   * ```ts
+   * migration.events.on('read:fallback', ({ method, rows }) => metrics.increment(`fallback.${method}`, rows));
+   * const stats = repo.readStats();
+   * console.log(stats.fallbackRate, stats.methods.fetchPerson.oldRows, stats.totals.shadow.mismatched);
+   * if (stats.totals.rows > 0 && stats.fallbackRate === 0) console.log('no read needed the old table');
+   * ```
+   */
+  readStats(): ReadStats;
+  /**
+   * Sets every counter of {@link readStats} back to zero (e.g. after the backfill finished, to
+   * watch the fallback rate from then on). Shadow reads still running are not counted after it.
+   *
+   * @example
+   * ```ts
+   * await migration.backfill();
+   * repo.resetReadStats();
+   * // ... later: reads since the backfill
+   * console.log(repo.readStats().fallbackRate);
+   * ```
+   */
+  resetReadStats(): void;
 }

@@ -13,7 +13,7 @@ import type { ResolvedMigrationOptions } from '../migration/options.js';
 import type { Phase, PhaseState } from '../phases/phase.js';
 import type { PhaseStore } from '../phases/phase-store.js';
 import type { PhaseWatcher } from '../phases/phase-watcher.js';
-import { PersonReads } from './person-reads.js';
+import { fromOldColumn, PersonReads } from './person-reads.js';
 import { toIdText, toPersonRow, toTeamId } from './person-row.js';
 import { PersonWrites } from './person-writes.js';
 import type {
@@ -32,12 +32,14 @@ import type {
   TeamDistinctId,
   TeamPersonId,
 } from './persons-repository.js';
+import { type ReadStats, type ReadStatsMethod, ReadStatsRecorder } from './read-stats.js';
 import {
   loadPersonColumns,
   type MigrationTables,
   migrationTables,
   type PersonColumns,
 } from './repository-context.js';
+import { ShadowReads } from './shadow-reads.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
 type AnyDb = Kysely<any>;
@@ -61,6 +63,28 @@ interface Sql {
   readonly writes: PersonWrites;
 }
 
+/**
+ * The reads the readiness signal tracks in `dual_read`, and whether they are shadow-read
+ * (point and batch reads by key; a page is not).
+ */
+const trackedReads: { readonly [M in ReadStatsMethod]: { readonly shadow: boolean } } = {
+  fetchPerson: { shadow: true },
+  fetchPersonsByDistinctIds: { shadow: true },
+  fetchPersonsByPersonIds: { shadow: true },
+  fetchPersonByUuid: { shadow: true },
+  listPersons: { shadow: false },
+};
+
+function isTracked(method: string): method is ReadStatsMethod {
+  return Object.hasOwn(trackedReads, method);
+}
+
+/** The readiness counters and shadow reads, shared with the repositories bound to transactions. */
+interface Readiness {
+  readonly stats: ReadStatsRecorder;
+  readonly shadow: ShadowReads;
+}
+
 /** A transaction the repository is bound to, with the phase its fence read. */
 interface Bound {
   readonly trx: AnyDb;
@@ -81,6 +105,7 @@ export class PhaseAwareRepository implements PersonsRepository {
   constructor(
     private readonly deps: RepositoryDeps,
     private readonly sqlPromise: () => Promise<Sql>,
+    private readonly readiness: Readiness,
     private readonly bound?: Bound,
   ) {}
 
@@ -102,7 +127,9 @@ export class PhaseAwareRepository implements PersonsRepository {
       });
       return loading;
     };
-    return new PhaseAwareRepository(deps, load);
+    const stats = new ReadStatsRecorder();
+    const shadow = new ShadowReads(deps.options.shadowReads, deps.handle, deps.events, stats);
+    return new PhaseAwareRepository(deps, load, { stats, shadow });
   }
 
   // ---------------------------------------------------------------- reads
@@ -338,6 +365,25 @@ export class PhaseAwareRepository implements PersonsRepository {
     return this.write(async (bound) => fn(this.bound ? this : this.bindTo(bound)));
   }
 
+  // ---------------------------------------------------------------- readiness
+
+  readStats(): ReadStats {
+    return this.readiness.stats.snapshot();
+  }
+
+  resetReadStats(): void {
+    this.readiness.stats.reset();
+  }
+
+  /**
+   * Stops shadow reads: no new one is sampled, and those still running (each bounded by
+   * `shadowReads.timeoutMs`) finish without events. Resolves when they have; reads and writes
+   * keep working. Call it before closing the database handle. @internal
+   */
+  close(): Promise<void> {
+    return this.readiness.shadow.close();
+  }
+
   // ---------------------------------------------------------------- plumbing
 
   private async update(
@@ -373,7 +419,7 @@ export class PhaseAwareRepository implements PersonsRepository {
   }
 
   private bindTo(bound: Bound): PhaseAwareRepository {
-    return new PhaseAwareRepository(this.deps, this.sqlPromise, bound);
+    return new PhaseAwareRepository(this.deps, this.sqlPromise, this.readiness, bound);
   }
 
   /** Runs `fn` in the bound transaction, or in a new one that starts with the phase fence. */
@@ -411,7 +457,20 @@ export class PhaseAwareRepository implements PersonsRepository {
     method: string,
     build: (phase: Phase) => RawBuilder<unknown>,
   ): Promise<Record<string, unknown>[]> {
-    if (this.bound) return this.rows(this.bound.trx, build(this.bound.phase));
+    if (this.bound) {
+      const { phase } = this.bound;
+      const raw = await this.rows(this.bound.trx, build(phase));
+      // Only dual_read statements carry the marker column.
+      if (phase !== 'dual_read') return raw;
+      let fromOld = 0;
+      const rows = raw.map(({ [fromOldColumn]: old, ...row }) => {
+        if (old === true) fromOld++;
+        return row;
+      });
+      // No shadow read inside a transaction: it would not see the transaction's own writes.
+      this.answered(method, phase, rows, fromOld, undefined);
+      return rows;
+    }
     const s = await this.sqlPromise();
     let state: PhaseState = await this.deps.watcher.current();
     for (let attempt = 0; ; attempt++) {
@@ -424,9 +483,17 @@ export class PhaseAwareRepository implements PersonsRepository {
       );
       const epoch = rows[0]?.pg_dual_read_epoch;
       if (epoch === state.epoch) {
-        return rows
+        let fromOld = 0;
+        const answer = rows
           .filter((row) => row.pg_dual_read_found === true)
-          .map(({ pg_dual_read_epoch: _e, pg_dual_read_found: _f, ...row }) => row);
+          .map(
+            ({ pg_dual_read_epoch: _e, pg_dual_read_found: _f, [fromOldColumn]: old, ...row }) => {
+              if (old === true) fromOld++;
+              return row;
+            },
+          );
+        this.answered(method, state.phase, answer, fromOld, s);
+        return answer;
       }
       if (attempt >= maxPhaseRetries) {
         throw new ControlStateError(
@@ -437,6 +504,26 @@ export class PhaseAwareRepository implements PersonsRepository {
       state = await this.deps.watcher.refresh();
       this.deps.events.emit('read:phase-retry', { method, from: previous.phase, to: state.phase });
     }
+  }
+
+  /**
+   * Bookkeeping of an answered read (the marker column already stripped): in `dual_read`,
+   * counts it, emits `read:fallback` when old rows were returned, and offers it to the shadow
+   * reads. Never throws into the read.
+   */
+  private answered(
+    method: string,
+    phase: Phase,
+    rows: readonly Record<string, unknown>[],
+    fromOld: number,
+    s: Sql | undefined,
+  ): void {
+    if (phase !== 'dual_read' || !isTracked(method)) return;
+    this.readiness.stats.recordRead(method, rows.length, fromOld);
+    if (fromOld > 0) {
+      this.deps.events.emit('read:fallback', { method, rows: fromOld, total: rows.length });
+    }
+    if (s && trackedReads[method].shadow) this.readiness.shadow.offer(method, rows, s);
   }
 
   private async rows(db: AnyDb, query: RawBuilder<unknown>): Promise<Record<string, unknown>[]> {

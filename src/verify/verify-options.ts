@@ -18,7 +18,7 @@ const verifyOptionsSchema = z
       })
       .min(1, { error: 'ranges must name at least one backfill range' })
       .optional(),
-    chunkRows: integerIn('chunkRows', 1_000, 100_000_000).default(250_000),
+    chunkRows: integerIn('chunkRows', 1_000, 100_000_000).default(1_000_000),
     distinctIds: z.boolean({ error: 'distinctIds must be true or false' }).default(true),
     repair: z.boolean({ error: 'repair must be true or false' }).default(false),
     settleMs: integerIn('settleMs', 0, 600_000).default(500),
@@ -45,6 +45,7 @@ const verifyOptionsSchema = z
  *   ranges: [3, 4],              // only these backfill ranges (default: every key)
  *   repair: true,                // copy missing and stale rows found, then re-check them
  *   maxKeys: 100,                // keys returned inline; migration.mismatches(id) pages all
+ *   signal: controller.signal,   // stops between chunks: verify() rejects, run stored 'aborted'
  * });
  * ```
  */
