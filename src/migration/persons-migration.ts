@@ -7,7 +7,7 @@ import { type BackfillResult, runBackfill } from '../backfill/run-backfill.js';
 import { type InstallResult, installControlSchema } from '../control/install.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { isSqlState, sanitizeErrors } from '../db/query-failed.js';
-import { BackfillRefusedError, InvalidOptionsError } from '../errors.js';
+import { BackfillRefusedError, InvalidOptionsError, VerifyRefusedError } from '../errors.js';
 import { DualReadEmitter } from '../events.js';
 import type { PhaseState } from '../phases/phase.js';
 import { PhaseStore } from '../phases/phase-store.js';
@@ -219,6 +219,7 @@ export class PersonsMigration {
    * ```
    */
   async verification(id?: string): Promise<VerificationSummary | undefined> {
+    if (id !== undefined) requireRunId(id);
     return sanitizeErrors('verification()', async () => {
       try {
         return await new VerificationStore(this.handle.db, this.options).read(id);
@@ -251,12 +252,15 @@ export class PersonsMigration {
         { path: 'pageSize', message: 'must be an integer from 1 to 100000' },
       ]);
     }
-    if (!/^\d{1,19}$/.test(verificationId)) {
-      throw new InvalidOptionsError('verificationId must be the id of a verification run', [
-        { path: 'verificationId', message: 'not a run id' },
-      ]);
-    }
+    requireRunId(verificationId);
     const store = new VerificationStore(this.handle.db, this.options);
+    // An unknown run must not read as an empty (clean-looking) list of keys.
+    if ((await sanitizeErrors('mismatches()', () => store.read(verificationId))) === undefined) {
+      throw new VerifyRefusedError(
+        `Migration "${this.options.name}" has no verification run ${verificationId}: ` +
+          'use the id of a verify() result or of verification().',
+      );
+    }
     let after: { team: string; id: string; class: string } | undefined;
     for (;;) {
       const page = await sanitizeErrors('mismatches()', () =>
@@ -463,4 +467,13 @@ export class PersonsMigration {
  */
 export function createPersonsMigration(options: PersonsMigrationOptions): PersonsMigration {
   return new PersonsMigration(resolveMigrationOptions(options));
+}
+
+/** Run ids are bigserial values as decimal strings. */
+function requireRunId(id: string): void {
+  if (typeof id !== 'string' || !/^\d{1,19}$/.test(id)) {
+    throw new InvalidOptionsError('verificationId must be the id of a verification run', [
+      { path: 'verificationId', message: 'not a run id' },
+    ]);
+  }
 }

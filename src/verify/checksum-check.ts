@@ -66,6 +66,12 @@ export async function checkRangeByChecksum(
       add('same', a.rows);
       return;
     }
+    if (a.rows === 0 || b.rows === 0) {
+      // Every key of the range is on one side only: no need to bisect to find them.
+      const counts = await oneSided(context, a.rows === 0 ? fresh : old, a.rows === 0, r);
+      for (const [cls, n] of Object.entries(counts)) add(cls, n);
+      return;
+    }
     if (Math.max(a.rows, b.rows) <= settings.leafRows) {
       const counts = await compareLeaf(context, old, fresh, r);
       for (const [cls, n] of Object.entries(counts)) add(cls, n);
@@ -117,6 +123,61 @@ async function leafRows(
   );
 }
 
+/** Keys listed at once when a range has rows on one side only. */
+const oneSidedPage = 10_000;
+
+/**
+ * Classifies the keys of a range that only `side` has rows in (`isNew`: the new table), a page
+ * of keys at a time (keys only, never values), storing the mismatches.
+ */
+async function oneSided(
+  context: VerifyContext,
+  side: ChecksumSide,
+  isNew: boolean,
+  range: KeyRange,
+): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  const highWater = context.highWater === null ? undefined : BigInt(context.highWater);
+  let after = range.after;
+  for (;;) {
+    const { rows } = await sql<{ team: string; id: string }>`
+      SELECT t.team_id::text AS team, t.id::text AS id FROM ${side.table} AS t
+      WHERE ${inRange({ after, upTo: range.upTo }, 't')}
+      ORDER BY t.team_id, t.id LIMIT ${oneSidedPage}`.execute(side.db);
+    if (rows.length === 0) break;
+    const stored = { teams: [] as string[], ids: [] as string[], classes: [] as string[] };
+    for (const row of rows) {
+      const cls = isNew
+        ? classify(undefined, { version: 0n, content: '' }, BigInt(row.id), highWater)
+        : 'missing_in_new';
+      counts[cls] = (counts[cls] ?? 0) + 1;
+      if (cls !== 'created_in_new') {
+        stored.teams.push(row.team);
+        stored.ids.push(row.id);
+        stored.classes.push(cls);
+      }
+    }
+    await storeMismatches(context, stored.teams, stored.ids, stored.classes);
+    const last = rows.at(-1);
+    if (!last || rows.length < oneSidedPage) break;
+    after = { team: last.team, id: last.id };
+  }
+  return counts;
+}
+
+async function storeMismatches(
+  context: VerifyContext,
+  teams: string[],
+  ids: string[],
+  classes: string[],
+): Promise<void> {
+  if (classes.length === 0) return;
+  await sql`INSERT INTO ${context.mismatchTable} (verification_id, team_id, person_id, class)
+    SELECT ${context.verificationId}::bigint, k.team_id, k.person_id, k.class
+    FROM unnest(${teams}::bigint[], ${ids}::bigint[], ${classes}::text[]) AS k(team_id, person_id, class)
+    ON CONFLICT DO NOTHING`.execute(context.db);
+}
+
 /** Compares a small range key by key, stores its mismatches, returns keys per class. */
 async function compareLeaf(
   context: VerifyContext,
@@ -147,12 +208,7 @@ async function compareLeaf(
       classes.push(cls);
     }
   }
-  if (classes.length > 0) {
-    await sql`INSERT INTO ${context.mismatchTable} (verification_id, team_id, person_id, class)
-      SELECT ${context.verificationId}::bigint, k.team_id, k.person_id, k.class
-      FROM unnest(${teams}::bigint[], ${ids}::bigint[], ${classes}::text[]) AS k(team_id, person_id, class)
-      ON CONFLICT DO NOTHING`.execute(context.db);
-  }
+  await storeMismatches(context, teams, ids, classes);
   return counts;
 }
 

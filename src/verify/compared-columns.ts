@@ -63,14 +63,16 @@ export function comparable(alias: string, column: ComparedColumn): RawBuilder<un
 }
 
 /**
- * A column's value in a form whose text is the same on any server and session, for hashing:
- * JSON as `jsonb` (canonical key order), timestamptz as epoch seconds (independent of the
+ * A column's value in a form whose text is the same in any session, for hashing: JSON as
+ * `jsonb_hash_extended` (equal exactly when the jsonb values are equal: key order, spacing and
+ * number scale such as 1.5 / 1.50 do not count; SQL NULL stays NULL, unlike JSON `null`; the
+ * same on servers of one major version), timestamptz as epoch seconds (independent of the
  * session's TimeZone). Other values go through `to_jsonb`, whose text does not depend on
  * DateStyle. @internal
  */
 export function canonical(alias: string, column: ComparedColumn): RawBuilder<unknown> {
   const ref = sql.ref(`${alias}.${column.name}`);
-  if (isJson(column.type)) return sql`${ref}::jsonb`;
+  if (isJson(column.type)) return sql`jsonb_hash_extended(${ref}::jsonb, 0)`;
   if (isTimestampTz(column.type)) return sql`extract(epoch FROM ${ref})`;
   return ref;
 }

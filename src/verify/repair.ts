@@ -1,4 +1,6 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
+import { isSqlState } from '../db/query-failed.js';
 import { VerifyRefusedError } from '../errors.js';
 import { columnList, type PersonColumns } from '../repository/repository-context.js';
 import { repairableClasses } from './mismatch-class.js';
@@ -15,6 +17,14 @@ export interface RepairResult {
 }
 
 const keysPerTransaction = 500;
+/**
+ * A page waits at most this long for a row lock held by a live write, then rolls back and is
+ * retried: below `deadlock_timeout` (1 s), so when a repair and a merge would deadlock, the
+ * repair gives way before Postgres has to pick a victim (which could be the merge).
+ */
+const pageLockTimeoutMs = 200;
+const maxPageAttempts = 8;
+const retryableStates = ['55P03', '40P01', '40001'];
 
 /**
  * Repairs the run's open `missing_in_new` and `older_in_new` keys, a page of keys per
@@ -24,7 +34,8 @@ const keysPerTransaction = 500;
  * so nothing deleted comes back), copies with `ON CONFLICT DO NOTHING`, and overwrites only
  * when the new row's version is still below the old row's (re-evaluated on the locked row,
  * so a newer write is never replaced). It never deletes anything and never touches
- * `content_differs` keys: which side is right there is the operator's decision.
+ * `content_differs` keys: which side is right there is the operator's decision. Each page
+ * waits at most {@link pageLockTimeoutMs} for a live write's locks, then gives way and retries.
  * @internal
  */
 export async function repairMismatches(
@@ -54,45 +65,63 @@ export async function repairMismatches(
     const ids = keys.map((k) => k.person_id);
     const last = keys.at(-1);
     after = last ? { team: last.team_id, id: last.person_id } : undefined;
-    const done = await context.db.transaction().execute(async (trx) => {
-      const fence = await sql<{ phase: string }>`
-        SELECT phase FROM ${tables.control} WHERE name = ${options.name} FOR KEY SHARE`.execute(
-        trx,
-      );
-      const phase = fence.rows[0]?.phase;
-      if (phase !== 'dual_read') {
-        throw new VerifyRefusedError(
-          `The repair copies old rows while services read both tables, so it runs in phase ` +
-            `dual_read only; migration "${options.name}" is now in phase ${phase ?? '(missing)'}. ` +
-            'Nothing of this page was changed.',
+    const done = await givingWay(() =>
+      context.db.transaction().execute(async (trx) => {
+        await sql`SELECT set_config('lock_timeout', ${`${pageLockTimeoutMs}ms`}, true)`.execute(
+          trx,
         );
-      }
-      const keySet = sql`SELECT k.team_id, k.person_id
+        const fence = await sql<{ phase: string }>`
+        SELECT phase FROM ${tables.control} WHERE name = ${options.name} FOR KEY SHARE`.execute(
+          trx,
+        );
+        const phase = fence.rows[0]?.phase;
+        if (phase !== 'dual_read') {
+          throw new VerifyRefusedError(
+            `The repair copies old rows while services read both tables, so it runs in phase ` +
+              `dual_read only; migration "${options.name}" is now in phase ${phase ?? '(missing)'}. ` +
+              'Nothing of this page was changed.',
+          );
+        }
+        const keySet = sql`SELECT k.team_id, k.person_id
         FROM unnest(${teams}::bigint[], ${ids}::bigint[]) AS k(team_id, person_id)`;
-      const inserted = await sql`INSERT INTO ${tables.new} (${columnList(copyable)})
+        const inserted = await sql`INSERT INTO ${tables.new} (${columnList(copyable)})
         SELECT ${columnList(copyable, 'o')} FROM ${tables.old} AS o
         WHERE (o.team_id, o.id) IN (${keySet})
           AND NOT EXISTS (SELECT 1 FROM ${tables.new} AS n WHERE n.team_id = o.team_id AND n.id = o.id)
         FOR SHARE OF o
         ON CONFLICT DO NOTHING`.execute(trx);
-      const assignments = sql.join(settable.map((c) => sql`${sql.id(c)} = o.${sql.id(c)}`));
-      const overwritten = await sql`UPDATE ${tables.new} AS n SET ${assignments}
+        const assignments = sql.join(settable.map((c) => sql`${sql.id(c)} = o.${sql.id(c)}`));
+        const overwritten = await sql`UPDATE ${tables.new} AS n SET ${assignments}
         FROM (SELECT ${columnList(copyable, 'o0')} FROM ${tables.old} AS o0
               WHERE (o0.team_id, o0.id) IN (${keySet}) FOR SHARE OF o0) AS o
         WHERE n.team_id = o.team_id AND n.id = o.id
           AND coalesce(n.version, 0) < coalesce(o.version, 0)`.execute(trx);
-      await sql`UPDATE ${mm} AS m SET repaired_at = clock_timestamp()
+        await sql`UPDATE ${mm} AS m SET repaired_at = clock_timestamp()
         WHERE m.verification_id = ${context.verificationId}::bigint AND m.repaired_at IS NULL
           AND m.class = ANY(${classArray(repairableClasses)})
           AND (m.team_id, m.person_id) IN (${keySet})`.execute(trx);
-      return {
-        copied: Number(inserted.numAffectedRows ?? 0n),
-        updated: Number(overwritten.numAffectedRows ?? 0n),
-      };
-    });
+        return {
+          copied: Number(inserted.numAffectedRows ?? 0n),
+          updated: Number(overwritten.numAffectedRows ?? 0n),
+        };
+      }),
+    );
     copied += done.copied;
     updated += done.updated;
     skipped += keys.length - done.copied - done.updated;
   }
   return { copied, updated, skipped };
+}
+
+/** Runs a page transaction, retrying with backoff when it gave way to a live write. */
+async function givingWay<T>(page: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await page();
+    } catch (error) {
+      const retryable = retryableStates.some((state) => isSqlState(error, state));
+      if (!retryable || attempt >= maxPageAttempts) throw error;
+      await sleep(50 * 2 ** attempt * (0.5 + Math.random()));
+    }
+  }
 }

@@ -183,7 +183,8 @@ export class VerificationStore {
       SELECT m.team_id::text AS team_id, m.person_id::text AS person_id, m.class,
         m.repaired_at IS NOT NULL AS repaired
       FROM ${this.mismatchTable} AS m
-      WHERE m.verification_id = ${id}::bigint
+      JOIN ${this.table('verification')} AS v ON v.id = m.verification_id
+      WHERE m.verification_id = ${id}::bigint AND v.migration = ${this.options.name}
         AND (${includeRepaired} OR m.repaired_at IS NULL)
         AND (${after === undefined} OR (m.team_id, m.person_id, m.class) >
           (${after?.team ?? null}::bigint, ${after?.id ?? null}::bigint, ${after?.class ?? null}::text))
