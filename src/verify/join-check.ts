@@ -17,11 +17,31 @@ export interface ChunkCounts {
  * but counts reaches Node. One statement is one snapshot: writes of the repository change
  * both tables in one transaction, so a key changing during the check is seen before or after
  * the change, never half-way, and cannot be reported falsely.
+ *
+ * `keyOrder` (when the range is one of several chunks): the statement runs with hash joins,
+ * sorts and JIT off, so the plan is a merge join over the `(team_id, id)` indexes that reads
+ * only the range. Left to itself the planner scans both whole tables for a chunk that is a
+ * large share of them (measured: 3.8 s vs 1.3 s for a 500,000-row chunk of 1,000,000), so k
+ * chunks would read the tables k times.
  * @internal
  */
 export async function checkRangeByJoin(
   context: VerifyContext,
   range: KeyRange,
+  keyOrder: boolean,
+): Promise<ChunkCounts> {
+  if (!keyOrder) return joinStatement(context, range, context.db);
+  return context.db.transaction().execute(async (trx) => {
+    await sql`SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_sort', 'off', true),
+      set_config('jit', 'off', true)`.execute(trx);
+    return joinStatement(context, range, trx);
+  });
+}
+
+async function joinStatement(
+  context: VerifyContext,
+  range: KeyRange,
+  db: VerifyContext['db'],
 ): Promise<ChunkCounts> {
   const { tables } = context;
   const { rows } = await sql<{ class: string; keys: string; old_rows: string; new_rows: string }>`
@@ -42,7 +62,7 @@ export async function checkRangeByJoin(
     SELECT s.class, count(*)::text AS keys,
       count(*) FILTER (WHERE s.in_old)::text AS old_rows,
       count(*) FILTER (WHERE s.in_new)::text AS new_rows
-    FROM scan AS s GROUP BY s.class`.execute(context.db);
+    FROM scan AS s GROUP BY s.class`.execute(db);
   return toChunkCounts(rows);
 }
 

@@ -123,7 +123,7 @@ export async function runVerify(
         const chunkStarted = performance.now();
         const counts: ChunkCounts =
           verify.method === 'join'
-            ? await checkRangeByJoin(context, chunk)
+            ? await checkRangeByJoin(context, chunk, chunks.length > 1)
             : await checkRangeByChecksum(
                 context,
                 { db, table: tables.old },
