@@ -99,12 +99,12 @@ async function rangeChecksum(
   side: ChecksumSide,
   range: KeyRange,
 ): Promise<RangeChecksum> {
-  const hashed = sql`jsonb_build_array(t.team_id, t.id, coalesce(t.version, 0), ${sql.join(
-    context.columns.map((c) => canonical('t', c)),
-  )})::text`;
+  // Key, version and canonical content of each row, hashed; the range's digest is their sum.
+  const parts = [sql`t.team_id`, sql`t.id`, sql`coalesce(t.version, 0)`];
+  const row = sql`jsonb_build_array(${sql.join([...parts, ...context.columns.map((c) => canonical('t', c))])})::text`;
   const { rows } = await sql<{ rows: string; sum: string }>`
     SELECT count(*)::text AS rows,
-      coalesce(sum(('x' || substr(md5(${context.columns.length > 0 ? hashed : sql`jsonb_build_array(t.team_id, t.id, coalesce(t.version, 0))::text`}), 1, 15))::bit(60)::int8), 0)::text AS sum
+      coalesce(sum(('x' || substr(md5(${row}), 1, 15))::bit(60)::int8), 0)::text AS sum
     FROM ${side.table} AS t WHERE ${inRange(range, 't')}`.execute(side.db);
   return { rows: Number(rows[0]?.rows ?? 0), sum: rows[0]?.sum ?? '0' };
 }

@@ -10,16 +10,9 @@ import { classArray, classOf, type VerifyContext } from './verify-context.js';
  * {@link confirmRepairs}. @internal
  */
 export async function recheckOnce(context: VerifyContext): Promise<number> {
-  const { tables, mismatchTable: mm } = context;
+  const mm = context.mismatchTable;
   const { rows } = await sql<{ changed: string }>`
-    WITH now AS (
-      SELECT m.team_id, m.person_id, m.class AS was, ${classOf(context)} AS class
-      FROM ${mm} AS m
-      LEFT JOIN ${tables.old} AS o ON o.team_id = m.team_id AND o.id = m.person_id
-      LEFT JOIN ${tables.new} AS n ON n.team_id = m.team_id AND n.id = m.person_id
-      WHERE m.verification_id = ${context.verificationId}::bigint AND m.repaired_at IS NULL
-        AND m.class = ANY(${classArray(personClasses)})
-    ), dropped AS (
+    WITH now AS (${classesNow(context, false)}), dropped AS (
       DELETE FROM ${mm} AS m USING now
       WHERE m.verification_id = ${context.verificationId}::bigint
         AND m.team_id = now.team_id AND m.person_id = now.person_id AND m.class = now.was
@@ -70,15 +63,9 @@ async function hasOpenPersonMismatches(context: VerifyContext): Promise<boolean>
  * again as an open mismatch under its current class. Returns how many. @internal
  */
 export async function confirmRepairs(context: VerifyContext): Promise<number> {
-  const { tables, mismatchTable: mm } = context;
+  const mm = context.mismatchTable;
   const { rows } = await sql<{ reopened: string }>`
-    WITH now AS (
-      SELECT m.team_id, m.person_id, m.class AS was, ${classOf(context)} AS class
-      FROM ${mm} AS m
-      LEFT JOIN ${tables.old} AS o ON o.team_id = m.team_id AND o.id = m.person_id
-      LEFT JOIN ${tables.new} AS n ON n.team_id = m.team_id AND n.id = m.person_id
-      WHERE m.verification_id = ${context.verificationId}::bigint AND m.repaired_at IS NOT NULL
-    ), reopened AS (
+    WITH now AS (${classesNow(context, true)}), reopened AS (
       INSERT INTO ${mm} (verification_id, team_id, person_id, class)
       SELECT ${context.verificationId}::bigint, now.team_id, now.person_id, now.class FROM now
       WHERE now.class = ANY(${classArray(personClasses)})
@@ -87,4 +74,19 @@ export async function confirmRepairs(context: VerifyContext): Promise<number> {
     )
     SELECT count(*)::text AS reopened FROM reopened`.execute(context.db);
   return Number(rows[0]?.reopened ?? 0);
+}
+
+/**
+ * The run's stored person-level keys (open ones, or the repaired ones) with the class each has
+ * in both tables now (`was`: the stored class).
+ */
+function classesNow(context: VerifyContext, repaired: boolean) {
+  const { tables, mismatchTable: mm } = context;
+  return sql`SELECT m.team_id, m.person_id, m.class AS was, ${classOf(context)} AS class
+    FROM ${mm} AS m
+    LEFT JOIN ${tables.old} AS o ON o.team_id = m.team_id AND o.id = m.person_id
+    LEFT JOIN ${tables.new} AS n ON n.team_id = m.team_id AND n.id = m.person_id
+    WHERE m.verification_id = ${context.verificationId}::bigint
+      AND m.class = ANY(${classArray(personClasses)})
+      AND ${repaired ? sql`m.repaired_at IS NOT NULL` : sql`m.repaired_at IS NULL`}`;
 }
