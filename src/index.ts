@@ -53,6 +53,12 @@ export type {
   ShadowReadStats,
 } from './repository/read-stats.js';
 export {
+  type DiffedKey,
+  type DiffTablesOptions,
+  type DiffTablesResult,
+  diffTables,
+} from './verify/diff-tables.js';
+export {
   type AgreeingClass,
   type MismatchClass,
   mismatchClasses,

@@ -2,10 +2,22 @@ import { type Kysely, type RawBuilder, sql } from 'kysely';
 import { canonical, contentHash } from './compared-columns.js';
 import type { ChunkCounts } from './join-check.js';
 import { inRange, type KeyRange, splitRange } from './key-range.js';
-import type { VerifyContext } from './verify-context.js';
+import type { ComparedColumn } from './compared-columns.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
 type AnyDb = Kysely<any>;
+
+/**
+ * What a checksum comparison needs beyond the two sides: the compared columns, the id
+ * high-water mark (null: every new-only key counts as created) and where mismatched keys go
+ * (the control schema for `verify()`, the caller for `diffTables()`). @internal
+ */
+export interface ChecksumContext {
+  readonly columns: readonly ComparedColumn[];
+  readonly highWater: string | null;
+  /** Takes mismatched keys (never values) as parallel arrays. */
+  readonly record: (teams: string[], ids: string[], classes: string[]) => Promise<void>;
+}
 
 /** One table of a checksum comparison, reached through its own connection. @internal */
 export interface ChecksumSide {
@@ -42,7 +54,7 @@ interface LeafRow {
  * @internal
  */
 export async function checkRangeByChecksum(
-  context: VerifyContext,
+  context: ChecksumContext,
   old: ChecksumSide,
   fresh: ChecksumSide,
   range: KeyRange,
@@ -95,7 +107,7 @@ export async function checkRangeByChecksum(
 }
 
 async function rangeChecksum(
-  context: VerifyContext,
+  context: ChecksumContext,
   side: ChecksumSide,
   range: KeyRange,
 ): Promise<RangeChecksum> {
@@ -110,7 +122,7 @@ async function rangeChecksum(
 }
 
 async function leafRows(
-  context: VerifyContext,
+  context: ChecksumContext,
   side: ChecksumSide,
   range: KeyRange,
 ): Promise<Map<string, LeafRow>> {
@@ -131,7 +143,7 @@ const oneSidedPage = 10_000;
  * of keys at a time (keys only, never values), storing the mismatches.
  */
 async function oneSided(
-  context: VerifyContext,
+  context: ChecksumContext,
   side: ChecksumSide,
   isNew: boolean,
   range: KeyRange,
@@ -166,21 +178,17 @@ async function oneSided(
 }
 
 async function storeMismatches(
-  context: VerifyContext,
+  context: ChecksumContext,
   teams: string[],
   ids: string[],
   classes: string[],
 ): Promise<void> {
-  if (classes.length === 0) return;
-  await sql`INSERT INTO ${context.mismatchTable} (verification_id, team_id, person_id, class)
-    SELECT ${context.verificationId}::bigint, k.team_id, k.person_id, k.class
-    FROM unnest(${teams}::bigint[], ${ids}::bigint[], ${classes}::text[]) AS k(team_id, person_id, class)
-    ON CONFLICT DO NOTHING`.execute(context.db);
+  if (classes.length > 0) await context.record(teams, ids, classes);
 }
 
 /** Compares a small range key by key, stores its mismatches, returns keys per class. */
 async function compareLeaf(
-  context: VerifyContext,
+  context: ChecksumContext,
   old: ChecksumSide,
   fresh: ChecksumSide,
   range: KeyRange,

@@ -7,7 +7,7 @@ import type { DualReadEmitter } from '../events.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { readTableShape, regclassText } from '../prepare/table-shape.js';
 import { loadPersonColumns, migrationTables } from '../repository/repository-context.js';
-import { checkRangeByChecksum } from './checksum-check.js';
+import { type ChecksumContext, checkRangeByChecksum } from './checksum-check.js';
 import { comparedColumns } from './compared-columns.js';
 import { type ChunkCounts, checkRangeByJoin } from './join-check.js';
 import { estimateRows, everyKey, type KeyRange, splitRange } from './key-range.js';
@@ -113,6 +113,16 @@ export async function runVerify(
     highWater: control.high_water,
     verificationId: id,
   };
+  const checksumContext: ChecksumContext = {
+    columns,
+    highWater: control.high_water,
+    record: async (teams, ids, classes) => {
+      await sql`INSERT INTO ${store.mismatchTable} (verification_id, team_id, person_id, class)
+        SELECT ${id}::bigint, k.team_id, k.person_id, k.class
+        FROM unnest(${teams}::bigint[], ${ids}::bigint[], ${classes}::text[]) AS k(team_id, person_id, class)
+        ON CONFLICT DO NOTHING`.execute(db);
+    },
+  };
   try {
     return await sanitizeErrors('verify()', async () => {
       const agreeing: Record<string, number> = {};
@@ -125,7 +135,7 @@ export async function runVerify(
           verify.method === 'join'
             ? await checkRangeByJoin(context, chunk, chunks.length > 1)
             : await checkRangeByChecksum(
-                context,
+                checksumContext,
                 { db, table: tables.old },
                 { db, table: tables.new },
                 chunk,
