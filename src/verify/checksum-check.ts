@@ -1,8 +1,8 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely';
+import type { ComparedColumn } from './compared-columns.js';
 import { canonical, contentHash } from './compared-columns.js';
 import type { ChunkCounts } from './join-check.js';
 import { inRange, type KeyRange, splitRange } from './key-range.js';
-import type { ComparedColumn } from './compared-columns.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
 type AnyDb = Kysely<any>;
