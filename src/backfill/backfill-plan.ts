@@ -4,6 +4,7 @@ import { sanitizeErrors } from '../db/query-failed.js';
 import { BackfillRefusedError } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { readTableShape, regclassText } from '../prepare/table-shape.js';
+import { estimateRows, everyKey, splitRange } from '../verify/key-range.js';
 
 const debug = createDebug('pg-dual-read:backfill');
 
@@ -16,10 +17,6 @@ export interface Key {
   readonly id: string;
 }
 
-/** Tables with at most this many rows get exact quantiles; bigger ones are sampled. */
-const exactQuantilesUpTo = 1_000_000;
-/** Rows a sample aims for when the table is too big for exact quantiles. */
-const sampleTarget = 200_000;
 /** Rows per range when the caller does not choose the number of ranges. */
 const rowsPerRangeByDefault = 50_000;
 /** At least this many ranges by default, so several workers start at once on small tables. */
@@ -87,7 +84,11 @@ export async function planBackfill(
         };
       }
       await requireKeyIndex(trx, options);
-      const rows = await estimateRows(trx, options);
+      const rows = await estimateRows(
+        trx,
+        sql.id(options.schema, options.oldTable),
+        regclassText(options.schema, options.oldTable),
+      );
       const rangeCount = Math.max(
         1,
         Math.min(
@@ -156,21 +157,9 @@ async function requireKeyIndex(trx: AnyDb, options: ResolvedMigrationOptions): P
   }
 }
 
-/** Exact count for tables the planner thinks small, the planner's estimate otherwise. */
-async function estimateRows(trx: AnyDb, options: ResolvedMigrationOptions): Promise<number> {
-  const old = sql.id(options.schema, options.oldTable);
-  const estimate = await sql<{ rows: number }>`
-    SELECT reltuples::float8 AS rows FROM pg_class
-    WHERE oid = ${regclassText(options.schema, options.oldTable)}::regclass`.execute(trx);
-  const guess = Number(estimate.rows[0]?.rows ?? -1);
-  if (guess >= 0 && guess > exactQuantilesUpTo) return Math.round(guess);
-  const exact = await sql<{ rows: string }>`SELECT count(*)::text AS rows FROM ${old}`.execute(trx);
-  return Number(exact.rows[0]?.rows ?? 0);
-}
-
 /**
- * The upper bound of each range: keys at equal row-count steps of `(team_id, id)`, the last
- * one the largest key. Exact for small tables; from a `TABLESAMPLE` otherwise.
+ * The upper bound of each range: keys at equal row-count steps of `(team_id, id)` (the
+ * quantiles `splitRange` cuts at), the last one the largest key, which a sample may miss.
  */
 async function rangeEnds(
   trx: AnyDb,
@@ -179,29 +168,11 @@ async function rangeEnds(
   rangeCount: number,
 ): Promise<Key[]> {
   const old = sql.id(options.schema, options.oldTable);
-  const source =
-    rows <= exactQuantilesUpTo
-      ? sql`SELECT team_id, id FROM ${old}`
-      : sql`SELECT team_id, id FROM ${old} TABLESAMPLE SYSTEM (${sql.lit(Math.min(100, (100 * sampleTarget) / rows))})`;
-  const bucketEnds = await sql<{ team: string; id: string }>`
-    SELECT team_id::text AS team, id::text AS id FROM (
-      SELECT team_id, id, bucket,
-        row_number() OVER (PARTITION BY bucket ORDER BY team_id DESC, id DESC) AS from_end
-      FROM (
-        SELECT team_id, id, ntile(${rangeCount}::int) OVER (ORDER BY team_id, id) AS bucket
-        FROM (${source}) AS s
-      ) AS b
-    ) AS e
-    WHERE from_end = 1
-    ORDER BY e.team_id, e.id -- qualified: a bare "id" would sort by the text alias`.execute(trx);
-  const ends = bucketEnds.rows.map((r) => ({ team: r.team, id: r.id }));
-  // A sample may miss the largest key: the last range always ends at the true maximum.
+  const parts = await splitRange(trx, old, everyKey, rows, rangeCount);
+  const cuts = parts.flatMap((part) => (part.upTo ? [part.upTo] : []));
   const max = await sql<{ team: string; id: string }>`
     SELECT o.team_id::text AS team, o.id::text AS id FROM ${old} AS o
     ORDER BY o.team_id DESC, o.id DESC LIMIT 1`.execute(trx);
   const last = max.rows[0];
-  if (!last) return [];
-  if (ends.length === 0) return [last];
-  ends[ends.length - 1] = last;
-  return ends;
+  return last ? [...cuts, last] : [];
 }

@@ -47,7 +47,8 @@ function percent(value: number): string {
   return `${value.toFixed(1)}%`;
 }
 
-function plural(n: number, one: string, many = `${one}s`): string {
+/** `1 key`, `2,000 keys`. @internal */
+export function plural(n: number, one: string, many = `${one}s`): string {
   return `${count(n)} ${n === 1 ? one : many}`;
 }
 

@@ -10,7 +10,7 @@ import type { PersonsMigration } from '../migration/persons-migration.js';
 import type { VerificationResult } from '../verify/run-verify.js';
 import { resolveVerifyOptions } from '../verify/verify-options.js';
 import type { CliInvocation, CommandName } from './arguments.js';
-import { count, progressLine, statusJson, statusLines } from './backfill-format.js';
+import { count, plural, progressLine, statusJson, statusLines } from './backfill-format.js';
 import {
   keyJson,
   keyLine,
@@ -549,10 +549,6 @@ export async function status(
   for (const line of statusLines(s.backfill)) print(line);
   for (const line of verificationStatusLines(s.verification, s.backfill)) print(line);
   return undefined;
-}
-
-function plural(n: number, one: string, many = `${one}s`): string {
-  return `${count(n)} ${n === 1 ? one : many}`;
 }
 
 /** The command behind each name. @internal */

@@ -6,36 +6,23 @@
  * @internal
  */
 import type { BackfillStatus } from '../backfill/backfill-status.js';
+import { agreeingClasses, mismatchClasses } from '../verify/mismatch-class.js';
 import type { RepairResult } from '../verify/repair.js';
 import type { VerificationResult } from '../verify/run-verify.js';
 import type { MismatchedKey, VerificationSummary } from '../verify/verification-store.js';
-import { count, duration } from './backfill-format.js';
+import { count, duration, plural } from './backfill-format.js';
 
-/**
- * Mismatch classes in the order the CLI lists their counts. Kept in step with the library's
- * `mismatchClasses`; a class it adds later is still shown, after these.
- */
-const mismatchOrder = [
-  'missing_in_new',
-  'older_in_new',
-  'content_differs',
-  'resurrected',
-  'orphan_distinct_id',
-  'person_without_distinct_id',
-] as const;
+/** Mismatch classes in the order the CLI lists their counts (an unknown class comes after). */
+const mismatchOrder = mismatchClasses;
 
 /** Classes of keys that agree: counted, never listed. */
-const agreeingOrder = ['same', 'newer_in_new', 'created_in_new'] as const;
+const agreeingOrder = agreeingClasses;
 
 /** The one class that is reported without making a run unclean. */
 const reportedOnly = 'person_without_distinct_id';
 
 const label = (text: string) => `  ${text.padEnd(14)}`;
 const indent = ' '.repeat(16);
-
-function plural(n: number, one: string, many = `${one}s`): string {
-  return `${count(n)} ${n === 1 ? one : many}`;
-}
 
 /** `{ missing_in_new: 1, same: 40 }` -> the mismatch classes with a count, in list order. */
 function mismatchCounts(counts: Readonly<Record<string, number | undefined>>): [string, number][] {

@@ -42,16 +42,19 @@ const shadowReadsSchema = z
   .strict()
   .transform((value) => Object.freeze(value));
 
+/** A handle returned by `openDatabase()`. @internal */
+export const databaseHandle = z.custom<DatabaseHandle>(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    'db' in value &&
+    typeof (value as { close?: unknown }).close === 'function',
+  { error: 'db must be a handle returned by openDatabase()' },
+);
+
 const migrationOptionsSchema = z
   .object({
-    db: z.custom<DatabaseHandle>(
-      (value) =>
-        typeof value === 'object' &&
-        value !== null &&
-        'db' in value &&
-        typeof (value as { close?: unknown }).close === 'function',
-      { error: 'db must be a handle returned by openDatabase()' },
-    ),
+    db: databaseHandle,
     name: identifier('name').default('persons'),
     schema: schemaName('schema').default('public'),
     controlSchema: schemaName('controlSchema').default('dual_read'),

@@ -1,4 +1,5 @@
 import type { PersonsMigration } from '../migration/persons-migration.js';
+import { isAgreeing } from '../verify/mismatch-class.js';
 import type { VerificationResult } from '../verify/run-verify.js';
 import type { VerifyOptions } from '../verify/verify-options.js';
 
@@ -64,7 +65,7 @@ export async function assertVerifiesClean(
   });
   if (result.clean) return result;
   const counts = Object.entries(result.counts)
-    .filter(([cls, n]) => n && !['same', 'newer_in_new', 'created_in_new'].includes(cls))
+    .filter(([cls, n]) => n && !isAgreeing(cls))
     .map(([cls, n]) => `${cls}: ${n}`)
     .join(', ');
   const shown = result.keys.slice(0, keysInMessage);

@@ -3,6 +3,7 @@ import type { ComparedColumn } from './compared-columns.js';
 import { canonical, contentHash } from './compared-columns.js';
 import type { ChunkCounts } from './join-check.js';
 import { inRange, type KeyRange, splitRange } from './key-range.js';
+import { isAgreeing } from './mismatch-class.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
 type AnyDb = Kysely<any>;
@@ -163,7 +164,7 @@ async function oneSided(
         ? classify(undefined, { version: 0n, content: '' }, BigInt(row.id), highWater)
         : 'missing_in_new';
       counts[cls] = (counts[cls] ?? 0) + 1;
-      if (cls !== 'created_in_new') {
+      if (!isAgreeing(cls)) {
         stored.teams.push(row.team);
         stored.ids.push(row.id);
         stored.classes.push(cls);
@@ -210,7 +211,7 @@ async function compareLeaf(
       highWater,
     );
     counts[cls] = (counts[cls] ?? 0) + 1;
-    if (cls !== 'same' && cls !== 'newer_in_new' && cls !== 'created_in_new') {
+    if (!isAgreeing(cls)) {
       teams.push(key.slice(0, key.indexOf(':')));
       ids.push(key.slice(key.indexOf(':') + 1));
       classes.push(cls);

@@ -1,28 +1,18 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import type { DatabaseHandle } from '../db/database-handle.js';
 import { sanitizeErrors } from '../db/query-failed.js';
 import { VerifyRefusedError } from '../errors.js';
-import { integerIn, parseOptions } from '../migration/options.js';
+import { databaseHandle, integerIn, parseOptions } from '../migration/options.js';
 import { readTableShape, regclassText } from '../prepare/table-shape.js';
 import { type ChecksumContext, type ChecksumSide, checkRangeByChecksum } from './checksum-check.js';
 import { comparedColumns } from './compared-columns.js';
 import { estimateRows, everyKey, splitRange } from './key-range.js';
 import type { AgreeingClass, MismatchClass } from './mismatch-class.js';
 
-const handle = z.custom<DatabaseHandle>(
-  (value) =>
-    typeof value === 'object' &&
-    value !== null &&
-    'db' in value &&
-    typeof (value as { close?: unknown }).close === 'function',
-  { error: 'db must be a handle returned by openDatabase()' },
-);
-
 const side = (name: string) =>
   z
     .object({
-      db: handle,
+      db: databaseHandle,
       schema: z
         .string({ error: `${name}.schema must be a string` })
         .min(1)

@@ -40,7 +40,15 @@ export type MismatchClass = (typeof mismatchClasses)[number];
  * console.log(counts.newer_in_new, counts.created_in_new);
  * ```
  */
-export type AgreeingClass = 'same' | 'newer_in_new' | 'created_in_new';
+export const agreeingClasses = ['same', 'newer_in_new', 'created_in_new'] as const;
+
+/** One of {@link agreeingClasses}. */
+export type AgreeingClass = (typeof agreeingClasses)[number];
+
+/** True for a class of keys that agree (counted, never listed). @internal */
+export function isAgreeing(cls: string): cls is AgreeingClass {
+  return (agreeingClasses as readonly string[]).includes(cls);
+}
 
 /** Mismatch classes computed per person key (re-checkable from both tables). @internal */
 export const personClasses: readonly MismatchClass[] = [

@@ -11,7 +11,7 @@ import { type ChecksumContext, checkRangeByChecksum } from './checksum-check.js'
 import { comparedColumns } from './compared-columns.js';
 import { type ChunkCounts, checkRangeByJoin } from './join-check.js';
 import { estimateRows, everyKey, type KeyRange, splitRange } from './key-range.js';
-import type { AgreeingClass, MismatchClass } from './mismatch-class.js';
+import { type AgreeingClass, isAgreeing, type MismatchClass } from './mismatch-class.js';
 import { confirmRepairs, recheckUntilSettled } from './recheck.js';
 import { checkDistinctIds } from './referential-check.js';
 import { type RepairResult, repairMismatches } from './repair.js';
@@ -145,7 +145,7 @@ export async function runVerify(
         newRows += counts.newRows;
         let mismatches = 0;
         for (const [cls, n] of Object.entries(counts.byClass)) {
-          if (cls === 'same' || cls === 'newer_in_new' || cls === 'created_in_new') {
+          if (isAgreeing(cls)) {
             agreeing[cls] = (agreeing[cls] ?? 0) + n;
           } else if (cls !== 'gone') {
             mismatches += n;
