@@ -1,4 +1,4 @@
-export type { BackfillOptions } from './backfill/backfill-options.js';
+export type { BackfillOptions, BatchLockMode } from './backfill/backfill-options.js';
 export type { BackfillRangeStatus, BackfillStatus } from './backfill/backfill-status.js';
 export type { BackfillResult } from './backfill/run-backfill.js';
 export type { InstallResult } from './control/install.js';

@@ -95,6 +95,7 @@ export class BackfillWorker {
             size,
             this.options.leaseMs,
             this.options.batchLockTimeoutMs,
+            this.options.lockMode,
           ),
         );
         const elapsed = performance.now() - started;

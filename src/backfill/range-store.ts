@@ -1,6 +1,7 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { columnList, type PersonColumns } from '../repository/repository-context.js';
+import type { BatchLockMode } from './backfill-options.js';
 import type { Key } from './backfill-plan.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
@@ -48,15 +49,20 @@ interface RangeRow {
 /**
  * The backfill's SQL on the control schema and the two persons tables.
  *
- * **One batch is one statement, in one transaction of its own** (`batch`): it takes the phase fence
- * (`FOR KEY SHARE` on the control row, so the batch can only copy in `dual_read`, and a phase
- * change waits for it), checks the lease and the pause flag while locking the range row,
- * reads the next keys of the old table **`FOR SHARE`** (the delete protocol of
- * `PersonWrites`: a delete of the old row waits for this copy to commit, then removes the new
- * row in a later statement; a row already deleted is skipped), inserts them with
- * `ON CONFLICT DO NOTHING` (a row copied by copy-on-write, maybe already updated, is never
- * overwritten), and moves the range's checkpoint to the last key it read. A worker killed at
- * any instant leaves either all of that or none of it.
+ * **One batch is one statement, in one transaction of its own** (`batch`): it takes the phase
+ * fence (`FOR KEY SHARE` on the control row, so the batch can only copy in `dual_read`, and a
+ * phase change waits for it), checks the lease and the pause flag while locking the range row,
+ * reads the next keys of the old table, inserts them with `ON CONFLICT DO NOTHING` (a row
+ * copied by copy-on-write, maybe already updated, is never overwritten), and moves the range's
+ * checkpoint to the last key it read. A worker killed at any instant leaves either all of that
+ * or none of it.
+ *
+ * Deletes are kept out by rule 1 of `PersonWrites`, in the batch's `lockMode`: `'fence'` (the
+ * default) holds the delete fence for the whole transaction, taken before the batch statement
+ * (see `batchTransaction`); `'rows'` reads the old rows `FOR SHARE` (a delete of one waits for
+ * the copy to commit, then removes the new row in a later statement; a row being deleted is
+ * waited for, then skipped). Either way a row deleted before the batch is not read, and a
+ * deleted row never counts toward LIMIT, so a short batch means the range is exhausted.
  *
  * Why no version-guarded update: in `dual_read` no write changes an old row (updates go to
  * the new table), so an old row can never be newer than its copy.
@@ -104,6 +110,7 @@ export class RangeStore {
     limit: number,
     leaseMs: number,
     lockTimeoutMs: number,
+    lockMode: BatchLockMode,
   ): Promise<BatchOutcome> {
     const old = sql.id(this.options.schema, this.options.oldTable);
     const target = sql.id(this.options.schema, this.options.newTable);
@@ -130,15 +137,8 @@ export class RangeStore {
       // from team_id alone, and the generic plan of a prepared batch read a hot team through
       // the (team_id, uuid) index and sorted it (1.5 s instead of 60 ms per batch, measured by
       // bench/backfill.ts); a custom plan per batch (about 1 ms to plan) uses (team_id, id),
-      // except for windows spanning several teams, see inKeyOrderTransaction.
-      sql`WITH settings AS (
-        -- The backfill gives way: a batch that waits longer than this for a lock (a live
-        -- write holding a row, an insert in flight) fails with 55P03 and is retried, so the
-        -- application's transaction is never the one Postgres picks as a deadlock victim.
-        -- Local to the batch's transaction; 0 keeps the session's setting.
-        SELECT CASE WHEN ${lockTimeoutMs}::int > 0
-          THEN set_config('lock_timeout', ${lockTimeoutMs}::int || 'ms', true) END AS applied
-      ), fence AS (
+      // except for windows spanning several teams, see batchTransaction.
+      sql`WITH phase_fence AS (
         SELECT phase FROM ${this.control('migration')}
         WHERE name = ${this.options.name} AND phase = 'dual_read' FOR KEY SHARE
       ), lease AS (
@@ -147,7 +147,7 @@ export class RangeStore {
         WHERE r.migration = ${this.options.name} AND r.range_id = ${range.rangeId}
           AND r.lease_owner = ${workerId} AND r.status = 'running' AND NOT b.paused
           AND r.end_team = ${range.end.team}::int8 AND r.end_id = ${range.end.id}::int8
-          AND EXISTS (SELECT 1 FROM settings) AND EXISTS (SELECT 1 FROM fence)
+          AND EXISTS (SELECT 1 FROM phase_fence)
         FOR UPDATE OF r
       ), batch AS (
         SELECT ${columnList(columns, 'o')} FROM ${old} AS o
@@ -155,7 +155,7 @@ export class RangeStore {
           AND (o.team_id, o.id) <= (${range.end.team}::int8, ${range.end.id}::int8)
         ORDER BY o.team_id, o.id
         LIMIT ${limit}
-        FOR SHARE OF o
+        ${lockMode === 'rows' ? sql`FOR SHARE OF o` : sql``}
       ), copied AS (
         INSERT INTO ${target} (${columnList(columns)})
         SELECT ${columnList(columns)} FROM batch
@@ -166,9 +166,10 @@ export class RangeStore {
       ), last AS (
         SELECT team_id, id FROM batch ORDER BY team_id DESC, id DESC LIMIT 1
       ), finished AS (
-        -- the range is exhausted when the batch came back short (rows locked away by a delete
-        -- are skipped before LIMIT counts, so that is exact) or read the range's end key, which
-        -- is a real key (if it was deleted, one more batch comes back empty)
+        -- the range is exhausted when the batch came back short (a deleted row never counts
+        -- toward LIMIT: in 'rows' mode a row being deleted is skipped before LIMIT counts, in
+        -- 'fence' mode no delete is in flight; so that is exact) or read the range's end key,
+        -- which is a real key (if it was deleted, one more batch comes back empty)
         SELECT counts.scanned < ${limit} OR EXISTS (
           SELECT 1 FROM last
           WHERE last.team_id = ${range.end.team}::int8 AND last.id = ${range.end.id}::int8
@@ -225,7 +226,10 @@ export class RangeStore {
           WHERE migration = ${this.options.name} AND status = 'running'
             AND lease_expires_at > clock_timestamp()) AS active_ranges
       FROM counts`;
-    const { rows } = await inKeyOrderTransaction(db, query);
+    const { rows } = await batchTransaction(db, query, {
+      lockTimeoutMs,
+      fence: lockMode === 'fence' ? sql.id(this.options.controlSchema, 'delete_fence') : undefined,
+    });
     const row = rows[0];
     if (!row) throw new Error('backfill batch returned no row');
     if (row.leased) {
@@ -389,21 +393,42 @@ function toLeased(row: RangeRow): LeasedRange {
 }
 
 /**
- * Runs the batch statement in a transaction of its own whose planner has incremental sorts
- * off. A custom plan of a window spanning several teams still often read the first team
- * through the `(team_id, uuid)` index and sorted it incrementally (722 of 1,050 EXPLAINs of
- * such windows, measured by bench/backfill.ts); without incremental sort the `(team_id, id)`
- * index, which yields the keyset order as is, is the cheapest plan. A planner setting must be
- * in place before the statement is planned, so it cannot ride inside the statement: hence
- * BEGIN, set_config(local), the batch, COMMIT on one connection. Still one transaction per
- * batch, with its checkpoint. A failed ROLLBACK (the connection is gone) never hides the
- * batch's own error, which the worker's retry decision depends on.
+ * The batch's transaction: BEGIN; its settings; in `fence` mode the delete fence; the one batch
+ * statement; COMMIT, on one connection.
+ *
+ * - `enable_incremental_sort` off: a custom plan of a window spanning several teams often read
+ *   the first team through the `(team_id, uuid)` index and sorted it incrementally (722 of
+ *   1,050 EXPLAINs of such windows, measured by bench/backfill.ts); without incremental sort
+ *   the `(team_id, id)` index, which yields the keyset order as is, is the cheapest plan. A
+ *   planner setting must be in place before the statement is planned, so it cannot ride
+ *   inside the statement.
+ * - `lock_timeout`: the backfill gives way. A batch that waits longer than this for a lock (the
+ *   fence while a delete is in flight, a live write holding a row, an insert in flight) fails
+ *   with 55P03 and is retried, so the application's transaction is never the one Postgres picks
+ *   as a deadlock victim, and deletes queued behind a waiting batch wait at most this long for
+ *   it. 0 keeps the session's setting.
+ * - The delete fence `SHARE` (rule 1 of `PersonWrites`) in a statement of its own **before** the
+ *   batch statement: the batch statement's snapshot is taken after the fence is held, so it
+ *   sees every delete that held the fence before it; a delete that comes later waits for this
+ *   transaction to end.
+ *
+ * A failed ROLLBACK (the connection is gone) never hides the batch's own error, which the
+ * worker's retry decision depends on.
  */
-async function inKeyOrderTransaction<R>(db: AnyDb, query: RawBuilder<R>): Promise<{ rows: R[] }> {
+async function batchTransaction<R>(
+  db: AnyDb,
+  query: RawBuilder<R>,
+  options: { lockTimeoutMs: number; fence: RawBuilder<unknown> | undefined },
+): Promise<{ rows: R[] }> {
   return db.connection().execute(async (connection) => {
     await sql`BEGIN`.execute(connection);
     try {
-      await sql`SELECT set_config('enable_incremental_sort', 'off', true)`.execute(connection);
+      await sql`SELECT set_config('enable_incremental_sort', 'off', true),
+        CASE WHEN ${options.lockTimeoutMs}::int > 0
+          THEN set_config('lock_timeout', ${options.lockTimeoutMs}::int || 'ms', true) END`.execute(
+        connection,
+      );
+      if (options.fence) await sql`LOCK TABLE ${options.fence} IN SHARE MODE`.execute(connection);
       const result = await query.execute(connection);
       await sql`COMMIT`.execute(connection);
       return result;

@@ -123,6 +123,7 @@ const verifyFlags = {
 export function flagFor(optionPath: string, command?: CommandName): string | undefined {
   if (optionPath === 'partitions') return '--partitions';
   if (optionPath === 'workerId') return '--worker-id';
+  if (optionPath === 'lockMode') return '--lock-mode';
   if (command === 'backfill-rate' && optionPath === 'maxRowsPerSecond') {
     return 'the argument of backfill-rate';
   }
@@ -156,6 +157,7 @@ const parseOptions = {
   ranges: { type: 'string' },
   'lease-ms': { type: 'string' },
   'max-replication-lag-ms': { type: 'string' },
+  'lock-mode': { type: 'string' },
   'worker-id': { type: 'string' },
   method: { type: 'string' },
   columns: { type: 'string' },
@@ -169,6 +171,7 @@ const commandsOfFlag: Partial<Record<keyof typeof parseOptions, readonly Command
   partitions: ['prepare'],
   json: ['status', 'verify'],
   'worker-id': ['backfill'],
+  'lock-mode': ['backfill'],
   ...Object.fromEntries(Object.keys(backfillNumberFlags).map((flag) => [flag, ['backfill']])),
   ...Object.fromEntries(Object.keys(verifyFlags).map((flag) => [flag, ['verify']])),
   ranges: ['backfill', 'verify'],
@@ -257,6 +260,8 @@ export function parseCliArguments(
       if (value !== undefined) backfill[option] = parseNumber(`--${flag}`, value);
     }
     if (values['worker-id'] !== undefined) backfill.workerId = values['worker-id'];
+    // The library checks the value ('fence' or 'rows'), naming the option.
+    if (values['lock-mode'] !== undefined) backfill.lockMode = values['lock-mode'];
   }
 
   const verify: Record<string, unknown> = {};

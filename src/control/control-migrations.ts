@@ -2,6 +2,7 @@ import type { RawBuilder } from 'kysely';
 import { migration000001 } from './sql/000001-phases.js';
 import { migration000002 } from './sql/000002-backfill.js';
 import { migration000003 } from './sql/000003-verification.js';
+import { migration000004 } from './sql/000004-delete-fence.js';
 
 /** One append-only step of the library's own control schema. @internal */
 export interface ControlMigration {
@@ -15,6 +16,7 @@ export const controlMigrations: readonly ControlMigration[] = [
   { version: 1, name: 'phases', statements: migration000001 },
   { version: 2, name: 'backfill', statements: migration000002 },
   { version: 3, name: 'verification', statements: migration000003 },
+  { version: 4, name: 'delete fence', statements: migration000004 },
 ];
 
 /** The newest control schema version this code understands. @internal */

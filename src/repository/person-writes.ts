@@ -1,4 +1,6 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely';
+import { isSqlState } from '../db/query-failed.js';
+import { NotInstalledError } from '../errors.js';
 import type { Phase } from '../phases/phase.js';
 import type { PersonUpdate } from './persons-repository.js';
 import { columnList, type MigrationTables, type PersonColumns } from './repository-context.js';
@@ -15,18 +17,28 @@ type AnyDb = Kysely<any>;
  * Live writes, copy-on-write and the backfill touch the same keys at once. The danger is a
  * copy of an old row landing in the new table after a delete removed it. The rules:
  *
- * 1. **Copies read the old row under `FOR SHARE`** in the transaction that inserts the copy
- *    ({@link PersonWrites.copyOldRows}, and the backfill), and insert with
+ * 1. **A copy and a delete of the same old row never overlap.** Every copy inserts with
  *    `ON CONFLICT DO NOTHING`, so whichever copy comes first wins and no copy ever overwrites
  *    a newer row in the new table. The conflict has no target on purpose: two copies of one
  *    row racing meet on every unique index (the key and `(team_id, uuid)`), and a targeted
  *    clause would turn the uuid one into an error. A *different* person holding the same
  *    uuid in the new table cannot arise: `createPerson` refuses old-table uuids in `dual_read`.
- * 2. **A delete removes the old row first**, which waits for any transaction holding it
- *    `FOR SHARE` (a copy in flight) to commit; **then the new row, in a later statement**,
- *    whose fresh snapshot sees the copy that just committed. A copy that starts after the
- *    old row is deleted finds nothing to copy (its `FOR SHARE` waits for the delete, then
- *    skips the gone row).
+ *    A copy keeps deletes away in one of two ways:
+ *    - **row locks**: it reads the old rows `FOR SHARE` in the transaction that inserts the
+ *      copies ({@link PersonWrites.copyOldRows}, repair, and the backfill in
+ *      `lockMode: 'rows'`); a delete of such a row waits for the copy to commit, and a copy
+ *      reaching a row being deleted waits for the delete, then skips the gone row;
+ *    - **the delete fence** (backfill in `lockMode: 'fence'`, the default): a batch takes the
+ *      control schema's `delete_fence` table `SHARE` in a statement *before* the one that
+ *      reads and copies, and holds it until it commits; every delete takes it `ROW EXCLUSIVE`
+ *      first. The two conflict (and neither conflicts with itself), so either the delete
+ *      committed before the batch got the fence, and the batch's later snapshot does not see
+ *      the row, or the batch committed before the delete got it, and rule 2 removes the copy.
+ *      No per-row lock is written into the old table: that is what makes the fenced backfill
+ *      fast (no lock record per row, no full-page image of every old page).
+ * 2. **A delete takes the fence, removes the old row** (which waits for any transaction
+ *    holding it `FOR SHARE`), **then the new row, in a later statement**, whose fresh snapshot
+ *    sees any copy that committed before.
  * 3. **Distinct ids are added under `FOR KEY SHARE` of the person row in the table the phase
  *    writes** (what a foreign key check does), and a delete removes the distinct ids in a
  *    statement after the person row: an add either commits first (and its distinct id is
@@ -153,10 +165,12 @@ export class PersonWrites {
   }
 
   /**
-   * Deletes a person and its distinct ids following rules 2 and 3: three statements, in this
-   * order, each with a fresh snapshot. Returns whether a person row was deleted.
+   * Deletes a person and its distinct ids following rules 2 and 3: in `dual_read` the delete
+   * fence first, then three statements in this order, each with a fresh snapshot. Returns
+   * whether a person row was deleted.
    */
   async deletePerson(trx: AnyDb, phase: Phase, teamId: number, personId: string): Promise<boolean> {
+    if (phase === 'dual_read') await this.takeDeleteFence(trx);
     let deleted = false;
     const tablesInOrder =
       phase === 'dual_read' ? [this.tables.old, this.tables.new] : [this.writeTable(phase)];
@@ -168,6 +182,23 @@ export class PersonWrites {
     await sql`DELETE FROM ${this.tables.distinctIds}
       WHERE team_id = ${teamId} AND person_id = ${personId}::bigint`.execute(trx);
     return deleted;
+  }
+
+  /**
+   * Rule 1's fence, delete side: `ROW EXCLUSIVE` never waits for another delete, only for a
+   * backfill batch in flight (at most one batch, about `targetBatchMs`), until this
+   * transaction ends.
+   */
+  private async takeDeleteFence(trx: AnyDb): Promise<void> {
+    try {
+      await sql`LOCK TABLE ${this.tables.deleteFence} IN ROW EXCLUSIVE MODE`.execute(trx);
+    } catch (error) {
+      if (!isSqlState(error, '42P01')) throw error;
+      throw new NotInstalledError(
+        'The control schema has no delete fence (it predates control migration 4): run ' +
+          'migration.install() once with this version of pg-dual-read, then retry the delete.',
+      );
+    }
   }
 
   /** Adds a distinct id to a person held `FOR KEY SHARE` (rule 3). */

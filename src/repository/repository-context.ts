@@ -12,6 +12,8 @@ export interface MigrationTables {
   readonly new: RawBuilder<unknown>;
   readonly distinctIds: RawBuilder<unknown>;
   readonly control: RawBuilder<unknown>;
+  /** The delete fence of the control schema (control migration 4; see `PersonWrites`). */
+  readonly deleteFence: RawBuilder<unknown>;
 }
 
 /** The column facts the repository's SQL is generated from, read once per repository. @internal */
@@ -31,6 +33,7 @@ export function migrationTables(options: ResolvedMigrationOptions): MigrationTab
     new: sql.id(options.schema, options.newTable),
     distinctIds: sql.id(options.schema, options.distinctIdsTable),
     control: sql.id(options.controlSchema, 'migration'),
+    deleteFence: sql.id(options.controlSchema, 'delete_fence'),
   };
 }
 

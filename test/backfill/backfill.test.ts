@@ -92,35 +92,54 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
     expect(await fixture.migration.backfillStatus()).toBeUndefined();
   });
 
-  it('handles an empty table, a single row, a batch size of 1 and ids above 2^53', async () => {
-    fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
-    expect(await fixture.migration.backfill()).toMatchObject({ finished: true, rowsScanned: 0 });
-    expect((await fixture.migration.backfillStatus())?.state).toBe('done');
-    await fixture.drop();
+  it.each(['fence', 'rows'] as const)(
+    'handles an empty table, a single row, a batch size of 1 and ids above 2^53 (lockMode %s)',
+    async (lockMode) => {
+      fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
+      expect(await fixture.migration.backfill({ lockMode })).toMatchObject({
+        finished: true,
+        rowsScanned: 0,
+      });
+      expect((await fixture.migration.backfillStatus())?.state).toBe('done');
+      await fixture.drop();
 
-    fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
-    await sql`INSERT INTO ${fixture.oldTable()} (id, team_id, uuid, version)
+      fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
+      await sql`INSERT INTO ${fixture.oldTable()} (id, team_id, uuid, version)
       VALUES (9007199254740993, 3, gen_random_uuid(), 4), (1, 2, gen_random_uuid(), 0),
              (9007199254740995, 3, gen_random_uuid(), 0)`.execute(handle.db);
-    const result = await fixture.migration.backfill({ batchSize: 1, targetBatchMs: 0, ranges: 2 });
-    expect(result).toMatchObject({ finished: true, rowsScanned: 3, rowsCopied: 3 });
-    expect(await contents('new')).toEqual(await contents('old'));
-    expect((await contents('new')).map((k) => k.split(':')[0])).toEqual([
-      '1',
-      '9007199254740993',
-      '9007199254740995',
-    ]);
-  });
+      const result = await fixture.migration.backfill({
+        batchSize: 1,
+        targetBatchMs: 0,
+        ranges: 2,
+        lockMode,
+      });
+      expect(result).toMatchObject({ finished: true, rowsScanned: 3, rowsCopied: 3 });
+      expect(await contents('new')).toEqual(await contents('old'));
+      expect((await contents('new')).map((k) => k.split(':')[0])).toEqual([
+        '1',
+        '9007199254740993',
+        '9007199254740995',
+      ]);
+    },
+  );
 
-  it('copies many teams of one person each and ids with gaps, every key exactly once', async () => {
-    fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
-    await sql`INSERT INTO ${fixture.oldTable()} (id, team_id, uuid, version)
+  it.each(['fence', 'rows'] as const)(
+    'copies many teams of one person each and ids with gaps, every key exactly once (lockMode %s)',
+    async (lockMode) => {
+      fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
+      await sql`INSERT INTO ${fixture.oldTable()} (id, team_id, uuid, version)
       SELECT g * 1000 + (g % 7), g, gen_random_uuid(), g % 3
       FROM generate_series(1, 500) AS g`.execute(handle.db);
-    const result = await fixture.migration.backfill({ batchSize: 13, targetBatchMs: 0, ranges: 9 });
-    expect(result).toMatchObject({ finished: true, rowsScanned: 500, rowsCopied: 500 });
-    expect(await contents('new')).toEqual(await contents('old'));
-  });
+      const result = await fixture.migration.backfill({
+        batchSize: 13,
+        targetBatchMs: 0,
+        ranges: 9,
+        lockMode,
+      });
+      expect(result).toMatchObject({ finished: true, rowsScanned: 500, rowsCopied: 500 });
+      expect(await contents('new')).toEqual(await contents('old'));
+    },
+  );
 
   it('plans ranges in numeric key order when text order differs (ids 8..12 and 95..105)', async () => {
     fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
@@ -146,6 +165,7 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
       [{ leaseMs: 10 }, 'leaseMs must be an integer from 200 to 3600000'],
       [{ batchSize: 500, maxBatchSize: 100 }, 'batchSize must not exceed maxBatchSize'],
       [{ speed: 'fast' }, 'unknown option(s) speed'],
+      [{ lockMode: 'table' }, "lockMode must be 'fence' or 'rows'"],
     ] as const) {
       await expect(fixture.migration.backfill(options as never)).rejects.toThrow(message);
     }

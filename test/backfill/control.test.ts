@@ -300,13 +300,13 @@ describeOnRealServer('backfill control (real server)', () => {
     );
     expect(probe.rows[0]?.v).toBe('50ms');
     const impatient = await e.addInstance({ handle: impatientHandle });
+    const holdCopyOf = `INSERT INTO ${e.newTableText} SELECT * FROM ${e.oldTableText} WHERE team_id = 61 AND id = $1`;
 
-    // 1. Retried: a raw session holds an old row in the middle of the range FOR UPDATE.
+    // 1. Retried: a raw session holds an uncommitted copy of a key in the middle of the range
+    // (a batch in either lock mode waits for it when its insert reaches that key).
     raw = await openRawSession();
     await raw.query('BEGIN');
-    await raw.query(`SELECT id FROM ${e.oldTableText} WHERE team_id = 61 AND id = $1 FOR UPDATE`, [
-      ids[1_000],
-    ]);
+    await raw.query(holdCopyOf, [ids[1_000]]);
     const lockedAt = performance.now();
     const retries: number[] = [];
     impatient.migration.events.on('backfill:retry', ({ attempt }) => retries.push(attempt));
@@ -326,9 +326,7 @@ describeOnRealServer('backfill control (real server)', () => {
     await impatient.migration.resetBackfill();
     await sql`TRUNCATE ${sql.id(e.schema, 'posthog_person_new')}`.execute(e.admin.db);
     await raw.query('BEGIN');
-    await raw.query(`SELECT id FROM ${e.oldTableText} WHERE team_id = 61 AND id = $1 FOR UPDATE`, [
-      ids[1_500],
-    ]);
+    await raw.query(holdCopyOf, [ids[1_500]]);
     const error = await impatient.migration
       .backfill({ ...options, maxRetries: 0 })
       .catch((err: unknown) => err);

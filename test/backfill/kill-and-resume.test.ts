@@ -364,7 +364,7 @@ describeOnRealServer('backfill killed and restarted (real server)', () => {
       await delay(randomInt(random, 50, 300));
       // Terminate while batch statements are surely in flight: a lock makes them wait.
       await blocker.query('BEGIN');
-      await blocker.query(`LOCK TABLE ${s.env.oldTableText} IN EXCLUSIVE MODE`);
+      await blocker.query(`LOCK TABLE ${s.env.newTableText} IN EXCLUSIVE MODE`);
       await waitUntil(
         async () => {
           ensureRunning();
@@ -440,12 +440,12 @@ describeOnRealServer('backfill killed and restarted (real server)', () => {
       retries += 1;
     });
     const options = { workers: 2, batchSize: 300, targetBatchMs: 0, leaseMs: 500, retryBaseMs: 20 };
-    // A session holding a lock that conflicts with the batch's FOR SHARE: every batch waits
+    // A session holding a lock that conflicts with the batch's insert (either lock mode): every batch waits
     // until statement_timeout cancels it (57014).
     const blocker = await openRawSession();
     try {
       await blocker.query('BEGIN');
-      await blocker.query(`LOCK TABLE ${s.env.oldTableText} IN EXCLUSIVE MODE`);
+      await blocker.query(`LOCK TABLE ${s.env.newTableText} IN EXCLUSIVE MODE`);
       const error = await migration
         .backfill({ ...options, ranges: 4, maxRetries: 2 })
         .catch((e: unknown) => e);
@@ -465,7 +465,7 @@ describeOnRealServer('backfill killed and restarted (real server)', () => {
       const run = migration.backfill({ ...options, maxRetries: 20, maxRowsPerSecond: 10_000 });
       await waitUntil(() => batches >= 3, 'three batches', 10_000);
       await blocker.query('BEGIN');
-      await blocker.query(`LOCK TABLE ${s.env.oldTableText} IN EXCLUSIVE MODE`);
+      await blocker.query(`LOCK TABLE ${s.env.newTableText} IN EXCLUSIVE MODE`);
       await waitUntil(() => retries >= retriesBefore + 3, 'three retries', 10_000);
       await blocker.query('COMMIT');
       expect(await run).toMatchObject({ finished: true });

@@ -3,16 +3,18 @@
  * may have read an old row that a delete is removing, and copy it into the new table after
  * the delete ran").
  *
- * The protocol under test (RangeStore.batch and PersonWrites):
- * - a batch reads the old rows `FOR SHARE` in the transaction that inserts their copies,
- *   `ON CONFLICT DO NOTHING`;
- * - a delete removes the old row first (waiting for a batch holding it), then the new row in
- *   a later statement (which sees the batch's copy), then the distinct ids;
- * - a batch reaching an old row a delete holds waits for it, then skips the gone row.
+ * The protocol under test (RangeStore.batch and PersonWrites), in both lock modes:
+ * - `lockMode: 'fence'` (default): a batch takes the delete fence `SHARE` before the statement
+ *   that reads and copies, and holds it until it commits; a delete takes it `ROW EXCLUSIVE`
+ *   first, so a delete waits for a batch in flight and a batch waits for a delete in flight;
+ * - `lockMode: 'rows'`: a batch reads the old rows `FOR SHARE` in the transaction that inserts
+ *   their copies; a batch reaching an old row a delete holds waits for it, then skips it;
+ * - either way copies insert `ON CONFLICT DO NOTHING`, and a delete removes the old row first,
+ *   then the new row in a later statement (which sees the batch's copy), then the distinct ids.
  *
- * Two forced interleavings (each side holds its locks until the other is seen waiting in
- * pg_stat_activity), a merge never being the deadlock victim of a batch (the batch gives way),
- * then randomized runs: a 3-worker backfill of 20,000 old persons while three service
+ * Per mode, two forced interleavings (each side holds its locks until the other is seen waiting
+ * in pg_stat_activity) and a merge never being the deadlock victim of a batch (the batch gives
+ * way); then randomized runs in each mode: a 3-worker backfill of 20,000 old persons while three service
  * instances create, update, delete, add distinct ids and merge. A write that still fails with
  * a deadlock (40P01: batches give way after batchLockTimeoutMs, well before Postgres's 1 s
  * deadlock check, so this is rare) is counted and treated as not done: the end state must then
@@ -60,6 +62,11 @@ function raceSeeds(): number[] {
  */
 const batchStatement = (env: MigrationEnv) => `%fence AS (%"${env.controlSchema}"."migration"%`;
 const deleteOfOldRow = (env: MigrationEnv) => `%DELETE FROM "${env.schema}"."posthog_person"%`;
+/** A delete's and a batch's request of the delete fence. */
+const deleteTakingFence = (env: MigrationEnv) =>
+  `LOCK TABLE "${env.controlSchema}"."delete_fence" IN ROW EXCLUSIVE MODE%`;
+const batchTakingFence = (env: MigrationEnv) =>
+  `LOCK TABLE "${env.controlSchema}"."delete_fence" IN SHARE MODE%`;
 
 /** Cursors of the ranges being copied now. */
 async function runningCursors(env: MigrationEnv) {
@@ -67,6 +74,64 @@ async function runningCursors(env: MigrationEnv) {
     SELECT cursor_team::text, cursor_id::text FROM ${sql.id(env.controlSchema, 'backfill_range')}
     WHERE status = 'running'`.execute(env.admin.db);
   return rows;
+}
+
+/**
+ * A one-range, one-worker backfill of 50-key batches that waits for any lock instead of giving
+ * way (`batchLockTimeoutMs: 0`), as a forced interleaving needs; the batches it committed.
+ */
+function startWaitingBackfill(runner: ServiceInstance, lockMode: 'rows' | 'fence') {
+  const batches: { scanned: number; copied: number }[] = [];
+  runner.migration.events.on('backfill:batch', ({ scanned, copied }) =>
+    batches.push({ scanned, copied }),
+  );
+  const backfill = track(
+    runner.migration.backfill({
+      workers: 1,
+      ranges: 1,
+      batchSize: 50,
+      targetBatchMs: 0,
+      batchLockTimeoutMs: 0,
+      lockMode,
+    }),
+  );
+  return { batches, backfill };
+}
+
+/** A delete through `instance` whose transaction stays open until `release.open()`. */
+async function deleteHeldOpen(instance: ServiceInstance, teamId: number, personId: string) {
+  const deleted = new Gate();
+  const release = new Gate();
+  const del = track(
+    instance.repo.inTransaction(async (tx) => {
+      const result = await tx.deletePerson(teamId, personId);
+      deleted.open();
+      await release.promise;
+      return result;
+    }),
+  );
+  await deleted.promise;
+  return { del, release };
+}
+
+/** Starts a delete and checks it waits (in a statement like `waitsIn`) for backend `batchPid`. */
+async function deleteWaitingFor(
+  e: MigrationEnv,
+  writer: ServiceInstance,
+  teamId: number,
+  personId: string,
+  waitsIn: string,
+  batchPid: number,
+) {
+  const del = track(writer.repo.deletePerson(teamId, personId));
+  expect(
+    await e.waitForLockWaiters(waitsIn, { giveUp: () => del.settled }),
+    `the delete waits in ${waitsIn}`,
+  ).toBe(true);
+  const [deleteWait] = await e.lockWaiters(waitsIn);
+  expect(deleteWait?.blockers, 'the delete waits for the batch').toEqual([batchPid]);
+  expect(del.settled).toBe(false);
+  return del;
 }
 
 /** Every old row has a copy, no copy is older than its old row, untouched copies are identical. */
@@ -144,7 +209,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
     for (const handle of extraHandles.splice(0)) await handle.close();
   });
 
-  describe('forced interleavings on one batch', () => {
+  describe("forced interleavings on one batch, lockMode: 'rows'", () => {
     it('backfill first: a delete of an old-only person whose row the batch holds FOR SHARE waits for the batch, then removes its copy', async () => {
       env = await MigrationEnv.create('rfb');
       const e = env;
@@ -165,20 +230,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
           `SELECT id FROM ${e.oldTableText} WHERE team_id = $1 AND id = $2 FOR UPDATE`,
           [teamId, blocker],
         );
-        const batches: { scanned: number; copied: number }[] = [];
-        runner.migration.events.on('backfill:batch', ({ scanned, copied }) =>
-          batches.push({ scanned, copied }),
-        );
-        const backfill = track(
-          runner.migration.backfill({
-            workers: 1,
-            ranges: 1,
-            batchSize: 50,
-            targetBatchMs: 0,
-            // this test needs the batch to wait on the lock, not to give way and retry
-            batchLockTimeoutMs: 0,
-          }),
-        );
+        const { batches, backfill } = startWaitingBackfill(runner, 'rows');
         // The batch has locked ids[0..29] FOR SHARE and waits for the raw session on ids[30].
         expect(await e.waitForBlockedBy(raw.pid, { giveUp: () => backfill.settled })).toBe(true);
         const [batchWait] = await e.lockWaiters(batchStatement(e));
@@ -193,14 +245,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
         expect(updatedRow?.version).toBe(1);
 
         // The delete of an old-only row the batch holds waits for the batch.
-        const del = track(writer.repo.deletePerson(teamId, victim));
-        expect(
-          await e.waitForLockWaiters(deleteOfOldRow(e), { giveUp: () => del.settled }),
-          'the delete waits',
-        ).toBe(true);
-        const [deleteWait] = await e.lockWaiters(deleteOfOldRow(e));
-        expect(deleteWait?.blockers, 'the delete waits for the batch').toEqual([batchPid]);
-        expect(del.settled).toBe(false);
+        const del = await deleteWaitingFor(e, writer, teamId, victim, deleteOfOldRow(e), batchPid);
         expect(batches).toEqual([]);
 
         await raw.query('ROLLBACK');
@@ -230,31 +275,9 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       const ids = await e.seed(teamId, 200, 'g');
       const victim = ids[10] as string;
 
-      const deleted = new Gate();
-      const release = new Gate();
-      const del = track(
-        writer.repo.inTransaction(async (tx) => {
-          const result = await tx.deletePerson(teamId, victim);
-          deleted.open();
-          await release.promise; // old row, new row (none) and distinct ids deleted, uncommitted
-          return result;
-        }),
-      );
-      await deleted.promise;
-      const batches: { scanned: number; copied: number }[] = [];
-      runner.migration.events.on('backfill:batch', ({ scanned, copied }) =>
-        batches.push({ scanned, copied }),
-      );
-      const backfill = track(
-        runner.migration.backfill({
-          workers: 1,
-          ranges: 1,
-          batchSize: 50,
-          targetBatchMs: 0,
-          // this test needs the batch to wait on the lock, not to give way and retry
-          batchLockTimeoutMs: 0,
-        }),
-      );
+      // old row, new row (none) and distinct ids deleted, uncommitted
+      const { del, release } = await deleteHeldOpen(writer, teamId, victim);
+      const { batches, backfill } = startWaitingBackfill(runner, 'rows');
       expect(
         await e.waitForLockWaiters(batchStatement(e), { giveUp: () => backfill.settled }),
         'the batch waits for the delete',
@@ -279,29 +302,147 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
     });
   });
 
-  // BUG (reported): a batch holds every old row of its batch FOR SHARE, then inserts the
-  // copies; a merge (moveDistinctIds + deletePerson in one transaction) copies its target into
-  // the new table, then deletes its source's old row. When both persons are in one batch, the
-  // batch waits for the merge's uncommitted copy of the target and the merge waits for the
-  // batch's FOR SHARE on the source: a deadlock, and when the merge waited first the server
-  // aborts the merge (QUERY_FAILED 40P01) after deadlock_timeout. The backfill should always
-  // be the side that yields (a batch lock_timeout below deadlock_timeout, retried).
-  // Remove `.fails` once it does.
-  it('a merge racing a batch that holds both persons is never the deadlock victim: the batch gives way', async () => {
-    // The merge is the victim when it waited first and the batch closed the cycle within
-    // deadlock_timeout (1 s); on a badly overloaded machine the batch may close it later and
-    // be the victim itself (the merge then succeeds), so the scenario is tried up to 3 times.
-    const outcomes: string[] = [];
-    for (let attempt = 0; attempt < 3 && !outcomes.includes('40P01'); attempt++) {
-      outcomes.push(await mergeRacingBatch());
-      await env?.close();
-      env = undefined;
-    }
-    expect(outcomes).toEqual(outcomes.map(() => 'merged'));
+  describe("forced interleavings on one batch, lockMode: 'fence'", () => {
+    it('backfill first: a delete waits at the fence for the batch in flight, then removes its copy; creates and updates do not wait', async () => {
+      env = await MigrationEnv.create('ffb');
+      const e = env;
+      const runner = await e.addInstance({ poolSize: 3 });
+      const writer = await e.addInstance({ poolSize: 3 });
+      await e.control.startDualRead();
+      const teamId = 34;
+      const ids = await e.seed(teamId, 200, 'k');
+      // One range, one worker, 50 keys a batch: the first batch is ids[0..49] in key order.
+      const victim = ids[10] as string;
+      const blocker = ids[30] as string;
+      // After the blocker: the batch has not inserted its copy yet (it holds ids[0..29]'s).
+      const updated = ids[40] as string;
+
+      const raw = await openRawSession();
+      try {
+        // An uncommitted copy of ids[30] in the new table: the batch (fence held, copies of
+        // ids[0..29] inserted) waits for it when its insert reaches that key.
+        await raw.query('BEGIN');
+        await raw.query(
+          `INSERT INTO ${e.newTableText} SELECT * FROM ${e.oldTableText} WHERE team_id = $1 AND id = $2`,
+          [teamId, blocker],
+        );
+        const { batches, backfill } = startWaitingBackfill(runner, 'fence');
+        expect(await e.waitForBlockedBy(raw.pid, { giveUp: () => backfill.settled })).toBe(true);
+        const [batchWait] = await e.lockWaiters(batchStatement(e));
+        expect(batchWait?.blockers).toEqual([raw.pid]);
+        const batchPid = batchWait?.pid as number;
+
+        // Creates and copy-on-write updates never take the fence: they commit now, and the
+        // batch's later insert of the updated key must do nothing.
+        const updatedRow = await writer.repo.updatePerson(teamId, updated, {
+          properties: { during: 'batch' },
+        });
+        expect(updatedRow?.version).toBe(1);
+        const created = await writer.repo.createPerson({
+          teamId,
+          properties: { created: 'during batch' },
+          distinctIds: ['k-created'],
+        });
+        expect(created.status).toBe('created');
+
+        // A delete of a row of the batch waits at the fence, for the batch.
+        const del = await deleteWaitingFor(
+          e,
+          writer,
+          teamId,
+          victim,
+          deleteTakingFence(e),
+          batchPid,
+        );
+        expect(batches).toEqual([]);
+
+        await raw.query('ROLLBACK');
+        expect(await del.promise).toBe(true);
+        expect(await backfill.promise).toMatchObject({ finished: true, rowsScanned: 200 });
+        // The first batch copied the victim (49 = 50 minus the row copied by the update):
+        // the delete really ran after the copy committed, and removed the copy.
+        expect(batches[0]).toEqual({ scanned: 50, copied: 49 });
+      } finally {
+        await raw.end();
+      }
+      await expectGone(e, teamId, [{ id: victim, distinctIds: ['k-11'] }]);
+      const [kept] = await e.storedPersons('new', teamId, [updated]);
+      expect(kept).toMatchObject({ version: '1', properties: { during: 'batch', n: 41 } });
+      expect(await e.orphanDistinctIds(teamId)).toEqual([]);
+      await expectNewTableCoversOld(e);
+      for (const { repo } of e.instances) expect(await repo.countPersons(teamId)).toBe(200);
+    });
+
+    it('delete first: a batch waits at the fence for a delete in flight, then does not see the gone row; deletes do not wait for each other', async () => {
+      env = await MigrationEnv.create('fdf');
+      const e = env;
+      const runner = await e.addInstance({ poolSize: 3 });
+      const writer = await e.addInstance({ poolSize: 3 });
+      const other = await e.addInstance({ poolSize: 3 });
+      await e.control.startDualRead();
+      const teamId = 35;
+      const ids = await e.seed(teamId, 200, 'm');
+      const victim = ids[10] as string;
+      const second = ids[12] as string;
+
+      // fence held, old row and distinct ids deleted, uncommitted
+      const { del, release } = await deleteHeldOpen(writer, teamId, victim);
+      // Another delete, from another instance, while the first holds the fence: not blocked.
+      expect(await other.repo.deletePerson(teamId, second)).toBe(true);
+
+      const { batches, backfill } = startWaitingBackfill(runner, 'fence');
+      expect(
+        await e.waitForLockWaiters(batchTakingFence(e), { giveUp: () => backfill.settled }),
+        'the batch waits at the fence for the delete',
+      ).toBe(true);
+      expect(batches).toEqual([]);
+      expect(backfill.settled).toBe(false);
+
+      release.open();
+      expect(await del.promise).toBe(true);
+      expect(await backfill.promise).toMatchObject({
+        finished: true,
+        rowsScanned: 198,
+        rowsCopied: 198,
+      });
+      // The batch's snapshot followed the delete: 50 live rows, no hole in the keyset.
+      expect(batches[0]).toEqual({ scanned: 50, copied: 50 });
+      await expectGone(e, teamId, [
+        { id: victim, distinctIds: ['m-11'] },
+        { id: second, distinctIds: ['m-13'] },
+      ]);
+      expect(await e.orphanDistinctIds(teamId)).toEqual([]);
+      await expectNewTableCoversOld(e);
+      for (const { repo } of e.instances) expect(await repo.countPersons(teamId)).toBe(198);
+    });
   });
 
+  // Found by this test (fixed): in 'rows' mode a batch holds every old row of its batch
+  // FOR SHARE, then inserts the copies; a merge (moveDistinctIds + deletePerson in one
+  // transaction) copies its target into the new table, then deletes its source's old row. When
+  // both persons are in one batch, the batch waits for the merge's uncommitted copy of the
+  // target and the merge waits for the batch's FOR SHARE on the source: a deadlock, and when
+  // the merge waited first the server aborted the merge (40P01) after deadlock_timeout. In
+  // 'fence' mode the merge waits at the fence instead, the same cycle. The backfill is always
+  // the side that yields: a batch lock_timeout below deadlock_timeout, retried.
+  it.each(['rows', 'fence'] as const)(
+    'a merge racing a batch (lockMode: %s) that holds both persons is never the deadlock victim: the batch gives way',
+    async (lockMode) => {
+      // The merge is the victim when it waited first and the batch closed the cycle within
+      // deadlock_timeout (1 s); on a badly overloaded machine the batch may close it later and
+      // be the victim itself (the merge then succeeds), so the scenario is tried up to 3 times.
+      const outcomes: string[] = [];
+      for (let attempt = 0; attempt < 3 && !outcomes.includes('40P01'); attempt++) {
+        outcomes.push(await mergeRacingBatch(lockMode));
+        await env?.close();
+        env = undefined;
+      }
+      expect(outcomes).toEqual(outcomes.map(() => 'merged'));
+    },
+  );
+
   /** Source and target of a merge both in the batch the backfill holds; the merge's outcome. */
-  async function mergeRacingBatch(): Promise<string> {
+  async function mergeRacingBatch(lockMode: 'rows' | 'fence'): Promise<string> {
     env = await MigrationEnv.create('rdl');
     const e = env;
     const runner = await e.addInstance({ poolSize: 3 });
@@ -309,28 +450,43 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
     await e.control.startDualRead();
     const teamId = 33;
     const ids = await e.seed(teamId, 200, 'h');
-    const [source, target, blocker] = [ids[5], ids[8], ids[40]] as [string, string, string];
+    const [source, target] = [ids[5], ids[8]] as [string, string];
     const raw = await openRawSession();
     try {
       await raw.query('BEGIN');
-      await raw.query(
-        `SELECT id FROM ${e.oldTableText} WHERE team_id = $1 AND id = $2 FOR UPDATE`,
-        [teamId, blocker],
-      );
+      if (lockMode === 'rows') {
+        // The batch reads ids[0..39] FOR SHARE, the source and the target among them, then
+        // waits for this lock on ids[40] before inserting anything.
+        await raw.query(
+          `SELECT id FROM ${e.oldTableText} WHERE team_id = $1 AND id = $2 FOR UPDATE`,
+          [teamId, ids[40]],
+        );
+      } else {
+        // The batch holds the fence, inserts ids[0..1], then waits for this uncommitted copy
+        // of ids[2], before reaching the source and the target.
+        await raw.query(
+          `INSERT INTO ${e.newTableText} SELECT * FROM ${e.oldTableText} WHERE team_id = $1 AND id = $2`,
+          [teamId, ids[2]],
+        );
+      }
       const backfill = track(
-        runner.migration.backfill({ workers: 1, ranges: 1, batchSize: 50, targetBatchMs: 0 }),
+        runner.migration.backfill({
+          workers: 1,
+          ranges: 1,
+          batchSize: 50,
+          targetBatchMs: 0,
+          lockMode,
+        }),
       );
-      // The batch holds ids[0..39] FOR SHARE, the source and the target among them.
       expect(await e.waitForBlockedBy(raw.pid, { giveUp: () => backfill.settled })).toBe(true);
       const merge = track(
         writer.repo.inTransaction(async (tx) => {
           await tx.moveDistinctIds(teamId, source, target); // copies the target (uncommitted)
-          return tx.deletePerson(teamId, source); // waits for the batch's FOR SHARE
+          return tx.deletePerson(teamId, source); // waits for the batch (FOR SHARE or fence)
         }),
       );
-      expect(await e.waitForLockWaiters(deleteOfOldRow(e), { giveUp: () => merge.settled })).toBe(
-        true,
-      );
+      const mergeWaits = lockMode === 'rows' ? deleteOfOldRow(e) : deleteTakingFence(e);
+      expect(await e.waitForLockWaiters(mergeWaits, { giveUp: () => merge.settled })).toBe(true);
       // The batch goes on, reaches the target's copy and waits for the merge: a cycle.
       await raw.query('ROLLBACK');
       const outcome = await merge.promise.then(
@@ -344,11 +500,15 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
     }
   }
 
-  describe.each(raceSeeds())('randomized writes during a 3-worker backfill, seed %i', (seed) => {
+  describe.each(
+    raceSeeds().flatMap((seed) =>
+      (['fence', 'rows'] as const).map((mode) => [seed, mode] as const),
+    ),
+  )('randomized writes during a 3-worker backfill, seed %i, lockMode %s', (seed, lockMode) => {
     it('loses no write, resurrects nobody, never lowers a version, copies every surviving old row', {
       timeout: 120_000,
     }, async () => {
-      await randomizedRun(seed);
+      await randomizedRun(seed, lockMode);
     });
   });
 
@@ -368,7 +528,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
     busy: boolean;
   }
 
-  async function randomizedRun(seed: number) {
+  async function randomizedRun(seed: number, lockMode: 'fence' | 'rows') {
     env = await MigrationEnv.create('rnd');
     const e = env;
     const runner = await e.addInstance({ handle: await openFastHandle(4) });
@@ -617,13 +777,14 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
         workers: 3,
         batchSize: 50,
         targetBatchMs: 0,
+        lockMode,
       });
     } finally {
       backfillDone = true;
       await Promise.all(loops);
       await poller;
     }
-    const context = `seed ${seed}: ${JSON.stringify({ counts, deadlocks, batches, retries: retries.length, backfillMs: Math.round(backfillResult.ms) })}`;
+    const context = `seed ${seed}, lockMode ${lockMode}: ${JSON.stringify({ counts, deadlocks, batches, retries: retries.length, backfillMs: Math.round(backfillResult.ms) })}`;
     expect(failures, context).toEqual([]);
     expect(backfillResult, context).toMatchObject({ finished: true, aborted: false });
     // The writes really overlapped the backfill.

@@ -124,7 +124,7 @@ describeOnRealServer('backfill from the command line on a PostgreSQL server', ()
     await db.close();
   });
 
-  it('is refused before dual_read and without a plan, refuses --batch-size 0 naming it, then copies every row', async () => {
+  it('is refused before dual_read and without a plan, refuses --batch-size 0 and --lock-mode table naming them, then copies every row', async () => {
     const { schema, options } = await preparedMigration(60);
 
     const early = await cli(['backfill', ...options], { env });
@@ -155,7 +155,15 @@ describeOnRealServer('backfill from the command line on a PostgreSQL server', ()
     expect(zero.stderr).toContain('check --batch-size (pg-dual-read help)');
     expect(zero.stdout).toBe('');
 
-    const run = await cli(['backfill', '--workers', '2', '--ranges', '3', ...options], { env });
+    const badMode = await cli(['backfill', '--lock-mode', 'table', ...options], { env });
+    expect(badMode.code).toBe(2);
+    expect(badMode.stderr).toContain("lockMode must be 'fence' or 'rows'");
+    expect(badMode.stderr).toContain('check --lock-mode (pg-dual-read help)');
+
+    const run = await cli(
+      ['backfill', '--workers', '2', '--ranges', '3', '--lock-mode', 'rows', ...options],
+      { env },
+    );
     expect(run).toMatchObject({ code: 0, stderr: '' });
     expect(run.stdout).toContain('backfill done: 60 rows scanned, 60 copied in total (100%)');
     expect(run.stdout).toMatch(/this run: 60 rows scanned, 60 copied, .* \(planned 3 ranges\)/);

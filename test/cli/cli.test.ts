@@ -143,7 +143,7 @@ describe('the lifecycle on a PGlite data directory', () => {
 
     const install = await cli(['install', ...options], env);
     expect(install).toMatchObject({ code: 0, stderr: '' });
-    expect(install.stdout).toContain('version 0 -> 3');
+    expect(install.stdout).toContain('version 0 -> 4');
 
     const badPartitions = await cli(['prepare', '--partitions', '1', ...options], env);
     expect(badPartitions.code).toBe(2);

@@ -102,6 +102,36 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     expect((await migration.status()).phase).toBe('old');
   });
 
+  it('a migration in dual_read whose control schema predates the delete fence: backfill() and deletes are refused naming install(), nothing changes, and install() mends it', async () => {
+    const migration = await personsSchema();
+    await migration.install();
+    await migration.prepare();
+    await migration.startDualRead();
+    // As installed by the version before control migration 4.
+    await sql`DROP TABLE ${sql.id(controlSchema, 'delete_fence')}`.execute(handle.db);
+    await sql`DELETE FROM ${sql.id(controlSchema, 'schema_version')} WHERE version = 4`.execute(
+      handle.db,
+    );
+    const repo = migration.repository();
+    const { persons } = await repo.listPersons(1, { limit: 10 });
+    expect(persons).toHaveLength(3);
+    const victim = persons[0]?.id as string;
+
+    const backfillError = await migration.backfill().catch((e: unknown) => e);
+    expect(backfillError).toMatchObject({ code: 'NOT_INSTALLED' });
+    expect((backfillError as Error).message).toContain('run migration.install()');
+    const deleteError = await repo.deletePerson(1, victim).catch((e: unknown) => e);
+    expect(deleteError).toMatchObject({ code: 'NOT_INSTALLED' });
+    expect((deleteError as Error).message).toContain('run migration.install()');
+    expect(await repo.countPersons(1)).toBe(3);
+    expect((await migration.status()).backfill).toBeUndefined();
+
+    expect(await migration.install()).toMatchObject({ fromVersion: 3, applied: [4] });
+    expect(await repo.deletePerson(1, victim)).toBe(true);
+    expect(await migration.backfill()).toMatchObject({ finished: true, rowsCopied: 2 });
+    expect(await repo.countPersons(1)).toBe(2);
+  });
+
   it('install() refuses a control schema newer than the code and changes nothing', async () => {
     const migration = await personsSchema();
     await migration.install();
