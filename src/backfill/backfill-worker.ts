@@ -131,9 +131,10 @@ export class BackfillWorker {
             }
             break;
           }
-          case 'end-moved':
-            // An idle worker took the second half: continue up to the new end.
-            range = { ...range, end: outcome.end };
+          case 'moved':
+            // An idle worker took the second half (continue up to the new end), or the last
+            // batch committed although its reply was lost (continue after its checkpoint).
+            range = { ...range, after: outcome.after, end: outcome.end };
             break;
           case 'paused':
             // Paused workers keep their ranges: the lease is renewed while they wait.

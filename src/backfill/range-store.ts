@@ -30,7 +30,8 @@ export type BatchOutcome =
       readonly activeRanges: number;
     }
   | { readonly kind: 'paused' }
-  | { readonly kind: 'end-moved'; readonly end: Key }
+  /** The range row's checkpoint or end is not what the worker holds: continue from these. */
+  | { readonly kind: 'moved'; readonly after: Key | undefined; readonly end: Key }
   | { readonly kind: 'lease-lost' }
   | { readonly kind: 'not-dual-read'; readonly phase: string };
 
@@ -55,7 +56,9 @@ interface RangeRow {
  * reads the next keys of the old table, inserts them with `ON CONFLICT DO NOTHING` (a row
  * copied by copy-on-write, maybe already updated, is never overwritten), and moves the range's
  * checkpoint to the last key it read. A worker killed at any instant leaves either all of that
- * or none of it.
+ * or none of it. A batch only runs from the checkpoint the range row holds (and up to its end):
+ * when the worker's copy differs (a split moved the end; a batch committed but its reply was
+ * lost) it copies nothing and returns `moved`, and the worker goes on from the row's values.
  *
  * Deletes are kept out by rule 1 of `PersonWrites`, in the batch's `lockMode`: `'fence'` (the
  * default) holds the delete fence for the whole transaction, taken before the batch statement
@@ -125,6 +128,8 @@ export class RangeStore {
       paused: boolean | null;
       end_team: string | null;
       end_id: string | null;
+      from_team: string | null;
+      from_id: string | null;
       scanned: number;
       copied: number;
       last_team: string | null;
@@ -147,6 +152,10 @@ export class RangeStore {
         WHERE r.migration = ${this.options.name} AND r.range_id = ${range.rangeId}
           AND r.lease_owner = ${workerId} AND r.status = 'running' AND NOT b.paused
           AND r.end_team = ${range.end.team}::int8 AND r.end_id = ${range.end.id}::int8
+          -- the batch starts at the committed checkpoint, never at the worker's memory of it
+          -- (a batch that committed but whose COMMIT reply was lost would be counted twice)
+          AND COALESCE(r.cursor_team, r.start_team) IS NOT DISTINCT FROM ${range.after?.team ?? null}::int8
+          AND COALESCE(r.cursor_id, r.start_id) IS NOT DISTINCT FROM ${range.after?.id ?? null}::int8
           AND EXISTS (SELECT 1 FROM phase_fence)
         FOR UPDATE OF r
       ), batch AS (
@@ -205,17 +214,20 @@ export class RangeStore {
             + EXTRACT(EPOCH FROM clock_timestamp() - w.updated_at),
           updated_at = clock_timestamp()
         RETURNING 1
+      ), range_now AS (
+        -- the range row as this statement sees it: why nothing was copied, when nothing was
+        SELECT lease_owner = ${workerId} AS owner_ok, end_team::text AS end_team,
+          end_id::text AS end_id, COALESCE(cursor_team, start_team)::text AS from_team,
+          COALESCE(cursor_id, start_id)::text AS from_id
+        FROM ${this.control('backfill_range')}
+        WHERE migration = ${this.options.name} AND range_id = ${range.rangeId}
       )
       SELECT
         (SELECT phase FROM ${this.control('migration')} WHERE name = ${this.options.name}) AS phase,
         EXISTS (SELECT 1 FROM lease) AS leased,
-        (SELECT lease_owner = ${workerId} FROM ${this.control('backfill_range')}
-          WHERE migration = ${this.options.name} AND range_id = ${range.rangeId}) AS owner_ok,
+        range_now.owner_ok,
         (SELECT paused FROM ${this.control('backfill')} WHERE migration = ${this.options.name}) AS paused,
-        (SELECT end_team::text FROM ${this.control('backfill_range')}
-          WHERE migration = ${this.options.name} AND range_id = ${range.rangeId}) AS end_team,
-        (SELECT end_id::text FROM ${this.control('backfill_range')}
-          WHERE migration = ${this.options.name} AND range_id = ${range.rangeId}) AS end_id,
+        range_now.end_team, range_now.end_id, range_now.from_team, range_now.from_id,
         counts.scanned, counts.copied,
         (SELECT team_id::text FROM last) AS last_team, (SELECT id::text FROM last) AS last_id,
         (SELECT status FROM checkpoint) AS status,
@@ -225,7 +237,7 @@ export class RangeStore {
         (SELECT count(*)::int FROM ${this.control('backfill_range')}
           WHERE migration = ${this.options.name} AND status = 'running'
             AND lease_expires_at > clock_timestamp()) AS active_ranges
-      FROM counts`;
+      FROM counts LEFT JOIN range_now ON true`;
     const { rows } = await batchTransaction(db, query, {
       lockTimeoutMs,
       fence: lockMode === 'fence' ? sql.id(this.options.controlSchema, 'delete_fence') : undefined,
@@ -248,11 +260,16 @@ export class RangeStore {
     if (!row.owner_ok) return { kind: 'lease-lost' };
     if (row.paused) return { kind: 'paused' };
     if (row.end_team !== null && row.end_id !== null) {
-      const end = { team: row.end_team, id: row.end_id };
-      if (end.team !== range.end.team || end.id !== range.end.id) return { kind: 'end-moved', end };
+      // An idle worker moved the end (a split), or a batch committed without this worker
+      // hearing of it; or a splitter held the row between our look and our lock: go on from
+      // what the range row says.
+      const after =
+        row.from_team !== null && row.from_id !== null
+          ? { team: row.from_team, id: row.from_id }
+          : undefined;
+      return { kind: 'moved', after, end: { team: row.end_team, id: row.end_id } };
     }
-    // The row was locked by a splitter between our look and our lock: try again.
-    return { kind: 'end-moved', end: range.end };
+    return { kind: 'lease-lost' };
   }
 
   /** Extends a lease this worker still holds (while paused, or during a long pacing wait). */

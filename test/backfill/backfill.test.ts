@@ -1,7 +1,11 @@
 import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { planBackfill } from '../../src/backfill/backfill-plan.js';
+import { RangeStore } from '../../src/backfill/range-store.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { BackfillRefusedError } from '../../src/index.js';
+import { resolveMigrationOptions } from '../../src/migration/options.js';
+import { loadPersonColumns } from '../../src/repository/repository-context.js';
 import { createMigrationFixture, type MigrationFixture } from '../support/migration-fixture.js';
 import { availableBackends, openBackend } from '../support/test-database.js';
 
@@ -155,6 +159,38 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
     expect(await contents('new')).toEqual(await contents('old'));
     const ranges = (await fixture.migration.backfillStatus())?.ranges ?? [];
     expect(ranges.every((r) => r.rowsScanned <= r.rowsEstimated)).toBe(true);
+  });
+
+  it('a batch starts at the committed checkpoint, never at a stale one (a COMMIT whose reply was lost is not counted twice)', async () => {
+    fixture = await createMigrationFixture(handle, { seed: 30, dualRead: true });
+    const options = resolveMigrationOptions({
+      db: handle,
+      schema: fixture.schema,
+      controlSchema: fixture.controlSchema,
+    });
+    await planBackfill(handle.db, options, 1, undefined);
+    const store = new RangeStore(options, await loadPersonColumns(handle.db, options));
+    const leased = await store.claim(handle.db, 'w1', 30_000);
+    if (!leased) throw new Error('no range to lease');
+    const first = await store.batch(handle.db, 'w1', leased, 10, 30_000, 0, 'fence');
+    expect(first).toMatchObject({ kind: 'copied', scanned: 10, copied: 10 });
+    const last = first.kind === 'copied' ? first.last : undefined;
+    // The worker did not hear of the first batch and sends it again from where it started.
+    const stale = await store.batch(handle.db, 'w1', leased, 10, 30_000, 0, 'fence');
+    expect(stale).toEqual({ kind: 'moved', after: last, end: leased.end });
+    expect((await fixture.migration.backfillStatus())?.rowsScanned).toBe(10);
+    const next = await store.batch(
+      handle.db,
+      'w1',
+      { ...leased, after: last },
+      10,
+      30_000,
+      0,
+      'rows',
+    );
+    expect(next).toMatchObject({ kind: 'copied', scanned: 10, copied: 10 });
+    expect((await fixture.migration.backfillStatus())?.rowsScanned).toBe(20);
+    expect(await contents('new')).toHaveLength(20);
   });
 
   it('refuses invalid options naming the option', async () => {
