@@ -64,7 +64,9 @@ export type BackfillOptions = z.input<typeof backfillOptionsSchema>;
  *   is written into the old table's rows, so the copy costs about what one
  *   `INSERT ... SELECT` costs (1.1x, see the README); in exchange a delete made while a batch
  *   is in flight waits for that batch (at most one batch, about `targetBatchMs`), and a batch
- *   waits for deletes in flight. Creates and updates never wait for the fence.
+ *   waits for deletes in flight. Creates and updates never wait for the fence. Keep
+ *   `batchLockTimeoutMs` above 0 in this mode: a batch stuck behind a lock (a live write's
+ *   uncommitted row) holds the fence, so deletes wait for as long as it does.
  * - `'rows'`: each batch reads its old rows `FOR SHARE`, as gh-ost and pt-online-schema-change
  *   do; a delete waits only when its own row is in a batch in flight. Every old row gets a
  *   lock written into it (WAL and a full-page image of every old page): about 1.5x the single
