@@ -60,12 +60,13 @@ interface RangeRow {
  * when the worker's copy differs (a split moved the end; a batch committed but its reply was
  * lost) it copies nothing and returns `moved`, and the worker goes on from the row's values.
  *
- * Deletes are kept out by rule 1 of `PersonWrites`, in the batch's `lockMode`: `'fence'` (the
- * default) holds the delete fence for the whole transaction, taken before the batch statement
- * (see `batchTransaction`); `'rows'` reads the old rows `FOR SHARE` (a delete of one waits for
- * the copy to commit, then removes the new row in a later statement; a row being deleted is
- * waited for, then skipped). Either way a row deleted before the batch is not read, and a
- * deleted row never counts toward LIMIT, so a short batch means the range is exhausted.
+ * Deletes are kept out by rule 1 of `PersonWrites`, in the batch's `lockMode`: `'rows'` (the
+ * default) reads the old rows `FOR SHARE` as it copies them (a delete of one waits for the
+ * copy to commit, then removes the new row in a later statement; a row being deleted is waited
+ * for, then skipped); `'fence'` holds the delete fence for the whole transaction, taken before
+ * the batch statement (see `batchTransaction`). Either way a row deleted before the batch's
+ * snapshot is not read. The batch's keys are every key its snapshot sees in the window (a row
+ * being deleted counts as covered), so a short batch means the range is exhausted.
  *
  * Why no version-guarded update: in `dual_read` no write changes an old row (updates go to
  * the new table), so an old row can never be newer than its copy.
@@ -158,27 +159,36 @@ export class RangeStore {
           AND COALESCE(r.cursor_id, r.start_id) IS NOT DISTINCT FROM ${range.after?.id ?? null}::int8
           AND EXISTS (SELECT 1 FROM phase_fence)
         FOR UPDATE OF r
-      ), batch AS (
-        SELECT ${columnList(columns, 'o')} FROM ${old} AS o
+      ), batch_keys AS (
+        -- the batch's keys, read from the (team_id, id) index alone; the rows themselves go
+        -- straight from the old table into the insert below (materializing whole rows in a
+        -- CTE read twice spilled to temp files on large batches)
+        SELECT o.team_id, o.id FROM ${old} AS o
         WHERE EXISTS (SELECT 1 FROM lease) ${after}
           AND (o.team_id, o.id) <= (${range.end.team}::int8, ${range.end.id}::int8)
         ORDER BY o.team_id, o.id
         LIMIT ${limit}
-        ${lockMode === 'rows' ? sql`FOR SHARE OF o` : sql``}
+      ), last AS (
+        SELECT team_id, id FROM batch_keys ORDER BY team_id DESC, id DESC LIMIT 1
       ), copied AS (
+        -- the same snapshot reads the same rows (nothing inserts into the old table in
+        -- dual_read); 'rows' mode skips a row being deleted, after waiting for its delete
         INSERT INTO ${target} (${columnList(columns)})
-        SELECT ${columnList(columns)} FROM batch
+        SELECT ${columnList(columns, 'o')} FROM ${old} AS o
+        WHERE EXISTS (SELECT 1 FROM last) ${after}
+          AND (o.team_id, o.id) <= ((SELECT team_id FROM last), (SELECT id FROM last))
+        ORDER BY o.team_id, o.id
+        LIMIT ${limit}
+        ${lockMode === 'rows' ? sql`FOR SHARE OF o` : sql``}
         ON CONFLICT DO NOTHING
         RETURNING 1
       ), counts AS (
-        SELECT (SELECT count(*)::int FROM batch) AS scanned, (SELECT count(*)::int FROM copied) AS copied
-      ), last AS (
-        SELECT team_id, id FROM batch ORDER BY team_id DESC, id DESC LIMIT 1
+        SELECT (SELECT count(*)::int FROM batch_keys) AS scanned,
+          (SELECT count(*)::int FROM copied) AS copied
       ), finished AS (
-        -- the range is exhausted when the batch came back short (a deleted row never counts
-        -- toward LIMIT: in 'rows' mode a row being deleted is skipped before LIMIT counts, in
-        -- 'fence' mode no delete is in flight; so that is exact) or read the range's end key,
-        -- which is a real key (if it was deleted, one more batch comes back empty)
+        -- the range is exhausted when the batch came back short (the keys are every key the
+        -- snapshot sees, so that is exact) or read the range's end key, which is a real key
+        -- (if it was deleted, one more batch comes back empty)
         SELECT counts.scanned < ${limit} OR EXISTS (
           SELECT 1 FROM last
           WHERE last.team_id = ${range.end.team}::int8 AND last.id = ${range.end.id}::int8

@@ -4,11 +4,11 @@
  * the delete ran").
  *
  * The protocol under test (RangeStore.batch and PersonWrites), in both lock modes:
- * - `lockMode: 'fence'` (default): a batch takes the delete fence `SHARE` before the statement
- *   that reads and copies, and holds it until it commits; a delete takes it `ROW EXCLUSIVE`
- *   first, so a delete waits for a batch in flight and a batch waits for a delete in flight;
- * - `lockMode: 'rows'`: a batch reads the old rows `FOR SHARE` in the transaction that inserts
- *   their copies; a batch reaching an old row a delete holds waits for it, then skips it;
+ * - `lockMode: 'rows'` (default): a batch reads the old rows `FOR SHARE` as it inserts their
+ *   copies; a batch reaching an old row a delete holds waits for it, then skips it;
+ * - `lockMode: 'fence'`: a batch takes the delete fence `SHARE` before the statement that reads
+ *   and copies, and holds it until it commits; a delete takes it `ROW EXCLUSIVE` first, so a
+ *   delete waits for a batch in flight and a batch waits for a delete in flight;
  * - either way copies insert `ON CONFLICT DO NOTHING`, and a delete removes the old row first,
  *   then the new row in a later statement (which sees the batch's copy), then the distinct ids.
  *
@@ -220,8 +220,9 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       const ids = await e.seed(teamId, 200, 'f');
       // One range, one worker, 50 keys a batch: the first batch is ids[0..49] in key order.
       const victim = ids[10] as string;
-      const updated = ids[20] as string;
       const blocker = ids[30] as string;
+      // After the blocker: the batch has not locked it nor inserted its copy yet.
+      const updated = ids[40] as string;
 
       const raw = await openRawSession();
       try {
@@ -231,14 +232,15 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
           [teamId, blocker],
         );
         const { batches, backfill } = startWaitingBackfill(runner, 'rows');
-        // The batch has locked ids[0..29] FOR SHARE and waits for the raw session on ids[30].
+        // The batch has locked ids[0..29] FOR SHARE (and inserted their copies, uncommitted)
+        // and waits for the raw session on ids[30].
         expect(await e.waitForBlockedBy(raw.pid, { giveUp: () => backfill.settled })).toBe(true);
         const [batchWait] = await e.lockWaiters(batchStatement(e));
         expect(batchWait?.blockers).toEqual([raw.pid]);
         const batchPid = batchWait?.pid as number;
 
-        // A copy-on-write update of another row the batch holds: FOR SHARE does not conflict,
-        // so it commits now, and the batch's later insert of that key must do nothing.
+        // A copy-on-write update of a row of the batch it has not reached: it commits now, and
+        // the batch's later insert of that key must do nothing.
         const updatedRow = await writer.repo.updatePerson(teamId, updated, {
           properties: { during: 'batch' },
         });
@@ -259,7 +261,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       }
       await expectGone(e, teamId, [{ id: victim, distinctIds: ['f-11'] }]);
       const [kept] = await e.storedPersons('new', teamId, [updated]);
-      expect(kept).toMatchObject({ version: '1', properties: { during: 'batch', n: 21 } });
+      expect(kept).toMatchObject({ version: '1', properties: { during: 'batch', n: 41 } });
       expect(await e.orphanDistinctIds(teamId)).toEqual([]);
       await expectNewTableCoversOld(e);
       for (const { repo } of e.instances) expect(await repo.countPersons(teamId)).toBe(199);
@@ -289,12 +291,12 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       expect(await del.promise).toBe(true);
       expect(await backfill.promise).toMatchObject({
         finished: true,
-        rowsScanned: 199,
+        rowsScanned: 200,
         rowsCopied: 199,
       });
-      // The skipped row does not count, and the batch still took 50 rows (LIMIT counts after
-      // the skip): the keyset goes on past it without a hole.
-      expect(batches[0]).toEqual({ scanned: 50, copied: 50 });
+      // The batch covered 50 keys (its snapshot still saw the victim) and copied 49: it waited
+      // for the delete, then skipped the gone row; the keyset goes on without a hole.
+      expect(batches[0]).toEqual({ scanned: 50, copied: 49 });
       await expectGone(e, teamId, [{ id: victim, distinctIds: ['g-11'] }]);
       expect(await e.orphanDistinctIds(teamId)).toEqual([]);
       await expectNewTableCoversOld(e);
@@ -455,11 +457,11 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
     try {
       await raw.query('BEGIN');
       if (lockMode === 'rows') {
-        // The batch reads ids[0..39] FOR SHARE, the source and the target among them, then
-        // waits for this lock on ids[40] before inserting anything.
+        // The batch locks (and copies) ids[0..5] FOR SHARE, the source among them, then waits
+        // for this lock on ids[6], before reaching the target.
         await raw.query(
           `SELECT id FROM ${e.oldTableText} WHERE team_id = $1 AND id = $2 FOR UPDATE`,
-          [teamId, ids[40]],
+          [teamId, ids[6]],
         );
       } else {
         // The batch holds the fence, inserts ids[0..1], then waits for this uncommitted copy
