@@ -26,9 +26,9 @@ type AnyDb = Kysely<any>;
  *    A copy keeps deletes away in one of two ways:
  *    - **row locks**: it reads the old rows `FOR SHARE` in the transaction that inserts the
  *      copies ({@link PersonWrites.copyOldRows}, repair, and the backfill in
- *      `lockMode: 'rows'`); a delete of such a row waits for the copy to commit, and a copy
- *      reaching a row being deleted waits for the delete, then skips the gone row;
- *    - **the delete fence** (backfill in `lockMode: 'fence'`, the default): a batch takes the
+ *      `lockMode: 'rows'`, the default); a delete of such a row waits for the copy to commit,
+ *      and a copy reaching a row being deleted waits for the delete, then skips the gone row;
+ *    - **the delete fence** (backfill in `lockMode: 'fence'`): a batch takes the
  *      control schema's `delete_fence` table `SHARE` in a statement *before* the one that
  *      reads and copies, and holds it until it commits; every delete takes it `ROW EXCLUSIVE`
  *      first. The two conflict (and neither conflicts with itself), so either the delete

@@ -88,7 +88,15 @@ describeOnRealServer('backfill by several processes (real server)', () => {
         poolSize: workers + 1,
         printBatches: true,
         waitForGo: true,
-        backfill: { workers, batchSize: 200, targetBatchMs: 0, leaseMs, workerId: `proc-${p}` },
+        backfill: {
+          workers,
+          batchSize: 200,
+          targetBatchMs: 0,
+          leaseMs,
+          workerId: `proc-${p}`,
+          // both lock modes in one backfill: each batch is safe on its own
+          lockMode: p === 'A' || p === 'C' ? 'fence' : 'rows',
+        },
       }),
     );
     children.push(...started);

@@ -161,7 +161,7 @@ describeOnRealServer('backfill from the command line on a PostgreSQL server', ()
     expect(badMode.stderr).toContain('check --lock-mode (pg-dual-read help)');
 
     const run = await cli(
-      ['backfill', '--workers', '2', '--ranges', '3', '--lock-mode', 'rows', ...options],
+      ['backfill', '--workers', '2', '--ranges', '3', '--lock-mode', 'fence', ...options],
       { env },
     );
     expect(run).toMatchObject({ code: 0, stderr: '' });
