@@ -21,19 +21,28 @@
  * Measured, each on an empty new table (TRUNCATE, `resetBackfill()`, CHECKPOINT before each):
  * - `baseline`: one `INSERT INTO new (columns) SELECT columns FROM old` (the backfill's column
  *   list), one statement, one transaction, on a connection of this process;
- * - `backfill`: `migration.backfill({ workers })` with default options otherwise, in a child
- *   process (`bench/backfill-child.ts`) that also reports its peak RSS growth during the call.
- *   Its time is the call's, planning included, process start excluded.
- * Baseline and backfill (2 workers) alternate BENCH_ROUNDS times; then 4 and 1 workers,
- * `synchronous_commit=off` for the backfill's sessions, the proposed fix
- * (`enable_incremental_sort=off` for the backfill's sessions, so the batch's keyset read always
- * uses the (team_id, id) index, custom or generic plan), the same without `FOR SHARE` (unsafe:
- * an upper bound of what a coarser delete lock could save; the child rewrites the statement,
- * src/ is untouched), the skewed rows, and the partitioned table. Session settings reach the
- * child's connections through `options=-c ...` in its URL.
+ * - `backfill`: `migration.backfill({ workers, lockMode })` with default options otherwise, in a
+ *   child process (`bench/backfill-child.ts`) that also reports its peak RSS growth during the
+ *   call. Its time is the call's, planning included, process start excluded. `lockMode` is
+ *   'rows' (the default: each batch reads its old rows `FOR SHARE`) or 'fence' (each batch
+ *   holds the delete fence, and reads old rows without a row lock); every run is labelled.
+ * Baseline, backfill (2 workers, rows) and backfill (2 workers, fence) alternate BENCH_ROUNDS
+ * times; then, on the uniform rows, 4 and 1 workers and 2 workers with
+ * `synchronous_commit=off` for the backfill's sessions (through `options=-c ...` in the child's
+ * URL), in 'rows' mode; on the skewed rows, 2 and 4 workers in 'rows' mode and 2 in 'fence'
+ * mode; then the partitioned table (baseline and 2 workers).
  * Then EXPLAIN (ANALYZE, BUFFERS, WAL) of one batch statement as `RangeStore.batch` sends it
- * (captured from a Kysely query log), custom and generic plans, and of variants of it, to show
- * where the time goes.
+ * (captured from a Kysely query log, in 'fence' mode, and in 'rows' mode too for the uniform
+ * rows), custom and generic plans, and of variants of it, to show where the time goes.
+ * Last (it deletes old rows, which the other runs' row checks count on), under live deletes: the
+ * delete latency with no backfill running for ~3 s, then for each mode a 2-worker backfill of
+ * the uniform rows while this process deletes random existing persons through the library's
+ * repository (`repository().deletePerson()` of a second migration object on a handle of its
+ * own) at BENCH_LIVE_DELETES_PER_S, up to 8 in flight, from the child's backfill() call until
+ * it exits. Reported: the backfill's time against the baseline and against the same mode
+ * without deletes, and the deletes' latency percentiles. Checked after each: no deleted person
+ * left in either table, every remaining old row copied, no new row without an old row (the
+ * tables are printed, then the bench fails if any check did not hold).
  *
  * Environment knobs (defaults in brackets):
  *   BENCH_ROWS [1000000]     BENCH_TEAMS [100]       BENCH_PROPERTIES_BYTES [500]
@@ -42,7 +51,9 @@
  *   BENCH_PARTITIONS [8]     hash partitions of the second new table (0: skip it)
  *   BENCH_SKEW [1]           0 skips the skewed rows
  *   BENCH_SYNC_OFF [1]       0 skips the synchronous_commit=off run
- *   BENCH_PROPOSAL [1]       0 skips the proposed-fix runs
+ *   BENCH_FENCE_MODE [1]     0 skips the lockMode 'fence' runs (uniform, skewed, live deletes)
+ *   BENCH_TARGET_BATCH_MS    the backfill's targetBatchMs (default: the library's, 250)
+ *   BENCH_LIVE_DELETES_PER_S [50] deletes a second during the live-delete runs (0: skip them)
  *   BENCH_EXPLAIN [1]        0 none, 1 summary + the batch plan, 2 also the variants' plans
  *   BENCH_EXPLAIN_ROWS [5000] rows of the explained batch
  *   BENCH_TIMEOUT_S [150]    a backfill still running after this is stopped (signal) and reported
@@ -53,6 +64,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
+import type { BatchLockMode } from '../src/backfill/backfill-options.js';
 import { planBackfill } from '../src/backfill/backfill-plan.js';
 import { RangeStore } from '../src/backfill/range-store.js';
 import { preparedStatementMarker } from '../src/db/prepared-statements.js';
@@ -62,15 +74,11 @@ import {
   type DatabaseHandle,
   openDatabase,
   type PersonsMigration,
+  type PersonsRepository,
 } from '../src/index.js';
 import { columnList, loadPersonColumns } from '../src/repository/repository-context.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
-import {
-  type BatchRewrite,
-  type ChildConfig,
-  type ChildReport,
-  rewriteBatch,
-} from './backfill-child.js';
+import { type ChildConfig, type ChildReport, startedLine } from './backfill-child.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: tables are named at run time.
 type AnyDb = Kysely<any>;
@@ -92,21 +100,22 @@ const ROUNDS = Math.max(1, Math.round(env('BENCH_ROUNDS', 2)));
 const PARTITIONS = Math.round(env('BENCH_PARTITIONS', 8));
 const SKEW = env('BENCH_SKEW', 1) > 0;
 const SYNC_OFF = env('BENCH_SYNC_OFF', 1) > 0;
-const PROPOSAL = env('BENCH_PROPOSAL', 1) > 0;
+const FENCE_MODE = env('BENCH_FENCE_MODE', 1) > 0;
+const LIVE_DELETES_PER_S = env('BENCH_LIVE_DELETES_PER_S', 50);
 const EXPLAIN = env('BENCH_EXPLAIN', 1);
 const EXPLAIN_ROWS = Math.max(100, Math.round(env('BENCH_EXPLAIN_ROWS', 5_000)));
 const TIMEOUT_S = Math.max(1, env('BENCH_TIMEOUT_S', 150));
 
 const GOAL = { ratio: 1.25, skew: 1.2, memoryMb: 100 };
-/** Session settings the backfill's connections can be started with (`options=-c ...`). */
+/** A session setting the backfill's connections can be started with (`options=-c ...`). */
 const SYNC_COMMIT_OFF = 'synchronous_commit=off';
-const INCREMENTAL_SORT_OFF = 'enable_incremental_sort=off';
-/** Not settings: the child rewrites the batch statement (see backfill-child.ts). */
-const PROBE_FIX = 'end-of-range probe as ordered LIMIT 1';
-const NO_SHARE = 'without FOR SHARE (unsafe, upper bound)';
-const REWRITES: Record<string, BatchRewrite> = { [PROBE_FIX]: 'probe', [NO_SHARE]: 'no-share' };
-/** The proposed change, measured as a whole. */
-let PROPOSED: readonly string[] = [INCREMENTAL_SORT_OFF, PROBE_FIX];
+/** What `batchTransaction` (src/backfill/range-store.ts) sets in every batch transaction. */
+const BATCH_SETTINGS = ['enable_incremental_sort=off'];
+/** Live deletes in flight at once; a tick finding this many still running is skipped. */
+const DELETES_IN_FLIGHT = 8;
+/** How long the delete latency is measured with no backfill running, for reference. */
+const REFERENCE_DELETES_MS = 3_000;
+const modeLabel = (mode: BatchLockMode) => `lockMode ${mode}`;
 
 const stamp = `${Date.now().toString(36)}_${Math.floor(Math.random() * 1e6).toString(36)}`;
 const uniformSchema = `bench_backfill_${stamp}`;
@@ -247,13 +256,23 @@ interface Run {
   readonly kind: 'baseline' | 'backfill';
   readonly target: Target;
   readonly workers: number;
-  /** Session settings of the backfill's connections (`synchronous_commit=off`), or PROBE_FIX. */
+  /** The backfill's lock mode (undefined for a baseline). */
+  readonly lockMode: BatchLockMode | undefined;
+  /** Session settings of the backfill's connections (`synchronous_commit=off`). */
   readonly tweaks: readonly string[];
   readonly ms: number;
   readonly walBytes: number;
   readonly child: ChildReport | undefined;
   /** Stopped by BENCH_TIMEOUT_S before the end: its time is extrapolated (a lower bound). */
   readonly stopped: boolean;
+}
+
+interface BackfillRunOptions {
+  readonly lockMode?: BatchLockMode;
+  /** Session settings of the backfill's connections. */
+  readonly tweaks?: readonly string[];
+  /** Stop the backfill after this long (BENCH_TIMEOUT_S by default). */
+  readonly timeoutS?: number;
 }
 
 /** The run's time for all rows: measured, or extrapolated from a stopped run (a lower bound). */
@@ -420,6 +439,7 @@ async function main(): Promise<void> {
         kind: 'baseline',
         target,
         workers: 1,
+        lockMode: undefined,
         tweaks: [],
         ms,
         walBytes,
@@ -432,25 +452,35 @@ async function main(): Promise<void> {
       );
       return run;
     };
+    const childConfig = (
+      target: Target,
+      workers: number,
+      lockMode: BatchLockMode,
+      tweaks: readonly string[],
+      timeoutS: number,
+    ): ChildConfig => ({
+      url: tweaks.reduce(withOption, url),
+      schema: target.schema,
+      controlSchema,
+      name: target.name,
+      newTable: target.newTable,
+      workers,
+      timeoutMs: Math.round(timeoutS * 1000),
+      lockMode,
+    });
+    const describeChild = (child: ChildReport) =>
+      `${secs(child.ms)} s, ${int(child.rowsCopied / (child.ms / 1000))} rows/s, ` +
+      `${child.batches} batches (median ${child.batchSize.median} rows, ${Math.round(child.batchMs.median)} ms, p95 ${Math.round(child.batchMs.p95)} ms), ` +
+      `first batch after ${Math.round(child.firstBatchMs)} ms, ${child.splits} splits, ${child.retries} retries, ` +
+      `peak RSS +${mb(child.hwmGrowth ?? child.sampledGrowth).toFixed(1)} MB`;
     const backfill = async (
       target: Target,
       workers: number,
-      tweaks: readonly string[] = [],
-      timeoutS = TIMEOUT_S,
+      { lockMode = 'rows', tweaks = [], timeoutS = TIMEOUT_S }: BackfillRunOptions = {},
     ): Promise<Run> => {
       await reset(target);
-      const config: ChildConfig = {
-        url: tweaks.filter((t) => t.includes('=')).reduce(withOption, url),
-        rewrites: tweaks.flatMap((t) => (REWRITES[t] ? [REWRITES[t]] : [])),
-        schema: target.schema,
-        controlSchema,
-        name: target.name,
-        newTable: target.newTable,
-        workers,
-        timeoutMs: Math.round(timeoutS * 1000),
-      };
       const lsn = await walLsn();
-      const child = await runChild(config);
+      const child = await runChild(childConfig(target, workers, lockMode, tweaks, timeoutS));
       const walBytes = await walSince(lsn);
       const stopped = child.aborted && !child.finished;
       if (!stopped && (!child.finished || child.rowsCopied !== ROWS)) {
@@ -458,26 +488,15 @@ async function main(): Promise<void> {
           `backfill on ${target.label}: finished=${child.finished}, ${child.rowsCopied} rows copied`,
         );
       }
-      const seen = child.settings;
-      if (
-        (tweaks.includes(SYNC_COMMIT_OFF) && seen.synchronousCommit !== 'off') ||
-        (tweaks.includes(INCREMENTAL_SORT_OFF) && seen.incrementalSort !== 'off')
-      ) {
-        throw new Error(`session settings not applied: ${JSON.stringify(seen)}`);
-      }
-      if (
-        tweaks.includes(PROBE_FIX) &&
-        (child.rewrites.applied === 0 || child.rewrites.missed > 0)
-      ) {
-        throw new Error(
-          `the probe rewrite did not apply to every batch (${JSON.stringify(child.rewrites)}): the batch SQL changed, update backfill-child.ts`,
-        );
+      if (tweaks.includes(SYNC_COMMIT_OFF) && child.settings.synchronousCommit !== 'off') {
+        throw new Error(`session settings not applied: ${JSON.stringify(child.settings)}`);
       }
       if (!stopped) await verify(target, `backfill on ${target.label}`);
       const run: Run = {
         kind: 'backfill',
         target,
         workers,
+        lockMode,
         tweaks,
         ms: child.ms,
         walBytes,
@@ -486,60 +505,60 @@ async function main(): Promise<void> {
       };
       runs.push(run);
       log(
-        `backfill, ${target.label}, ${workers} workers${tweaks.length ? `, ${tweaks.join(', ')}` : ''}: ` +
+        `backfill, ${target.label}, ${workers} worker${workers === 1 ? '' : 's'}, ${modeLabel(lockMode)}${tweaks.length ? `, ${tweaks.join(', ')}` : ''}: ` +
           (stopped
             ? `STOPPED after ${Math.round(timeoutS)} s with ${int(child.rowsCopied)} of ${int(ROWS)} rows, `
             : '') +
-          `${secs(child.ms)} s, ${int(child.rowsCopied / (child.ms / 1000))} rows/s, WAL ${int(mb(walBytes))} MB, ` +
-          `${child.batches} batches (median ${child.batchSize.median} rows, ${Math.round(child.batchMs.median)} ms, p95 ${Math.round(child.batchMs.p95)} ms), ` +
-          `first batch after ${Math.round(child.firstBatchMs)} ms, ${child.splits} splits, ` +
-          `batch plans generic/custom ${child.batchPlans.generic}/${child.batchPlans.custom}, ` +
-          `peak RSS +${mb(child.hwmGrowth ?? child.sampledGrowth).toFixed(1)} MB`,
+          `${describeChild(child)}, WAL ${int(mb(walBytes))} MB, ` +
+          `batch plans generic/custom ${child.batchPlans.generic}/${child.batchPlans.custom}`,
       );
       return run;
     };
 
-    // The end-of-range probe the proposal rewrites may already be gone from src/.
-    {
-      const probe = await captureBatch(uniform, handle);
-      await probe.release();
-      if (rewriteBatch(probe.sql, ['probe']) === probe.sql) {
-        PROPOSED = [INCREMENTAL_SORT_OFF];
-        log(
-          'the batch statement has no NOT EXISTS end-of-range probe: the proposal is the setting only',
-        );
-      }
-    }
+    const of = (pred: (r: Run) => boolean) => runs.filter(pred);
+    const baselineOf = (target: Target) => of((r) => r.kind === 'baseline' && r.target === target);
+    const backfillOf = (
+      target: Target | undefined,
+      workers: number,
+      lockMode: BatchLockMode = 'rows',
+      tweaks: readonly string[] = [],
+    ) =>
+      of(
+        (r) =>
+          r.kind === 'backfill' &&
+          r.target === target &&
+          r.workers === workers &&
+          r.lockMode === lockMode &&
+          r.tweaks.join() === tweaks.join(),
+      );
+    const medianOf = (rs: Run[]) => median(rs.map(fullMs));
 
     // ---------------------------------------------------------------- timed runs
     const measured = now();
     const loadDuring = load();
-    const uniformRuns: Run[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      if (round % 2 === 0) {
-        await baseline(uniform);
-        uniformRuns.push(await backfill(uniform, 2));
-      } else {
-        uniformRuns.push(await backfill(uniform, 2));
-        await baseline(uniform);
-      }
+      const copies = [
+        () => baseline(uniform),
+        () => backfill(uniform, 2),
+        ...(FENCE_MODE ? [() => backfill(uniform, 2, { lockMode: 'fence' })] : []),
+      ];
+      // Alternate the order, so that no copy always runs first (or right after a baseline).
+      for (const copy of round % 2 === 0 ? copies : copies.reverse()) await copy();
     }
-    const uniform4 = await backfill(uniform, 4);
+    await backfill(uniform, 4);
     await backfill(uniform, 1);
-    if (SYNC_OFF) await backfill(uniform, 2, [SYNC_COMMIT_OFF]);
-    let proposedUniform: Run | undefined;
-    if (PROPOSAL) {
-      proposedUniform = await backfill(uniform, 2, PROPOSED);
-      await backfill(uniform, 2, [...PROPOSED, NO_SHARE]);
-    }
+    if (SYNC_OFF) await backfill(uniform, 2, { tweaks: [SYNC_COMMIT_OFF] });
     if (skewed) {
-      // A skewed run 1.5x slower than uniform misses the 1.2x goal anyway: stop it there.
-      const cap = (r: Run | undefined, fallback: number) =>
-        Math.min(TIMEOUT_S, Math.max(20, (1.5 * (r ? r.ms : fallback)) / 1000));
-      const uniform2Ms = median(uniformRuns.map((r) => r.ms));
-      await backfill(skewed, 2, [], cap(undefined, uniform2Ms));
-      await backfill(skewed, 4, [], cap(uniform4, uniform2Ms));
-      if (PROPOSAL) await backfill(skewed, 2, PROPOSED, cap(proposedUniform, uniform2Ms));
+      // A skewed run 1.5x slower than its uniform counterpart misses the 1.2x goal anyway: stop
+      // it there.
+      const cap = (workers: number, lockMode: BatchLockMode) =>
+        Math.min(
+          TIMEOUT_S,
+          Math.max(20, (1.5 * medianOf(backfillOf(uniform, workers, lockMode))) / 1000),
+        );
+      await backfill(skewed, 2, { timeoutS: cap(2, 'rows') });
+      await backfill(skewed, 4, { timeoutS: cap(4, 'rows') });
+      if (FENCE_MODE) await backfill(skewed, 2, { lockMode: 'fence', timeoutS: cap(2, 'fence') });
     }
     if (partitioned) {
       await baseline(partitioned);
@@ -549,27 +568,132 @@ async function main(): Promise<void> {
     log(`measured in ${seconds(measured)}`);
 
     // ---------------------------------------------------------------- plans
+    // Before the live deletes, so the plans are of the intact old table.
     const explained: ExplainSummary[] = [];
     if (EXPLAIN > 0) {
       explained.push(await explainBatch(uniform, handle, copyable, true));
       if (skewed) explained.push(await explainBatch(skewed, handle, copyable, false));
     }
 
+    // ---------------------------------------------------------------- under live deletes
+    // Last of all: these delete old rows, which the other runs' row checks count on.
+    const liveRuns: LiveRun[] = [];
+    let referenceDeletes: DeleteStats | undefined;
+    const failures: string[] = [];
+    const fail = (message: string) => {
+      failures.push(message);
+      log(`FAILED: ${message}`);
+    };
+    if (LIVE_DELETES_PER_S > 0) {
+      const liveStart = now();
+      const modes: BatchLockMode[] = FENCE_MODE ? ['rows', 'fence'] : ['rows'];
+      // Keys for a backfill 3x slower than without deletes, plus 10 s; distinct per run, and
+      // never more than a small share of the table.
+      const keysFor = (forSeconds: number) =>
+        Math.min(
+          Math.floor(ROWS / (4 * (modes.length + 1))),
+          Math.ceil(LIVE_DELETES_PER_S * forSeconds),
+        );
+      const budgets = [
+        keysFor(REFERENCE_DELETES_MS / 1000 + 2),
+        ...modes.map((mode) => keysFor((3 * medianOf(backfillOf(uniform, 2, mode))) / 1000 + 10)),
+      ];
+      const picked = (
+        await sql<Key>`SELECT team_id::int AS team, id::text AS id
+          FROM ${sql.id(uniform.schema, 'posthog_person')}
+          ORDER BY random() LIMIT ${budgets.reduce((a, b) => a + b, 0)}`.execute(db)
+      ).rows;
+      let taken = 0;
+      const take = (n: number) => {
+        taken += n;
+        return picked.slice(taken - n, taken);
+      };
+      const oldTable = sql.id(uniform.schema, 'posthog_person');
+      const newTable = sql.id(uniform.schema, uniform.newTable);
+      /** Deleted keys gone from both tables; with `copied`, every old row copied and no more. */
+      const checkDeletes = async (what: string, stats: DeleteStats, copied: boolean) => {
+        if (stats.errors.length > 0) {
+          fail(`${what}: ${stats.errors.length} deletes failed, the first: ${stats.errors[0]}`);
+        }
+        if (stats.notFound > 0) fail(`${what}: ${stats.notFound} deletes found no person`);
+        const teams = stats.deleted.map((k) => k.team);
+        const ids = stats.deleted.map((k) => k.id);
+        const counts = (
+          await sql<{ in_old: string; in_new: string; uncopied: string; orphans: string }>`
+            WITH gone AS (SELECT * FROM unnest(${teams}::int8[], ${ids}::int8[]) AS g (team_id, id))
+            SELECT (SELECT count(*) FROM ${oldTable} AS o JOIN gone USING (team_id, id))::text AS in_old,
+              (SELECT count(*) FROM ${newTable} AS n JOIN gone USING (team_id, id))::text AS in_new,
+              (SELECT count(*) FROM ${oldTable} AS o WHERE NOT EXISTS (SELECT 1 FROM ${newTable} AS n
+                WHERE n.team_id = o.team_id AND n.id = o.id))::text AS uncopied,
+              (SELECT count(*) FROM ${newTable} AS n WHERE NOT EXISTS (SELECT 1 FROM ${oldTable} AS o
+                WHERE o.team_id = n.team_id AND o.id = n.id))::text AS orphans`.execute(db)
+        ).rows[0];
+        const n = (v: string | undefined) => Number(v ?? Number.NaN);
+        if (n(counts?.in_old) !== 0) {
+          fail(`${what}: ${counts?.in_old} deleted keys still in the old table`);
+        }
+        if (n(counts?.in_new) !== 0) {
+          fail(`${what}: ${counts?.in_new} deleted keys are in the new table`);
+        }
+        if (copied && n(counts?.uncopied) !== 0) {
+          fail(`${what}: ${counts?.uncopied} old rows have no copy`);
+        }
+        if (copied && n(counts?.orphans) !== 0) {
+          fail(`${what}: ${counts?.orphans} rows of the new table have no old row`);
+        }
+      };
+
+      const deleteHandle = await openDatabase(url, { maxConnections: DELETES_IN_FLIGHT + 2 });
+      const deleting = createPersonsMigration({
+        db: deleteHandle,
+        schema: uniform.schema,
+        controlSchema,
+        name: uniform.name,
+        newTable: uniform.newTable,
+      });
+      try {
+        const repo = deleting.repository();
+        await reset(uniform);
+        // One delete outside the measure warms the repository (column facts, phase).
+        const [warmUp, ...referenceKeys] = take(budgets[0] as number);
+        if (warmUp) await repo.deletePerson(warmUp.team, warmUp.id);
+        const referenceLoop = startDeletes(repo, referenceKeys);
+        await new Promise((resolve) => setTimeout(resolve, REFERENCE_DELETES_MS));
+        referenceDeletes = await referenceLoop.stop();
+        await checkDeletes('deletes without a backfill', referenceDeletes, false);
+        log(`deletes without a backfill: ${describeDeletes(referenceDeletes)}`);
+
+        for (const [index, mode] of modes.entries()) {
+          await reset(uniform);
+          const keys = take(budgets[index + 1] as number);
+          // From the child's call to backfill() until the child exits.
+          const running: { loop?: DeleteLoop } = {};
+          let child: ChildReport;
+          let deletes: DeleteStats | undefined;
+          try {
+            child = await runChild(childConfig(uniform, 2, mode, [], TIMEOUT_S), () => {
+              running.loop = startDeletes(repo, keys);
+            });
+          } finally {
+            deletes = await running.loop?.stop();
+          }
+          if (!deletes) throw new Error('the backfill child never reported its start');
+          const what = `backfill under live deletes, ${modeLabel(mode)}`;
+          if (!child.finished) {
+            fail(`${what}: did not finish (${int(child.rowsCopied)} rows copied)`);
+          }
+          await checkDeletes(what, deletes, child.finished);
+          liveRuns.push({ lockMode: mode, child, deletes });
+          log(`${what}: ${describeChild(child)}; deletes: ${describeDeletes(deletes)}`);
+        }
+      } finally {
+        await deleting.close().catch(() => {});
+        await deleteHandle.close().catch(() => {});
+      }
+      log(`live deletes measured in ${seconds(liveStart)}`);
+    }
+
     // ---------------------------------------------------------------- report
-    const of = (pred: (r: Run) => boolean) => runs.filter(pred);
-    const baselineOf = (target: Target) => of((r) => r.kind === 'baseline' && r.target === target);
-    const backfillOf = (
-      target: Target | undefined,
-      workers: number,
-      tweaks: readonly string[] = [],
-    ) =>
-      of(
-        (r) =>
-          r.kind === 'backfill' &&
-          r.target === target &&
-          r.workers === workers &&
-          r.tweaks.join() === tweaks.join(),
-      );
     const uniformBaseline = median(baselineOf(uniform).map(fullMs));
     const table = [
       '| copy | new table | rows | runs (s) | median | rows/s | vs baseline | WAL per run | batches (median rows, median ms) | until 1st batch | peak RSS growth |',
@@ -597,32 +721,27 @@ async function main(): Promise<void> {
           `${against === undefined ? '-' : `${ge}${(m / against).toFixed(2)}x`} | ${int(mb(median(rs.map((r) => r.walBytes))))} MB | ${batches} | ${first} | ${rss} |`,
       );
     };
-    const fixLabel = `proposed fix (${PROPOSED.join(' + ')})`;
+    const fence = modeLabel('fence');
+    const rowsMode = modeLabel('rows');
     row('baseline: one INSERT ... SELECT', baselineOf(uniform), undefined);
-    row('backfill, 2 workers', backfillOf(uniform, 2), uniformBaseline);
-    row('backfill, 4 workers', backfillOf(uniform, 4), uniformBaseline);
-    row('backfill, 1 worker', backfillOf(uniform, 1), uniformBaseline);
+    row(`backfill, 2 workers, ${rowsMode}`, backfillOf(uniform, 2), uniformBaseline);
+    row(`backfill, 2 workers, ${fence}`, backfillOf(uniform, 2, 'fence'), uniformBaseline);
+    row(`backfill, 4 workers, ${rowsMode}`, backfillOf(uniform, 4), uniformBaseline);
+    row(`backfill, 1 worker, ${rowsMode}`, backfillOf(uniform, 1), uniformBaseline);
     row(
-      `backfill, 2 workers, ${SYNC_COMMIT_OFF}`,
-      backfillOf(uniform, 2, [SYNC_COMMIT_OFF]),
+      `backfill, 2 workers, ${rowsMode}, ${SYNC_COMMIT_OFF}`,
+      backfillOf(uniform, 2, 'rows', [SYNC_COMMIT_OFF]),
       uniformBaseline,
     );
-    row(`backfill, 2 workers, ${fixLabel}`, backfillOf(uniform, 2, PROPOSED), uniformBaseline);
-    row(
-      `backfill, 2 workers, proposed fix, ${NO_SHARE}`,
-      backfillOf(uniform, 2, [...PROPOSED, NO_SHARE]),
-      uniformBaseline,
-    );
-    row('backfill, 2 workers', backfillOf(skewed, 2), uniformBaseline);
-    row('backfill, 4 workers', backfillOf(skewed, 4), uniformBaseline);
-    row(`backfill, 2 workers, ${fixLabel}`, backfillOf(skewed, 2, PROPOSED), uniformBaseline);
+    row(`backfill, 2 workers, ${rowsMode}`, backfillOf(skewed, 2), uniformBaseline);
+    row(`backfill, 4 workers, ${rowsMode}`, backfillOf(skewed, 4), uniformBaseline);
+    row(`backfill, 2 workers, ${fence}`, backfillOf(skewed, 2, 'fence'), uniformBaseline);
     if (partitioned) {
       const pb = median(baselineOf(partitioned).map(fullMs));
       row('baseline: one INSERT ... SELECT', baselineOf(partitioned), undefined);
-      row('backfill, 2 workers', backfillOf(partitioned, 2), pb);
+      row(`backfill, 2 workers, ${rowsMode}`, backfillOf(partitioned, 2), pb);
     }
 
-    const medianOf = (rs: Run[]) => median(rs.map(fullMs));
     const geOf = (rs: Run[]) => (rs.some((r) => r.stopped) ? '>= ' : '');
     const verdict = (ok: boolean) => (ok ? 'met' : 'missed');
     const goals = ['| goal | measured | target | |', '|---|---|---|---|'];
@@ -641,18 +760,26 @@ async function main(): Promise<void> {
       );
     };
     ratioGoal(
-      'backfill (2 workers) / one INSERT ... SELECT',
+      `backfill (2 workers, ${rowsMode}) / one INSERT ... SELECT`,
       backfillOf(uniform, 2),
       uniformBaseline,
     );
-    ratioGoal('same, 4 workers', backfillOf(uniform, 4), uniformBaseline);
-    ratioGoal(`same, 2 workers, ${fixLabel}`, backfillOf(uniform, 2, PROPOSED), uniformBaseline);
-    skewGoal('skewed / uniform, 2 workers', backfillOf(skewed, 2), backfillOf(uniform, 2));
-    skewGoal('skewed / uniform, 4 workers', backfillOf(skewed, 4), backfillOf(uniform, 4));
+    ratioGoal(`same, ${fence}`, backfillOf(uniform, 2, 'fence'), uniformBaseline);
+    ratioGoal(`same, 4 workers, ${rowsMode}`, backfillOf(uniform, 4), uniformBaseline);
     skewGoal(
-      `skewed / uniform, 2 workers, ${fixLabel}`,
-      backfillOf(skewed, 2, PROPOSED),
-      backfillOf(uniform, 2, PROPOSED),
+      `skewed / uniform, 2 workers, ${rowsMode}`,
+      backfillOf(skewed, 2),
+      backfillOf(uniform, 2),
+    );
+    skewGoal(
+      `skewed / uniform, 4 workers, ${rowsMode}`,
+      backfillOf(skewed, 4),
+      backfillOf(uniform, 4),
+    );
+    skewGoal(
+      `skewed / uniform, 2 workers, ${fence}`,
+      backfillOf(skewed, 2, 'fence'),
+      backfillOf(uniform, 2, 'fence'),
     );
     const allChildren = runs.map((r) => r.child).filter((c): c is ChildReport => c !== undefined);
     const peak = Math.max(...allChildren.map((c) => mb(c.hwmGrowth ?? c.sampledGrowth)));
@@ -679,8 +806,15 @@ async function main(): Promise<void> {
     console.log('');
     console.log(goals.join('\n'));
     console.log(`\n${machine.map((m) => `- ${m}`).join('\n')}\n`);
+    if (referenceDeletes)
+      printLiveDeletes(referenceDeletes, liveRuns, uniformBaseline, (mode) =>
+        medianOf(backfillOf(uniform, 2, mode)),
+      );
     for (const e of explained) printExplain(e);
     log(`total ${seconds(t0)}`);
+    if (failures.length > 0) {
+      throw new Error(`correctness under live deletes:\n- ${failures.join('\n- ')}`);
+    }
   } finally {
     for (const target of targets) await target.migration.close().catch(() => {});
     await baselineClient.end().catch(() => {});
@@ -698,7 +832,11 @@ function withOption(base: string, setting: string): string {
   return parsed.toString();
 }
 
-function runChild(config: ChildConfig): Promise<ChildReport> {
+/**
+ * Runs one backfill child; `onStarted` is called when it reports that its backfill() call
+ * starts (the report comes on exit).
+ */
+function runChild(config: ChildConfig, onStarted?: () => void): Promise<ChildReport> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', childPath, JSON.stringify(config)], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -706,8 +844,13 @@ function runChild(config: ChildConfig): Promise<ChildReport> {
     runningChild = child;
     let out = '';
     let err = '';
+    let started = false;
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
+      if (!started && out.split('\n').slice(0, -1).includes(startedLine)) {
+        started = true;
+        onStarted?.();
+      }
     });
     child.stderr.on('data', (d: Buffer) => {
       err += d.toString();
@@ -716,13 +859,158 @@ function runChild(config: ChildConfig): Promise<ChildReport> {
     child.on('close', (code) => {
       runningChild = undefined;
       const line = out.trim().split('\n').at(-1);
-      if (code !== 0 || !line) {
+      if (code !== 0 || !line || line === startedLine) {
         reject(new Error(`backfill child exited with ${code}: ${err.trim() || out.trim()}`));
         return;
       }
       resolve(JSON.parse(line) as ChildReport);
     });
   });
+}
+
+// ------------------------------------------------------------------ live deletes
+
+/** A person's key as the repository takes it. */
+interface Key {
+  readonly team: number;
+  readonly id: string;
+}
+
+interface DeleteStats {
+  /** ms from call to result, of the deletes that returned. */
+  readonly latencies: number[];
+  /** Keys whose delete returned true. */
+  readonly deleted: Key[];
+  notFound: number;
+  /** Messages of the deletes that threw. */
+  readonly errors: string[];
+  /** Ticks skipped because DELETES_IN_FLIGHT deletes were still running. */
+  skipped: number;
+  /** Ticks that found no key left to delete. */
+  exhausted: number;
+  /** How long the loop ran. */
+  ms: number;
+}
+
+interface DeleteLoop {
+  /** Stops issuing deletes, waits for those in flight, and returns what they did. */
+  readonly stop: () => Promise<DeleteStats>;
+}
+
+interface LiveRun {
+  readonly lockMode: BatchLockMode;
+  readonly child: ChildReport;
+  readonly deletes: DeleteStats;
+}
+
+/**
+ * Deletes `keys` in order through `repo`, one every 1000 / BENCH_LIVE_DELETES_PER_S ms on a
+ * fixed schedule (a slow delete does not push the next ones back), each awaited concurrently.
+ */
+function startDeletes(repo: PersonsRepository, keys: readonly Key[]): DeleteLoop {
+  const interval = 1000 / LIVE_DELETES_PER_S;
+  const stats: DeleteStats = {
+    latencies: [],
+    deleted: [],
+    notFound: 0,
+    errors: [],
+    skipped: 0,
+    exhausted: 0,
+    ms: 0,
+  };
+  const inFlight = new Set<Promise<void>>();
+  const started = now();
+  let ticks = 0;
+  let next = 0;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const tick = () => {
+    if (stopped) return;
+    const key = keys[next];
+    if (inFlight.size >= DELETES_IN_FLIGHT) stats.skipped += 1;
+    else if (!key) stats.exhausted += 1;
+    else {
+      next += 1;
+      const issued = now();
+      const done: Promise<void> = repo.deletePerson(key.team, key.id).then(
+        (found) => {
+          stats.latencies.push(now() - issued);
+          if (found) stats.deleted.push(key);
+          else stats.notFound += 1;
+        },
+        (error: unknown) => {
+          stats.errors.push(error instanceof Error ? error.message : String(error));
+        },
+      );
+      inFlight.add(done);
+      void done.finally(() => inFlight.delete(done));
+    }
+    ticks += 1;
+    timer = setTimeout(tick, Math.max(0, started + ticks * interval - now()));
+  };
+  tick();
+  let stopping: Promise<DeleteStats> | undefined;
+  return {
+    stop: () => {
+      stopping ??= (async () => {
+        stopped = true;
+        clearTimeout(timer);
+        stats.ms = now() - started;
+        await Promise.all(inFlight);
+        return stats;
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** Nearest-rank percentile. */
+const percentile = (values: readonly number[], q: number) => {
+  const s = [...values].sort((a, b) => a - b);
+  return s.length === 0 ? Number.NaN : (s[Math.max(0, Math.ceil(q * s.length) - 1)] as number);
+};
+
+const latencyCells = (d: DeleteStats) =>
+  [0.5, 0.95, 0.99, 1]
+    .map((q) => percentile(d.latencies, q).toFixed(q === 0.5 ? 1 : 0))
+    .join(' | ');
+
+const describeDeletes = (d: DeleteStats) =>
+  `${d.deleted.length} deleted in ${secs(d.ms)} s, latency p50 / p95 / p99 / max ${latencyCells(d).replaceAll(' | ', ' / ')} ms` +
+  (d.skipped ? `, ${d.skipped} ticks skipped (${DELETES_IN_FLIGHT} in flight)` : '') +
+  (d.exhausted ? `, ${d.exhausted} ticks found no key left` : '') +
+  (d.errors.length ? `, ${d.errors.length} FAILED` : '') +
+  (d.notFound ? `, ${d.notFound} found no person` : '');
+
+function printLiveDeletes(
+  reference: DeleteStats,
+  live: readonly LiveRun[],
+  baselineMs: number,
+  /** The median time of the timed 2-worker runs of a mode. */
+  quietMs: (lockMode: BatchLockMode) => number,
+): void {
+  console.log('## Backfill under live deletes\n');
+  const table = [
+    '| backfill (uniform rows) | time (s) | vs baseline | vs same, no deletes | batches (retries) | deletes done | delete p50 (ms) | p95 | p99 | max |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+    `| none (reference, ${secs(reference.ms)} s) | - | - | - | - | ${reference.deleted.length} | ${latencyCells(reference)} |`,
+  ];
+  for (const r of live) {
+    const quiet = quietMs(r.lockMode);
+    table.push(
+      `| 2 workers, ${modeLabel(r.lockMode)} | ${secs(r.child.ms)} | ${(r.child.ms / baselineMs).toFixed(2)}x | ` +
+        `${(r.child.ms / quiet).toFixed(2)}x | ${r.child.batches} (${r.child.retries}) | ${r.deletes.deleted.length} | ${latencyCells(r.deletes)} |`,
+    );
+  }
+  console.log(table.join('\n'));
+  const skipped = [reference, ...live.map((r) => r.deletes)].reduce((n, d) => n + d.skipped, 0);
+  console.log(
+    `\n- deletes through \`repository().deletePerson()\` of a second migration object in the bench process, ` +
+      `${LIVE_DELETES_PER_S} a second on a fixed schedule, up to ${DELETES_IN_FLIGHT} in flight (ticks skipped for that: ${skipped}), ` +
+      'random existing persons, distinct per run; latency = the call, pool wait included; during a backfill from its backfill() call until its process exits\n' +
+      '- vs same, no deletes: against the median of the timed 2-worker runs of that mode; retries: batches retried (lock timeout while a delete held the fence or a row)\n' +
+      '- checked after each run: no deleted person in either table, every remaining old row copied, no new row without an old row\n',
+  );
 }
 
 // ------------------------------------------------------------------ one batch, explained
@@ -743,7 +1031,6 @@ interface VariantResult {
   wal: string;
   buffers: string;
   shape: string;
-  probe: string;
   plan: string;
 }
 
@@ -755,17 +1042,14 @@ interface ExplainSummary {
   readonly variants: VariantResult[];
 }
 
-/**
- * Captures the SQL of one batch as `RangeStore.batch` builds it (through a Kysely `log` on a
- * handle of its own, in a transaction rolled back), then runs EXPLAIN (ANALYZE, BUFFERS, WAL)
- * of it and of variants of it, each on an empty new table (TRUNCATE in a transaction rolled
- * back) after a CHECKPOINT, alternating, `repeats` times each. The batch starts
- * BENCH_EXPLAIN_ROWS keys into the first range (for the skewed rows: inside the big team).
- */
 /** One batch statement as `RangeStore.batch` sends it, with the range it was built for. */
 interface CapturedBatch {
-  readonly sql: string;
-  readonly params: readonly unknown[];
+  /** The statement in each lock mode asked for (same range, same parameters). */
+  readonly statements: readonly {
+    readonly lockMode: BatchLockMode;
+    readonly sql: string;
+    readonly params: readonly unknown[];
+  }[];
   readonly after: { readonly team: string; readonly id: string };
   readonly end: { readonly team: string; readonly id: string };
   /** Gives the range back and discards the plan. */
@@ -775,23 +1059,28 @@ interface CapturedBatch {
 /**
  * Plans the backfill, leases its first range to `bench-explain`, and captures the batch
  * statement for keys BENCH_EXPLAIN_ROWS into that range (so it has both bounds, as most
- * batches do) from a Kysely query log, running it in a transaction rolled back. The lease
- * stays until `release()`, so the captured statement can be EXPLAIN ANALYZEd.
+ * batches do) in each of `lockModes`, from a Kysely query log. The lease stays until
+ * `release()`, so the captured statements can be EXPLAIN ANALYZEd. In 'fence' mode the fence is
+ * a `LOCK TABLE` statement before the batch statement, so it is not in the captured SQL.
  */
-async function captureBatch(target: Target, handle: DatabaseHandle): Promise<CapturedBatch> {
+async function captureBatch(
+  target: Target,
+  handle: DatabaseHandle,
+  lockModes: readonly BatchLockMode[],
+): Promise<CapturedBatch> {
   const db = handle.db as AnyDb;
   const options = target.migration.options;
   const oldTable = sql.id(target.schema, 'posthog_person');
   await sql`TRUNCATE ${sql.id(target.schema, target.newTable)}`.execute(db);
   await target.migration.resetBackfill();
+  let listening = false;
   let captured: CompiledQuery | undefined;
   const pool = new pg.Pool({ connectionString: url, max: 1, types: pgTypeOverrides });
   const capturing: AnyDb = new Kysely({
     dialect: new PostgresDialect({ pool }),
     log: (event) => {
-      // The batch is the only statement that locks old rows FOR SHARE (prepared or not: it
-      // carried preparedStatementMarker until cc8dd6a).
-      if (event.level === 'query' && event.query.sql.includes('FOR SHARE OF o')) {
+      // Within the batch's transaction, the batch statement is the only INSERT.
+      if (listening && event.level === 'query' && event.query.sql.includes('INSERT INTO')) {
         captured = event.query;
       }
     },
@@ -811,21 +1100,51 @@ async function captureBatch(target: Target, handle: DatabaseHandle): Promise<Cap
       )
     ).rows[0];
     if (!after) throw new Error('capture: range too small');
-    // Called loosely: the trailing arguments (lease, lock timeout) have changed over time. The
-    // batch runs its own transaction (BEGIN, planner setting, statement, COMMIT), so it commits:
-    // the plan and the copied rows are discarded right after.
+    // Called loosely: the trailing arguments (lease, lock timeout, lock mode) have changed over
+    // time. The batch runs its own transaction, so it commits: the copied rows are discarded
+    // right after. Each call reads from `after` again (the range's checkpoint is not what it
+    // reads from).
     const batch = store.batch.bind(store) as (...args: unknown[]) => Promise<unknown>;
-    await batch(capturing, 'bench-explain', { ...claimed, after }, EXPLAIN_ROWS, 600_000, 200);
-    await sql`DELETE FROM ${sql.id(options.controlSchema, 'backfill')}
-      WHERE migration = ${options.name}`.execute(db);
-    await sql`TRUNCATE ${sql.id(target.schema, target.newTable)}`.execute(db);
-    const query = captured as CompiledQuery | undefined;
-    if (!query) throw new Error('capture: the batch statement was not captured');
-    return {
-      sql: query.sql.startsWith(preparedStatementMarker)
+    // The range as a batch starting at `after` finds it (leased to us, running, its checkpoint
+    // at `after`): otherwise its lease check fails and the statement copies nothing. Before
+    // each captured batch (the one before moved the checkpoint, maybe marked the range done)
+    // and for the EXPLAINs.
+    const holdRange = () =>
+      sql`UPDATE ${sql.id(options.controlSchema, 'backfill_range')}
+        SET status = 'running', lease_owner = 'bench-explain', done_at = NULL,
+          lease_expires_at = clock_timestamp() + interval '10 minutes',
+          cursor_team = ${after.team}::int8, cursor_id = ${after.id}::int8
+        WHERE migration = ${options.name} AND range_id = ${claimed.rangeId}`.execute(db);
+    const statements: CapturedBatch['statements'][number][] = [];
+    for (const lockMode of lockModes) {
+      await holdRange();
+      captured = undefined;
+      listening = true;
+      await batch(
+        capturing,
+        'bench-explain',
+        { ...claimed, after },
+        EXPLAIN_ROWS,
+        600_000,
+        200,
+        lockMode,
+      );
+      listening = false;
+      const query = captured as CompiledQuery | undefined;
+      if (!query) throw new Error(`capture: the batch statement (${lockMode}) was not captured`);
+      const text = query.sql.startsWith(preparedStatementMarker)
         ? query.sql.slice(preparedStatementMarker.length)
-        : query.sql,
-      params: [...query.parameters],
+        : query.sql;
+      // The labels say which mode a plan is of: make sure the SQL agrees.
+      if (text.includes('FOR SHARE OF o') !== (lockMode === 'rows')) {
+        throw new Error(`capture: the ${lockMode} batch statement does not read as expected`);
+      }
+      statements.push({ lockMode, sql: text, params: [...query.parameters] });
+    }
+    await holdRange();
+    await sql`TRUNCATE ${sql.id(target.schema, target.newTable)}`.execute(db);
+    return {
+      statements,
       after,
       end: claimed.end,
       release: async () => {
@@ -852,15 +1171,17 @@ async function explainBatch(
   const db = handle.db as AnyDb;
   const newTable = sql.id(target.schema, target.newTable);
   const oldTable = sql.id(target.schema, 'posthog_person');
-  const captured = await captureBatch(target, handle);
+  const captured = await captureBatch(
+    target,
+    handle,
+    FENCE_MODE ? (full ? ['fence', 'rows'] : ['fence']) : ['rows'],
+  );
   const { after, end } = captured;
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   baselineBackendPid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0]
     ?.pid as number;
   try {
-    const shipped = captured.sql;
-    const params = [...captured.params];
     const without = (text: string, what: string) => {
       if (!text.includes(what)) throw new Error(`explain: "${what}" not found in the batch SQL`);
       return text.replace(what, '');
@@ -871,42 +1192,31 @@ async function explainBatch(
       WHERE (o.team_id, o.id) > (${after.team}::int8, ${after.id}::int8)
         AND (o.team_id, o.id) <= (${end.team}::int8, ${end.id}::int8)
       ORDER BY o.team_id, o.id LIMIT ${EXPLAIN_ROWS}`.compile(db);
-    const off = [INCREMENTAL_SORT_OFF];
     const v = (
       label: string,
       text: string,
-      settings: readonly string[] = [],
+      params: readonly unknown[],
       generic = false,
-      values: readonly unknown[] = params,
-    ): Variant => ({ label, sql: text, params: values, settings, generic });
-    const probe = PROPOSED.includes(PROBE_FIX);
-    const fixed = probe ? (rewriteBatch(shipped, ['probe']) ?? shipped) : shipped;
-    const variants: Variant[] = [
-      // The library runs each batch with incremental sorts off (RangeStore.batch).
-      v(`as shipped (${INCREMENTAL_SORT_OFF})`, shipped, off),
-      v(`as shipped (${INCREMENTAL_SORT_OFF}), generic plan`, shipped, off, true),
-      v('incremental sort on (before the fix)', shipped),
-      v('incremental sort on (before the fix), generic plan', shipped, [], true),
-    ];
-    if (probe) {
-      variants.push(
-        v(`proposed: ${PROPOSED.join(' + ')}`, fixed, off),
-        v('proposed, generic plan', fixed, off, true),
-      );
+    ): Variant => ({ label, sql: text, params, settings: BATCH_SETTINGS, generic });
+    const variants: Variant[] = [];
+    for (const s of captured.statements) {
+      // In 'fence' mode the LOCK TABLE before the statement is not explained (it waits for
+      // nothing here).
+      const label = `as shipped, ${modeLabel(s.lockMode)}${s.lockMode === 'rows' ? ' (FOR SHARE OF o)' : ''}`;
+      variants.push(v(label, s.sql, s.params));
+      if (s.lockMode === 'fence') variants.push(v(`${label}, generic plan`, s.sql, s.params, true));
     }
-    if (full) {
+    const fence = captured.statements.find((s) => s.lockMode === 'fence');
+    if (full && fence) {
       variants.push(
-        v('proposed, without FOR SHARE OF o', without(fixed, 'FOR SHARE OF o'), off),
         v(
-          'proposed, without ON CONFLICT DO NOTHING',
-          without(fixed, 'ON CONFLICT DO NOTHING'),
-          off,
+          `${modeLabel('fence')}, without ON CONFLICT DO NOTHING`,
+          without(fence.sql, 'ON CONFLICT DO NOTHING'),
+          fence.params,
         ),
         v(
-          `${INCREMENTAL_SORT_OFF}, plain keyset INSERT ... SELECT ... LIMIT (no lock, no conflict check, no checkpoint)`,
+          'plain keyset INSERT ... SELECT ... LIMIT (no lock, no conflict check, no checkpoint)',
           minimal.sql,
-          off,
-          false,
           [...minimal.parameters],
         ),
       );
@@ -945,7 +1255,6 @@ async function explainBatch(
       wal: '',
       buffers: '',
       shape: '',
-      probe: '',
       plan: '',
     }));
     const repeats = full ? 3 : 1;
@@ -960,7 +1269,6 @@ async function explainBatch(
           r.wal = /WAL: ([^\n]*)/.exec(plan)?.[1]?.trim() ?? '';
           r.buffers = /Buffers: ([^\n]*)/.exec(plan)?.[1]?.trim() ?? '';
           r.shape = scanShape(plan);
-          r.probe = probeShape(plan);
         }
       }
     }
@@ -979,9 +1287,13 @@ function scanShape(plan: string): string {
     /(Index Only Scan|Index Scan|Seq Scan|Bitmap Heap Scan)(?: using (\S+))? on posthog_person o(?=\s)[^\n]*rows=(\d+) loops=\d+\)/.exec(
       plan,
     );
+  // Never executed: the batch's lease check failed, so the figures are of an empty batch.
+  const idle = / on posthog_person o\s[^\n]*\(never executed\)/.test(plan);
   const what = scan
     ? `${scan[1]}${scan[2] ? ` on ${scan[2]}` : ''}, ${int(Number(scan[3]))} rows read`
-    : '?';
+    : idle
+      ? 'NOT EXECUTED (no lease)'
+      : '?';
   const sort =
     /(Incremental Sort|Sort)\s+\(cost[^\n]*\n(?:[^\n]*\n)*?\s*Sort Key: o\.team_id, o\.id/.exec(
       plan,
@@ -991,20 +1303,6 @@ function scanShape(plan: string): string {
   return `${what}, then ${sort[1]}${disk ? ` (spills ${int(Number(disk[1]) / 1024)} MB to disk)` : ''}`;
 }
 
-/** The end-of-range probe's reads of the old table (aliases o_1, o_2, ...): scans and rows. */
-function probeShape(plan: string): string {
-  const scans = [
-    ...plan.matchAll(
-      /(Index Only Scan|Index Scan|Seq Scan|Bitmap Heap Scan)(?: using \S+)? on posthog_person o_\d+[^\n]*?(?:rows=(\d+) loops=(\d+)\)|\(never executed\))/g,
-    ),
-  ];
-  if (scans.length === 0) return '-';
-  const kinds = [...new Set(scans.map((m) => m[1]))].join(' / ');
-  const run = scans.filter((m) => m[2] !== undefined);
-  const rows = run.reduce((sum, m) => sum + Number(m[2]) * Number(m[3]), 0);
-  return `${kinds}: ${run.length} of ${scans.length} run, ${int(rows)} rows`;
-}
-
 const quoted = (schema: string, table: string) =>
   `"${schema.replaceAll('"', '""')}"."${table.replaceAll('"', '""')}"`;
 
@@ -1012,23 +1310,6 @@ const quoted = (schema: string, table: string) =>
 function literal(value: unknown): string {
   if (value === null || value === undefined) return 'NULL';
   return `'${String(value).replaceAll("'", "''")}'`;
-}
-
-/** The plan lines of the end-of-range probe (the InitPlans reading posthog_person o_N). */
-function probeBlock(plan: string): string {
-  const lines = plan.split('\n');
-  const indent = (l: string) => l.search(/\S/);
-  const scans = lines
-    .map((l, i) => (/ on posthog_person o_\d+/.test(l) ? i : -1))
-    .filter((i) => i >= 0);
-  const first = scans[0];
-  const last = scans.at(-1);
-  if (first === undefined || last === undefined) return '(no probe in this plan)';
-  let start = first;
-  while (start > 0 && !/^\s*InitPlan/.test(lines[start] as string)) start--;
-  let end = last + 1;
-  while (end < lines.length && indent(lines[end] as string) > indent(lines[last] as string)) end++;
-  return lines.slice(start, end).join('\n');
 }
 
 /** The `CTE batch` part of a plan (the old-table read). */
@@ -1051,22 +1332,20 @@ function printExplain(e: ExplainSummary): void {
     `- keys after (${e.after.team}, ${e.after.id}) up to (${e.end.team}, ${e.end.id}), the first range of the plan; ` +
       'each statement on an empty new table after a CHECKPOINT (the first change of an old page after a checkpoint ' +
       'writes a full-page image, as in a long backfill); alternating; generic plan = PREPARE + plan_cache_mode=force_generic_plan ' +
-      `(what a named prepared statement may switch to after 5 executions); proposed = ${PROPOSED.join(' + ')}\n`,
+      '(what a named prepared statement may switch to after 5 executions); every statement with ' +
+      `${BATCH_SETTINGS.join(', ')} (set by the batch's transaction); in ${modeLabel('fence')} the batch takes the fence ` +
+      'in a LOCK TABLE statement before this one, not explained\n',
   );
-  // The end-of-range probe column only when some statement has one (it left src/ in d2afc47).
-  const probes = e.variants.some((v) => v.probe !== '-');
   const table = [
-    `| statement | batch read of the old table |${probes ? ' end-of-range probe |' : ''} execution | WAL | buffers |`,
-    `|---|---|${probes ? '---|' : ''}---|---|---|`,
+    '| statement | batch read of the old table | execution | WAL | buffers |',
+    '|---|---|---|---|---|',
   ];
   for (const v of e.variants) {
     const ms =
       v.ms.length > 1
         ? `${v.ms.map((m) => m.toFixed(0)).join(', ')} ms (median ${median(v.ms).toFixed(0)})`
         : `${(v.ms[0] ?? Number.NaN).toFixed(0)} ms`;
-    table.push(
-      `| ${v.label} | ${v.shape} |${probes ? ` ${v.probe} |` : ''} ${ms} | ${v.wal} | ${v.buffers} |`,
-    );
+    table.push(`| ${v.label} | ${v.shape} | ${ms} | ${v.wal} | ${v.buffers} |`);
   }
   console.log(table.join('\n'));
   if (EXPLAIN > 1) {
@@ -1074,16 +1353,10 @@ function printExplain(e: ExplainSummary): void {
       console.log(`\n### ${e.target.label}, ${v.label}\n\n\`\`\`\n${v.plan}\n\`\`\``);
     }
   } else {
-    const shipped = e.variants[0];
-    const generic = e.variants[1];
+    const generic = e.variants.find((v) => v.label.endsWith('generic plan'));
     if (generic) {
       console.log(
         `\n### ${e.target.label}, ${generic.label}: the batch read (CTE batch)\n\n\`\`\`\n${batchCte(generic.plan)}\n\`\`\``,
-      );
-    }
-    if (shipped && probes) {
-      console.log(
-        `\n### ${e.target.label}, ${shipped.label}: the end-of-range probe\n\n\`\`\`\n${probeBlock(shipped.plan)}\n\`\`\``,
       );
     }
   }
