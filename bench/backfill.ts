@@ -1182,10 +1182,11 @@ async function explainBatch(
   baselineBackendPid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0]
     ?.pid as number;
   try {
-    const without = (text: string, what: string) => {
+    const replaced = (text: string, what: string, by: string) => {
       if (!text.includes(what)) throw new Error(`explain: "${what}" not found in the batch SQL`);
-      return text.replace(what, '');
+      return text.replace(what, by);
     };
+    const conflictClause = 'ON CONFLICT (team_id, id) DO NOTHING';
     // The least a keyset batch can do: the same rows, no lock, no conflict check, no checkpoint.
     const minimal = sql`INSERT INTO ${newTable} (${copyable})
       SELECT ${copyable} FROM ${oldTable} AS o
@@ -1210,8 +1211,13 @@ async function explainBatch(
     if (full && fence) {
       variants.push(
         v(
-          `${modeLabel('fence')}, without ON CONFLICT DO NOTHING`,
-          without(fence.sql, 'ON CONFLICT DO NOTHING'),
+          `${modeLabel('fence')}, every unique index as arbiter (ON CONFLICT DO NOTHING)`,
+          replaced(fence.sql, conflictClause, 'ON CONFLICT DO NOTHING'),
+          fence.params,
+        ),
+        v(
+          `${modeLabel('fence')}, without ${conflictClause}`,
+          replaced(fence.sql, conflictClause, ''),
           fence.params,
         ),
         v(

@@ -13,8 +13,23 @@ const debug = createDebug('pg-dual-read:backfill');
 // biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
 type AnyDb = Kysely<any>;
 
-/** SQLSTATEs worth a retry after a pause: lock timeout, deadlock, serialization, cancel, connection. */
-const retryableStates = ['55P03', '40P01', '40001', '57014', '57P01', '08006', '08003', '08000'];
+/**
+ * SQLSTATEs worth a retry after a pause: lock timeout, deadlock, serialization, cancel,
+ * connection, and a unique violation (a batch meeting a copy-on-write of the same person on its
+ * uuid index: see `RangeStore.batch`; one that persists is a real conflict, reported after
+ * `maxRetries`).
+ */
+const retryableStates = [
+  '55P03',
+  '40P01',
+  '40001',
+  '57014',
+  '57P01',
+  '08006',
+  '08003',
+  '08000',
+  '23505',
+];
 
 /** What one worker did. @internal */
 export interface WorkerTotals {

@@ -19,10 +19,12 @@ type AnyDb = Kysely<any>;
  *
  * 1. **A copy and a delete of the same old row never overlap.** Every copy inserts with
  *    `ON CONFLICT DO NOTHING`, so whichever copy comes first wins and no copy ever overwrites
- *    a newer row in the new table. The conflict has no target on purpose: two copies of one
- *    row racing meet on every unique index (the key and `(team_id, uuid)`), and a targeted
- *    clause would turn the uuid one into an error. A *different* person holding the same
- *    uuid in the new table cannot arise: `createPerson` refuses old-table uuids in `dual_read`.
+ *    a newer row in the new table. Copy-on-write's conflict has no target on purpose: two
+ *    copies of one row racing meet on every unique index (the key and `(team_id, uuid)`), and
+ *    a targeted clause could turn the uuid one into an error, which a live write must never
+ *    see. (The backfill targets the key, for speed, and retries that rare error.) A
+ *    *different* person holding the same uuid in the new table cannot arise: `createPerson`
+ *    refuses old-table uuids in `dual_read`.
  *    A copy keeps deletes away in one of two ways:
  *    - **row locks**: it reads the old rows `FOR SHARE` in the transaction that inserts the
  *      copies ({@link PersonWrites.copyOldRows}, repair, and the backfill in

@@ -193,6 +193,38 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
     expect(await contents('new')).toHaveLength(20);
   });
 
+  it("a different person holding an old person's uuid in the new table: the batch fails with 23505 after its retries, naming no value, and resumes once it is gone", async () => {
+    fixture = await createMigrationFixture(handle, { seed: 20, dualRead: true });
+    const { rows } = await sql<{ uuid: string }>`
+      SELECT uuid::text FROM ${fixture.oldTable()} ORDER BY id OFFSET 10 LIMIT 1`.execute(
+      handle.db,
+    );
+    const uuid = rows[0]?.uuid as string;
+    await sql`INSERT INTO ${fixture.newTable()} (id, team_id, uuid, version)
+      VALUES (999999, 1, ${uuid}::uuid, 0)`.execute(handle.db);
+    const retries: number[] = [];
+    fixture.migration.events.on('backfill:retry', ({ attempt }) => retries.push(attempt));
+    const error = await fixture.migration
+      .backfill({
+        workers: 1,
+        ranges: 1,
+        batchSize: 5,
+        targetBatchMs: 0,
+        maxRetries: 2,
+        retryBaseMs: 1,
+      })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'QUERY_FAILED', sqlState: '23505' });
+    expect((error as Error).message).not.toContain(uuid);
+    expect(retries).toEqual([1, 2]);
+    // The batches before the conflict committed; the one with the conflict did not.
+    expect((await fixture.migration.backfillStatus())?.rowsScanned).toBe(10);
+
+    await sql`DELETE FROM ${fixture.newTable()} WHERE id = 999999`.execute(handle.db);
+    expect(await fixture.migration.backfill()).toMatchObject({ finished: true, rowsScanned: 10 });
+    expect(await contents('new')).toEqual(await contents('old'));
+  });
+
   it('refuses invalid options naming the option', async () => {
     fixture = await createMigrationFixture(handle, { seed: 1, dualRead: true });
     for (const [options, message] of [
