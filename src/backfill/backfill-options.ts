@@ -65,12 +65,12 @@ export type BackfillOptions = z.input<typeof backfillOptionsSchema>;
  *   every old page after a checkpoint: about 1.8x the WAL of one `INSERT ... SELECT`).
  * - `'fence'`: each batch holds the control schema's delete fence (`SHARE` on an empty table
  *   that deletes in `dual_read` take `ROW EXCLUSIVE`) for its transaction, and writes nothing
- *   into the old rows: about 20% faster than `'rows'` when nothing is deleted. But **every
+ *   into the old rows: about a quarter less time than `'rows'` while nothing is deleted. But **every
  *   delete made while a batch is in flight waits for that batch** (up to one batch, about
  *   `targetBatchMs`; a smaller `targetBatchMs` such as 50 shortens the wait at little cost),
  *   and every batch waits for the deletes in flight, so under a steady stream of deletes (or
- *   merges, which delete) the fenced backfill is slower than `'rows'` (bench/backfill.ts:
- *   1.46x its own time at 50 deletes a second, against 0.96x for `'rows'`). For backfills
+ *   merges, which delete) the fenced backfill loses most of its lead (bench/backfill.ts:
+ *   1.30x its own time at 50 deletes a second, against 1.00x for `'rows'`). For backfills
  *   while deletes are rare. Creates, updates and reads never wait for the fence. Keep
  *   `batchLockTimeoutMs` above 0 in this mode: a batch stuck behind a lock (a live write's
  *   uncommitted row) holds the fence, so deletes wait for as long as it does.

@@ -181,7 +181,7 @@ export class RangeStore {
         LIMIT ${limit}
         ${lockMode === 'rows' ? sql`FOR SHARE OF o` : sql``}
         -- The key is the only arbiter: one index pre-checked per row instead of every unique
-        -- index (about a fifth of the batch's time). A copy of the same person by a
+        -- index (a tenth of the batch's time, measured). A copy of the same person by a
         -- copy-on-write in flight at that very instant can still meet this insert on the
         -- (team_id, uuid) index first: a unique violation (23505), and the worker retries the
         -- batch, whose next snapshot sees that copy. Copy-on-write itself keeps every index

@@ -60,9 +60,10 @@ Commands:
     --max-replication-lag-ms N  wait while a replica lags more than this
     --lock-mode rows|fence  how batches keep deletes away: FOR SHARE on each copied
                           old row (default; a delete waits only for a batch holding
-                          its row) or the delete fence (about 20% faster while
+                          its row) or the delete fence (about a quarter faster while
                           nothing is deleted; every delete waits for the batch in
                           flight)
+    --worker-id ID        this process's name in status (default host:pid:random)
   backfill-pause          pause every worker of every process (within one batch)
   backfill-resume         resume a paused backfill
   backfill-rate N|none    change the rows-per-second ceiling of a planned backfill
