@@ -167,40 +167,28 @@ export class PersonWrites {
   }
 
   /**
-   * Deletes a person and its distinct ids following rules 2 and 3: in `dual_read` the delete
-   * fence first, then three statements in this order, each with a fresh snapshot. Returns
-   * whether a person row was deleted.
+   * Deletes a person and its distinct ids following rules 2 and 3: three statements in this
+   * order, each with a fresh snapshot (in `dual_read` the first one also takes the delete
+   * fence). Returns whether a person row was deleted.
    */
   async deletePerson(trx: AnyDb, phase: Phase, teamId: number, personId: string): Promise<boolean> {
-    if (phase === 'dual_read') await this.takeDeleteFence(trx);
+    const deleteFrom = (table: RawBuilder<unknown>) =>
+      sql`DELETE FROM ${table} WHERE team_id = ${teamId} AND id = ${personId}::bigint`;
+    const statements =
+      phase === 'dual_read'
+        ? [
+            withDeleteFence(this.tables.deleteFence, deleteFrom(this.tables.old)),
+            deleteFrom(this.tables.new),
+          ]
+        : [deleteFrom(this.writeTable(phase))];
     let deleted = false;
-    const tablesInOrder =
-      phase === 'dual_read' ? [this.tables.old, this.tables.new] : [this.writeTable(phase)];
-    for (const table of tablesInOrder) {
-      const result = await sql`DELETE FROM ${table}
-        WHERE team_id = ${teamId} AND id = ${personId}::bigint`.execute(trx);
+    for (const statement of statements) {
+      const result = await executeFenced(statement, trx);
       if ((result.numAffectedRows ?? 0n) > 0n) deleted = true;
     }
     await sql`DELETE FROM ${this.tables.distinctIds}
       WHERE team_id = ${teamId} AND person_id = ${personId}::bigint`.execute(trx);
     return deleted;
-  }
-
-  /**
-   * Rule 1's fence, delete side: `ROW EXCLUSIVE` never waits for another delete, only for a
-   * backfill batch in flight (at most one batch, about `targetBatchMs`), until this
-   * transaction ends.
-   */
-  private async takeDeleteFence(trx: AnyDb): Promise<void> {
-    try {
-      await sql`LOCK TABLE ${this.tables.deleteFence} IN ROW EXCLUSIVE MODE`.execute(trx);
-    } catch (error) {
-      if (!isSqlState(error, '42P01')) throw error;
-      throw new NotInstalledError(
-        'The control schema has no delete fence (it predates control migration 4): run ' +
-          'migration.install() once with this version of pg-dual-read, then retry the delete.',
-      );
-    }
   }
 
   /** Adds a distinct id to a person held `FOR KEY SHARE` (rule 3). */
@@ -247,5 +235,31 @@ export class PersonWrites {
       )
       SELECT (SELECT count(*)::int FROM target) AS targets,
         COALESCE((SELECT array_agg(distinct_id ORDER BY distinct_id) FROM moved), '{}') AS moved`;
+  }
+}
+
+/**
+ * Rule 1's fence, delete side, riding in the statement that deletes the old row (no extra round
+ * trip): a data-modifying CTE on the fence table that touches no row still takes the table
+ * `ROW EXCLUSIVE` when the statement starts, held until the transaction ends. That mode never
+ * waits for another delete, only for a backfill batch holding the fence (`lockMode: 'fence'`,
+ * at most one batch), and it is taken before the later statement that deletes the new row.
+ */
+function withDeleteFence(fence: RawBuilder<unknown>, statement: RawBuilder<unknown>) {
+  return sql`WITH delete_fence AS (DELETE FROM ${fence} WHERE false) ${statement}`;
+}
+
+/** Runs a delete statement; a missing fence table means the control schema predates it. */
+async function executeFenced(statement: RawBuilder<unknown>, trx: AnyDb) {
+  try {
+    return await statement.execute(trx);
+  } catch (error) {
+    if (!isSqlState(error, '42P01') || !String((error as Error).message).includes('delete_fence')) {
+      throw error;
+    }
+    throw new NotInstalledError(
+      'The control schema has no delete fence (it predates control migration 4): run ' +
+        'migration.install() once with this version of pg-dual-read, then retry the delete.',
+    );
   }
 }

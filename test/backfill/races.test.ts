@@ -64,7 +64,7 @@ const batchStatement = (env: MigrationEnv) => `%fence AS (%"${env.controlSchema}
 const deleteOfOldRow = (env: MigrationEnv) => `%DELETE FROM "${env.schema}"."posthog_person"%`;
 /** A delete's and a batch's request of the delete fence. */
 const deleteTakingFence = (env: MigrationEnv) =>
-  `LOCK TABLE "${env.controlSchema}"."delete_fence" IN ROW EXCLUSIVE MODE%`;
+  `WITH delete_fence AS (DELETE FROM "${env.controlSchema}"."delete_fence"%`;
 const batchTakingFence = (env: MigrationEnv) =>
   `LOCK TABLE "${env.controlSchema}"."delete_fence" IN SHARE MODE%`;
 
