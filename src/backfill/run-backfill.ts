@@ -1,8 +1,6 @@
 import createDebug from 'debug';
-import { latestControlVersion } from '../control/control-migrations.js';
-import { installedControlVersion } from '../control/install.js';
+import { requireCurrentControlSchema } from '../control/install.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
-import { NotInstalledError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { loadPersonColumns } from '../repository/repository-context.js';
@@ -37,24 +35,6 @@ export interface BackfillResult {
 }
 
 /**
- * The batch's SQL needs every control migration of this version (the delete fence, migration
- * 4): a control schema installed by an earlier version is refused before anything is planned.
- */
-async function requireCurrentControlSchema(
-  handle: DatabaseHandle,
-  options: ResolvedMigrationOptions,
-): Promise<void> {
-  const version = await installedControlVersion(handle, options.controlSchema);
-  // 0: nothing installed, which planning reports with every step to take.
-  if (version > 0 && version < latestControlVersion) {
-    throw new NotInstalledError(
-      `The control schema "${options.controlSchema}" is at version ${version} of ${latestControlVersion}: ` +
-        'run migration.install() once with this version of pg-dual-read before backfill().',
-    );
-  }
-}
-
-/**
  * Plans the backfill if needed, then runs `workers` workers until every range is done or
  * the signal aborts. The first worker error stops the others after their current batch and
  * is rethrown; the committed checkpoints stay, so the next call resumes. @internal
@@ -66,7 +46,8 @@ export async function runBackfill(
   events: DualReadEmitter,
 ): Promise<BackfillResult> {
   const started = performance.now();
-  await requireCurrentControlSchema(handle, options);
+  // The batch's SQL needs every control migration of this version (the delete fence: 4).
+  await requireCurrentControlSchema(handle, options.controlSchema, 'backfill()');
   const plan = await planBackfill(handle.db, options, backfill.ranges, backfill.maxRowsPerSecond);
   const columns = await loadPersonColumns(handle.db, options);
   const store = new RangeStore(options, columns);

@@ -2,7 +2,7 @@ import createDebug from 'debug';
 import { sql } from 'kysely';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { sanitizeErrors } from '../db/query-failed.js';
-import { ControlSchemaTooNewError } from '../errors.js';
+import { ControlSchemaTooNewError, NotInstalledError } from '../errors.js';
 import { controlMigrations, latestControlVersion } from './control-migrations.js';
 
 const debug = createDebug('pg-dual-read:install');
@@ -94,6 +94,24 @@ export async function installedControlVersion(
     handle.db,
   );
   return result.rows[0]?.version ?? 0;
+}
+
+/**
+ * Refuses, with what to do, a control schema older than this code (or none): `before` names
+ * the call that needs it, e.g. `'prepare()'`. @internal
+ */
+export async function requireCurrentControlSchema(
+  handle: DatabaseHandle,
+  controlSchema: string,
+  before: string,
+): Promise<void> {
+  const version = await installedControlVersion(handle, controlSchema);
+  if (version < latestControlVersion) {
+    throw new NotInstalledError(
+      `The control schema "${controlSchema}" is at version ${version} of ${latestControlVersion}: ` +
+        `run migration.install() (once per version of pg-dual-read) before ${before}.`,
+    );
+  }
 }
 
 /** Double-quotes an identifier for use inside a regclass string. @internal */

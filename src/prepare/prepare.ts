@@ -1,10 +1,9 @@
 import createDebug from 'debug';
 import { type Kysely, sql } from 'kysely';
-import { latestControlVersion } from '../control/control-migrations.js';
-import { installedControlVersion } from '../control/install.js';
+import { requireCurrentControlSchema } from '../control/install.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { sanitizeErrors } from '../db/query-failed.js';
-import { NotInstalledError, PreflightError } from '../errors.js';
+import { PreflightError } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { runPreflight } from './preflight.js';
 import { readTableShape, type TableShape } from './table-shape.js';
@@ -59,12 +58,7 @@ async function prepareInTransaction(
   options: ResolvedMigrationOptions,
   prepareOptions: ResolvedPrepareOptions,
 ): Promise<PrepareResult> {
-  const version = await installedControlVersion(handle, options.controlSchema);
-  if (version < latestControlVersion) {
-    throw new NotInstalledError(
-      `The control schema "${options.controlSchema}" is at version ${version} of ${latestControlVersion}: run migration.install() before prepare().`,
-    );
-  }
+  await requireCurrentControlSchema(handle, options.controlSchema, 'prepare()');
   return handle.db.transaction().execute(async (trx) => {
     // Two prepare() calls at once would both find the new table missing.
     await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`pg-dual-read:prepare:${options.schema}.${options.newTable}`}, 0))`.execute(

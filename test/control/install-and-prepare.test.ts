@@ -150,9 +150,13 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     expect((error as Error).message).toContain('install()');
   });
 
-  it('status() and startDualRead() before install() throw NotInstalledError saying to run install()', async () => {
+  it('status(), startDualRead() and backfill() before install() throw NotInstalledError saying to run install()', async () => {
     const migration = await personsSchema();
-    for (const call of [() => migration.status(), () => migration.startDualRead()]) {
+    for (const call of [
+      () => migration.status(),
+      () => migration.startDualRead(),
+      () => migration.backfill(),
+    ]) {
       const error = await call().catch((e: unknown) => e);
       expect(error).toBeInstanceOf(NotInstalledError);
       expect((error as Error).message).toContain('install()');
