@@ -24,15 +24,16 @@
  * - `backfill`: `migration.backfill({ workers, lockMode })` with default options otherwise, in a
  *   child process (`bench/backfill-child.ts`) that also reports its peak RSS growth during the
  *   call. Its time is the call's, planning included, process start excluded. `lockMode` is
- *   'rows' (the default: each batch reads its old rows `FOR SHARE`) or 'fence' (each batch
- *   holds the delete fence, and reads old rows without a row lock); every run is labelled.
- * Baseline, backfill (2 workers, rows) and backfill (2 workers, fence) alternate BENCH_ROUNDS
+ *   'ranges' (the default: each batch holds its range's control row, and reads old rows
+ *   without a row lock) or 'rows' (each batch reads its old rows `FOR SHARE`); every run is
+ *   labelled.
+ * Baseline, backfill (2 workers, ranges) and backfill (2 workers, rows) alternate BENCH_ROUNDS
  * times; then, on the uniform rows, 4 and 1 workers and 2 workers with
  * `synchronous_commit=off` for the backfill's sessions (through `options=-c ...` in the child's
- * URL), in 'rows' mode; on the skewed rows, 2 and 4 workers in 'rows' mode and 2 in 'fence'
- * mode; then the partitioned table (baseline and 2 workers).
+ * URL), in 'ranges' mode; on the skewed rows, 2 and 4 workers in 'ranges' mode and 2 in 'rows'
+ * mode; then the partitioned table (baseline and 2 workers, 'ranges').
  * Then EXPLAIN (ANALYZE, BUFFERS, WAL) of one batch statement as `RangeStore.batch` sends it
- * (captured from a Kysely query log, in 'fence' mode, and in 'rows' mode too for the uniform
+ * (captured from a Kysely query log, in 'ranges' mode, and in 'rows' mode too for the uniform
  * rows), custom and generic plans, and of variants of it, to show where the time goes.
  * Last (it deletes old rows, which the other runs' row checks count on), under live deletes: the
  * delete latency with no backfill running for ~3 s, then for each mode a 2-worker backfill of
@@ -51,7 +52,7 @@
  *   BENCH_PARTITIONS [8]     hash partitions of the second new table (0: skip it)
  *   BENCH_SKEW [1]           0 skips the skewed rows
  *   BENCH_SYNC_OFF [1]       0 skips the synchronous_commit=off run
- *   BENCH_FENCE_MODE [1]     0 skips the lockMode 'fence' runs (uniform, skewed, live deletes)
+ *   BENCH_ROWS_MODE [1]      0 skips the lockMode 'rows' runs (uniform, skewed, live deletes)
  *   BENCH_TARGET_BATCH_MS    the backfill's targetBatchMs (default: the library's, 250)
  *   BENCH_LIVE_DELETES_PER_S [50] deletes a second during the live-delete runs (0: skip them)
  *   BENCH_EXPLAIN [1]        0 none, 1 summary + the batch plan, 2 also the variants' plans
@@ -100,7 +101,7 @@ const ROUNDS = Math.max(1, Math.round(env('BENCH_ROUNDS', 2)));
 const PARTITIONS = Math.round(env('BENCH_PARTITIONS', 8));
 const SKEW = env('BENCH_SKEW', 1) > 0;
 const SYNC_OFF = env('BENCH_SYNC_OFF', 1) > 0;
-const FENCE_MODE = env('BENCH_FENCE_MODE', 1) > 0;
+const ROWS_MODE = env('BENCH_ROWS_MODE', 1) > 0;
 const LIVE_DELETES_PER_S = env('BENCH_LIVE_DELETES_PER_S', 50);
 const EXPLAIN = env('BENCH_EXPLAIN', 1);
 const EXPLAIN_ROWS = Math.max(100, Math.round(env('BENCH_EXPLAIN_ROWS', 5_000)));
@@ -476,7 +477,7 @@ async function main(): Promise<void> {
     const backfill = async (
       target: Target,
       workers: number,
-      { lockMode = 'rows', tweaks = [], timeoutS = TIMEOUT_S }: BackfillRunOptions = {},
+      { lockMode = 'ranges', tweaks = [], timeoutS = TIMEOUT_S }: BackfillRunOptions = {},
     ): Promise<Run> => {
       await reset(target);
       const lsn = await walLsn();
@@ -520,7 +521,7 @@ async function main(): Promise<void> {
     const backfillOf = (
       target: Target | undefined,
       workers: number,
-      lockMode: BatchLockMode = 'rows',
+      lockMode: BatchLockMode = 'ranges',
       tweaks: readonly string[] = [],
     ) =>
       of(
@@ -540,7 +541,7 @@ async function main(): Promise<void> {
       const copies = [
         () => baseline(uniform),
         () => backfill(uniform, 2),
-        ...(FENCE_MODE ? [() => backfill(uniform, 2, { lockMode: 'fence' })] : []),
+        ...(ROWS_MODE ? [() => backfill(uniform, 2, { lockMode: 'rows' })] : []),
       ];
       // Alternate the order, so that no copy always runs first (or right after a baseline).
       for (const copy of round % 2 === 0 ? copies : copies.reverse()) await copy();
@@ -556,9 +557,9 @@ async function main(): Promise<void> {
           TIMEOUT_S,
           Math.max(20, (1.5 * medianOf(backfillOf(uniform, workers, lockMode))) / 1000),
         );
-      await backfill(skewed, 2, { timeoutS: cap(2, 'rows') });
-      await backfill(skewed, 4, { timeoutS: cap(4, 'rows') });
-      if (FENCE_MODE) await backfill(skewed, 2, { lockMode: 'fence', timeoutS: cap(2, 'fence') });
+      await backfill(skewed, 2, { timeoutS: cap(2, 'ranges') });
+      await backfill(skewed, 4, { timeoutS: cap(4, 'ranges') });
+      if (ROWS_MODE) await backfill(skewed, 2, { lockMode: 'rows', timeoutS: cap(2, 'rows') });
     }
     if (partitioned) {
       await baseline(partitioned);
@@ -586,7 +587,7 @@ async function main(): Promise<void> {
     };
     if (LIVE_DELETES_PER_S > 0) {
       const liveStart = now();
-      const modes: BatchLockMode[] = FENCE_MODE ? ['rows', 'fence'] : ['rows'];
+      const modes: BatchLockMode[] = ROWS_MODE ? ['ranges', 'rows'] : ['ranges'];
       // Keys for a backfill 3x slower than without deletes, plus 10 s; distinct per run, and
       // never more than a small share of the table.
       const keysFor = (forSeconds: number) =>
@@ -721,25 +722,25 @@ async function main(): Promise<void> {
           `${against === undefined ? '-' : `${ge}${(m / against).toFixed(2)}x`} | ${int(mb(median(rs.map((r) => r.walBytes))))} MB | ${batches} | ${first} | ${rss} |`,
       );
     };
-    const fence = modeLabel('fence');
+    const ranges = modeLabel('ranges');
     const rowsMode = modeLabel('rows');
     row('baseline: one INSERT ... SELECT', baselineOf(uniform), undefined);
-    row(`backfill, 2 workers, ${rowsMode}`, backfillOf(uniform, 2), uniformBaseline);
-    row(`backfill, 2 workers, ${fence}`, backfillOf(uniform, 2, 'fence'), uniformBaseline);
-    row(`backfill, 4 workers, ${rowsMode}`, backfillOf(uniform, 4), uniformBaseline);
-    row(`backfill, 1 worker, ${rowsMode}`, backfillOf(uniform, 1), uniformBaseline);
+    row(`backfill, 2 workers, ${ranges}`, backfillOf(uniform, 2), uniformBaseline);
+    row(`backfill, 2 workers, ${rowsMode}`, backfillOf(uniform, 2, 'rows'), uniformBaseline);
+    row(`backfill, 4 workers, ${ranges}`, backfillOf(uniform, 4), uniformBaseline);
+    row(`backfill, 1 worker, ${ranges}`, backfillOf(uniform, 1), uniformBaseline);
     row(
-      `backfill, 2 workers, ${rowsMode}, ${SYNC_COMMIT_OFF}`,
-      backfillOf(uniform, 2, 'rows', [SYNC_COMMIT_OFF]),
+      `backfill, 2 workers, ${ranges}, ${SYNC_COMMIT_OFF}`,
+      backfillOf(uniform, 2, 'ranges', [SYNC_COMMIT_OFF]),
       uniformBaseline,
     );
-    row(`backfill, 2 workers, ${rowsMode}`, backfillOf(skewed, 2), uniformBaseline);
-    row(`backfill, 4 workers, ${rowsMode}`, backfillOf(skewed, 4), uniformBaseline);
-    row(`backfill, 2 workers, ${fence}`, backfillOf(skewed, 2, 'fence'), uniformBaseline);
+    row(`backfill, 2 workers, ${ranges}`, backfillOf(skewed, 2), uniformBaseline);
+    row(`backfill, 4 workers, ${ranges}`, backfillOf(skewed, 4), uniformBaseline);
+    row(`backfill, 2 workers, ${rowsMode}`, backfillOf(skewed, 2, 'rows'), uniformBaseline);
     if (partitioned) {
       const pb = median(baselineOf(partitioned).map(fullMs));
       row('baseline: one INSERT ... SELECT', baselineOf(partitioned), undefined);
-      row(`backfill, 2 workers, ${rowsMode}`, backfillOf(partitioned, 2), pb);
+      row(`backfill, 2 workers, ${ranges}`, backfillOf(partitioned, 2), pb);
     }
 
     const geOf = (rs: Run[]) => (rs.some((r) => r.stopped) ? '>= ' : '');
@@ -760,26 +761,26 @@ async function main(): Promise<void> {
       );
     };
     ratioGoal(
-      `backfill (2 workers, ${rowsMode}) / one INSERT ... SELECT`,
+      `backfill (2 workers, ${ranges}) / one INSERT ... SELECT`,
       backfillOf(uniform, 2),
       uniformBaseline,
     );
-    ratioGoal(`same, ${fence}`, backfillOf(uniform, 2, 'fence'), uniformBaseline);
-    ratioGoal(`same, 4 workers, ${rowsMode}`, backfillOf(uniform, 4), uniformBaseline);
+    ratioGoal(`same, ${rowsMode}`, backfillOf(uniform, 2, 'rows'), uniformBaseline);
+    ratioGoal(`same, 4 workers, ${ranges}`, backfillOf(uniform, 4), uniformBaseline);
     skewGoal(
-      `skewed / uniform, 2 workers, ${rowsMode}`,
+      `skewed / uniform, 2 workers, ${ranges}`,
       backfillOf(skewed, 2),
       backfillOf(uniform, 2),
     );
     skewGoal(
-      `skewed / uniform, 4 workers, ${rowsMode}`,
+      `skewed / uniform, 4 workers, ${ranges}`,
       backfillOf(skewed, 4),
       backfillOf(uniform, 4),
     );
     skewGoal(
-      `skewed / uniform, 2 workers, ${fence}`,
-      backfillOf(skewed, 2, 'fence'),
-      backfillOf(uniform, 2, 'fence'),
+      `skewed / uniform, 2 workers, ${rowsMode}`,
+      backfillOf(skewed, 2, 'rows'),
+      backfillOf(uniform, 2, 'rows'),
     );
     const allChildren = runs.map((r) => r.child).filter((c): c is ChildReport => c !== undefined);
     const peak = Math.max(...allChildren.map((c) => mb(c.hwmGrowth ?? c.sampledGrowth)));
@@ -1008,7 +1009,7 @@ function printLiveDeletes(
     `\n- deletes through \`repository().deletePerson()\` of a second migration object in the bench process, ` +
       `${LIVE_DELETES_PER_S} a second on a fixed schedule, up to ${DELETES_IN_FLIGHT} in flight (ticks skipped for that: ${skipped}), ` +
       'random existing persons, distinct per run; latency = the call, pool wait included; during a backfill from its backfill() call until its process exits\n' +
-      '- vs same, no deletes: against the median of the timed 2-worker runs of that mode; retries: batches retried (lock timeout while a delete held the fence or a row)\n' +
+      '- vs same, no deletes: against the median of the timed 2-worker runs of that mode; retries: batches retried (lock timeout while a delete held the range or a row)\n' +
       '- checked after each run: no deleted person in either table, every remaining old row copied, no new row without an old row\n',
   );
 }
@@ -1060,8 +1061,8 @@ interface CapturedBatch {
  * Plans the backfill, leases its first range to `bench-explain`, and captures the batch
  * statement for keys BENCH_EXPLAIN_ROWS into that range (so it has both bounds, as most
  * batches do) in each of `lockModes`, from a Kysely query log. The lease stays until
- * `release()`, so the captured statements can be EXPLAIN ANALYZEd. In 'fence' mode the fence is
- * a `LOCK TABLE` statement before the batch statement, so it is not in the captured SQL.
+ * `release()`, so the captured statements can be EXPLAIN ANALYZEd. In 'ranges' mode the range
+ * row's lock is a statement before the batch statement, so it is not in the captured SQL.
  */
 async function captureBatch(
   target: Target,
@@ -1174,7 +1175,7 @@ async function explainBatch(
   const captured = await captureBatch(
     target,
     handle,
-    FENCE_MODE ? (full ? ['fence', 'rows'] : ['fence']) : ['rows'],
+    ROWS_MODE && full ? ['ranges', 'rows'] : ['ranges'],
   );
   const { after, end } = captured;
   const client = new pg.Client({ connectionString: url });
@@ -1201,24 +1202,25 @@ async function explainBatch(
     ): Variant => ({ label, sql: text, params, settings: BATCH_SETTINGS, generic });
     const variants: Variant[] = [];
     for (const s of captured.statements) {
-      // In 'fence' mode the LOCK TABLE before the statement is not explained (it waits for
-      // nothing here).
+      // In 'ranges' mode the range row's lock before the statement is not explained (it waits
+      // for nothing here).
       const label = `as shipped, ${modeLabel(s.lockMode)}${s.lockMode === 'rows' ? ' (FOR SHARE OF o)' : ''}`;
       variants.push(v(label, s.sql, s.params));
-      if (s.lockMode === 'fence') variants.push(v(`${label}, generic plan`, s.sql, s.params, true));
+      if (s.lockMode === 'ranges')
+        variants.push(v(`${label}, generic plan`, s.sql, s.params, true));
     }
-    const fence = captured.statements.find((s) => s.lockMode === 'fence');
-    if (full && fence) {
+    const unlocked = captured.statements.find((s) => s.lockMode === 'ranges');
+    if (full && unlocked) {
       variants.push(
         v(
-          `${modeLabel('fence')}, every unique index as arbiter (ON CONFLICT DO NOTHING)`,
-          replaced(fence.sql, conflictClause, 'ON CONFLICT DO NOTHING'),
-          fence.params,
+          `${modeLabel('ranges')}, every unique index as arbiter (ON CONFLICT DO NOTHING)`,
+          replaced(unlocked.sql, conflictClause, 'ON CONFLICT DO NOTHING'),
+          unlocked.params,
         ),
         v(
-          `${modeLabel('fence')}, without ${conflictClause}`,
-          replaced(fence.sql, conflictClause, ''),
-          fence.params,
+          `${modeLabel('ranges')}, without ${conflictClause}`,
+          replaced(unlocked.sql, conflictClause, ''),
+          unlocked.params,
         ),
         v(
           'plain keyset INSERT ... SELECT ... LIMIT (no lock, no conflict check, no checkpoint)',
@@ -1339,8 +1341,8 @@ function printExplain(e: ExplainSummary): void {
       'each statement on an empty new table after a CHECKPOINT (the first change of an old page after a checkpoint ' +
       'writes a full-page image, as in a long backfill); alternating; generic plan = PREPARE + plan_cache_mode=force_generic_plan ' +
       '(what a named prepared statement may switch to after 5 executions); every statement with ' +
-      `${BATCH_SETTINGS.join(', ')} (set by the batch's transaction); in ${modeLabel('fence')} the batch takes the fence ` +
-      'in a LOCK TABLE statement before this one, not explained\n',
+      `${BATCH_SETTINGS.join(', ')} (set by the batch's transaction); in ${modeLabel('ranges')} the batch locks its range row ` +
+      'in a statement before this one, not explained\n',
   );
   const table = [
     '| statement | batch read of the old table | execution | WAL | buffers |',

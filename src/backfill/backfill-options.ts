@@ -17,8 +17,8 @@ const backfillOptionsSchema = z
     retryBaseMs: integerIn('retryBaseMs', 1, 60_000).default(100),
     maxReplicationLagMs: integerIn('maxReplicationLagMs', 1, 3_600_000).optional(),
     lockMode: z
-      .enum(['fence', 'rows'], { error: "lockMode must be 'fence' or 'rows'" })
-      .default('rows'),
+      .enum(['ranges', 'rows'], { error: "lockMode must be 'ranges' or 'rows'" })
+      .default('ranges'),
     workerId: z
       .string({ error: 'workerId must be a string' })
       .min(1, { error: 'workerId must not be empty' })
@@ -48,7 +48,7 @@ const backfillOptionsSchema = z
  *   targetBatchMs: 250,
  *   maxRowsPerSecond: 20_000, // ceiling shared by every worker of every process
  *   batchLockTimeoutMs: 200,  // a batch that waits longer for a lock gives way and retries
- *   lockMode: 'rows',         // or 'fence': see BatchLockMode
+ *   lockMode: 'ranges',       // the default; or 'rows': see BatchLockMode
  *   signal: controller.signal,
  * });
  * ```
@@ -57,31 +57,28 @@ export type BackfillOptions = z.input<typeof backfillOptionsSchema>;
 
 /**
  * How a backfill batch keeps deletes of the old rows it copies away (rule 1 of the delete
- * protocol; both are safe, and workers in different modes can share one backfill):
+ * protocol in `PersonWrites`; both are safe, and workers in different modes can share one
+ * backfill):
  *
- * - `'rows'` (default): each batch reads its old rows `FOR SHARE`, as gh-ost and
- *   pt-online-schema-change do; a delete waits only when its own row is in a batch in flight.
- *   Every copied old row gets a lock written into it (a WAL record, and a full-page image of
- *   every old page after a checkpoint: about 1.8x the WAL of one `INSERT ... SELECT`).
- * - `'fence'`: each batch holds the control schema's delete fence (`SHARE` on an empty table
- *   that deletes in `dual_read` take `ROW EXCLUSIVE`) for its transaction, and writes nothing
- *   into the old rows: about a quarter less time than `'rows'` while nothing is deleted. But **every
- *   delete made while a batch is in flight waits for that batch** (up to one batch, about
- *   `targetBatchMs`; a smaller `targetBatchMs` such as 50 shortens the wait at little cost),
- *   and every batch waits for the deletes in flight, so under a steady stream of deletes (or
- *   merges, which delete) the fenced backfill loses most of its lead (bench/backfill.ts:
- *   1.30x its own time at 50 deletes a second, against 1.00x for `'rows'`). For backfills
- *   while deletes are rare. Creates, updates and reads never wait for the fence. Keep
- *   `batchLockTimeoutMs` above 0 in this mode: a batch stuck behind a lock (a live write's
- *   uncommitted row) holds the fence, so deletes wait for as long as it does.
+ * - `'ranges'` (default): each batch locks its own range's control row `FOR UPDATE` before it
+ *   copies, and writes nothing into the old rows; a delete in `dual_read` locks the control
+ *   row of the range that still has its key to copy `FOR KEY SHARE`. So a delete waits only
+ *   when its key lies ahead of the checkpoint of a range with a batch in flight (up to one
+ *   batch, about `targetBatchMs`), and a batch waits for the deletes in flight in its own
+ *   range. Keep `batchLockTimeoutMs` above 0: a batch stuck behind a live write's uncommitted
+ *   row holds its range, and that range's deletes wait for as long as it does.
+ * - `'rows'`: each batch reads its old rows `FOR SHARE`, as gh-ost and pt-online-schema-change
+ *   do; a delete waits only when its own row is in a batch in flight. Every copied old row
+ *   gets a lock written into it (a WAL record, and a full-page image of every old page after a
+ *   checkpoint: about 1.8x the WAL of one `INSERT ... SELECT`, and slower: see the README's
+ *   benchmark). For a table whose deletes concentrate where the backfill is copying.
  *
  * @example
  * ```ts
- * // a quiet night, few deletes: copy faster, deletes wait for the batch in flight
- * await migration.backfill({ lockMode: 'fence', targetBatchMs: 50 });
+ * await migration.backfill({ lockMode: 'rows' });
  * ```
  */
-export type BatchLockMode = 'fence' | 'rows';
+export type BatchLockMode = 'ranges' | 'rows';
 
 /** Backfill options after validation, with a worker id. @internal */
 export type ResolvedBackfillOptions = Readonly<

@@ -5,6 +5,7 @@ import { BackfillRefusedError } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { readTableShape, regclassText } from '../prepare/table-shape.js';
 import { estimateRows, everyKey, splitRange } from '../verify/key-range.js';
+import { takeDeleteFence } from './delete-fence.js';
 
 const debug = createDebug('pg-dual-read:backfill');
 
@@ -98,6 +99,20 @@ export async function planBackfill(
         ),
       );
       const ends = rows === 0 ? [] : await rangeEnds(trx, options, rows, rangeCount);
+      // From here on deletes look up the ranges (rule 1 of PersonWrites): the ones in flight
+      // must finish before the plan exists, and later ones must see it.
+      const fenced = await takeDeleteFence(trx, options.controlSchema, {
+        waitMs: 100,
+        attempts: 300,
+        pauseMs: 20,
+      });
+      if (!fenced) {
+        throw new BackfillRefusedError(
+          `The backfill plan of migration "${options.name}" waits for the deletes in flight to ` +
+            'finish, and a transaction that deleted a person through the repository stayed ' +
+            'open for more than 30 s. Retry once it has ended (pg_stat_activity shows it).',
+        );
+      }
       await sql`INSERT INTO ${control('backfill')}
         (migration, range_count, planned_ranges, rows_estimated, max_rows_per_second)
         VALUES (${options.name}, ${ends.length}, ${requestedRanges ?? ends.length}, ${rows},

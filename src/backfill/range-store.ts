@@ -1,8 +1,10 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely';
+import { isSqlState } from '../db/query-failed.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { columnList, type PersonColumns } from '../repository/repository-context.js';
 import type { BatchLockMode } from './backfill-options.js';
 import type { Key } from './backfill-plan.js';
+import { takeDeleteFence } from './delete-fence.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
 type AnyDb = Kysely<any>;
@@ -60,12 +62,15 @@ interface RangeRow {
  * when the worker's copy differs (a split moved the end; a batch committed but its reply was
  * lost) it copies nothing and returns `moved`, and the worker goes on from the row's values.
  *
- * Deletes are kept out by rule 1 of `PersonWrites`, in the batch's `lockMode`: `'rows'` (the
- * default) reads the old rows `FOR SHARE` as it copies them (a delete of one waits for the
- * copy to commit, then removes the new row in a later statement; a row being deleted is waited
- * for, then skipped); `'fence'` holds the delete fence for the whole transaction, taken before
- * the batch statement (see `batchTransaction`). Either way a row deleted before the batch's
- * snapshot is not read. The batch's keys are every key its snapshot sees in the window (a row
+ * Deletes are kept out by rule 1 of `PersonWrites`, in the batch's `lockMode`: `'ranges'` (the
+ * default) holds its range row `FOR UPDATE` for the whole transaction, taken before the batch
+ * statement (see `batchTransaction`), which deletes of keys still to copy in the range lock
+ * `FOR KEY SHARE`; `'rows'` reads the old rows `FOR SHARE` as it copies them (a delete of one
+ * waits for the copy to commit, then removes the new row in a later statement; a row being
+ * deleted is waited for, then skipped). Either way a row deleted before the batch's snapshot
+ * is not read. Everything else that locks a range row takes a mode that `FOR KEY SHARE` does
+ * not conflict with (`FOR NO KEY UPDATE`, plain updates), so deletes never wait for a claim, a
+ * lease renewal or a `'rows'` batch, and those never wait for deletes. The batch's keys are every key its snapshot sees in the window (a row
  * being deleted counts as covered), so a short batch means the range is exhausted.
  *
  * Why no version-guarded update: in `dual_read` no write changes an old row (updates go to
@@ -99,7 +104,7 @@ export class RangeStore {
         WHERE migration = ${this.options.name} AND status <> 'done'
           AND (lease_owner IS NULL OR lease_expires_at < clock_timestamp())
         ORDER BY rows_estimated - rows_scanned DESC, range_id
-        LIMIT 1 FOR UPDATE SKIP LOCKED
+        LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
       ) AS free
       WHERE r.migration = ${this.options.name} AND r.range_id = free.range_id
       RETURNING ${claimedRangeColumns}`.execute(db);
@@ -158,7 +163,7 @@ export class RangeStore {
           AND COALESCE(r.cursor_team, r.start_team) IS NOT DISTINCT FROM ${range.after?.team ?? null}::int8
           AND COALESCE(r.cursor_id, r.start_id) IS NOT DISTINCT FROM ${range.after?.id ?? null}::int8
           AND EXISTS (SELECT 1 FROM phase_fence)
-        FOR UPDATE OF r
+        FOR NO KEY UPDATE OF r
       ), batch_keys AS (
         -- the batch's keys, read from the (team_id, id) index alone; the rows themselves go
         -- straight from the old table into the insert below (materializing whole rows in a
@@ -256,7 +261,11 @@ export class RangeStore {
       FROM counts LEFT JOIN range_now ON true`;
     const { rows } = await batchTransaction(db, query, {
       lockTimeoutMs,
-      fence: lockMode === 'fence' ? sql.id(this.options.controlSchema, 'delete_fence') : undefined,
+      rangeFence:
+        lockMode === 'ranges'
+          ? sql`SELECT 1 FROM ${this.control('backfill_range')}
+              WHERE migration = ${this.options.name} AND range_id = ${range.rangeId} FOR UPDATE`
+          : undefined,
     });
     const row = rows[0];
     if (!row) throw new Error('backfill batch returned no row');
@@ -310,7 +319,9 @@ export class RangeStore {
    * range's end moves to a key near the middle of what is left (found on the real keys), and
    * a new range from there to the old end is created, leased to `workerId`. The owner's next
    * batch sees its end moved and continues up to the new end. Returns the new range, or
-   * undefined when nothing is worth splitting.
+   * undefined when nothing is worth splitting or the split would have to wait: it takes the
+   * range row (waiting for that range's batch, up to 500 ms) and then the delete fence (up to
+   * 100 ms), since keys move to a new range (rule 1 of `PersonWrites`).
    */
   async split(
     db: AnyDb,
@@ -318,12 +329,27 @@ export class RangeStore {
     leaseMs: number,
     minRowsToSplit: number,
   ): Promise<LeasedRange | undefined> {
-    return db.transaction().execute(async (trx) => {
+    try {
+      return await this.splitBusiest(db, workerId, leaseMs, minRowsToSplit);
+    } catch (error) {
+      // It waited too long for the range (a batch, a delete in a long transaction): no split
+      // this time; deletes queued behind its lock request never wait long for it.
+      if (isSqlState(error, '55P03') || isSqlState(error, '40P01')) return undefined;
+      throw error;
+    }
+  }
+
+  private async splitBusiest(
+    db: AnyDb,
+    workerId: string,
+    leaseMs: number,
+    minRowsToSplit: number,
+  ): Promise<LeasedRange | undefined> {
+    return db.transaction().execute(async (trx): Promise<LeasedRange | undefined> => {
       // Splits of one plan take turns (the planner's lock): two idle workers splitting two
       // ranges at once would both pick max(range_id) + 1 for their new range.
-      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`pg-dual-read:backfill:${this.options.controlSchema}.${this.options.name}`}, 0))`.execute(
-        trx,
-      );
+      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`pg-dual-read:backfill:${this.options.controlSchema}.${this.options.name}`}, 0)),
+        set_config('lock_timeout', '500ms', true)`.execute(trx);
       const { rows } = await sql<RangeRow & { lease_owner: string | null }>`
         SELECT ${rangeColumns}, lease_owner FROM ${this.control('backfill_range')}
         WHERE migration = ${this.options.name} AND status = 'running'
@@ -352,6 +378,16 @@ export class RangeStore {
         WHERE migration = ${this.options.name}`.execute(trx);
       const newId = next.rows[0]?.range_id ?? 0;
       const remaining = range.rowsEstimated - range.rowsScanned;
+      // Keys change ranges here: deletes in flight must finish first, and later ones must look
+      // up their range after this commits (rule 1 of PersonWrites). It gives way at once to
+      // deletes (one of them may be waiting for the range row this transaction holds); an idle
+      // worker tries again a moment later.
+      const fenced = await takeDeleteFence(trx, this.options.controlSchema, {
+        waitMs: 100,
+        attempts: 1,
+        pauseMs: 0,
+      });
+      if (!fenced) return undefined;
       await sql`UPDATE ${this.control('backfill_range')}
         SET end_team = ${mid.team}::int8, end_id = ${mid.id}::int8,
           rows_estimated = rows_scanned + ${half}
@@ -426,8 +462,8 @@ function toLeased(row: RangeRow): LeasedRange {
 }
 
 /**
- * The batch's transaction: BEGIN; its settings; in `fence` mode the delete fence; the one batch
- * statement; COMMIT, on one connection.
+ * The batch's transaction: BEGIN; its settings; in `'ranges'` mode the range fence; the one
+ * batch statement; COMMIT, on one connection.
  *
  * - `enable_incremental_sort` off: a custom plan of a window spanning several teams often read
  *   the first team through the `(team_id, uuid)` index and sorted it incrementally (722 of
@@ -435,15 +471,16 @@ function toLeased(row: RangeRow): LeasedRange {
  *   the `(team_id, id)` index, which yields the keyset order as is, is the cheapest plan. A
  *   planner setting must be in place before the statement is planned, so it cannot ride
  *   inside the statement.
- * - `lock_timeout`: the backfill gives way. A batch that waits longer than this for a lock (the
- *   fence while a delete is in flight, a live write holding a row, an insert in flight) fails
+ * - `lock_timeout`: the backfill gives way. A batch that waits longer than this for a lock (its
+ *   range row while a delete is in flight, a live write holding a row, an insert in flight) fails
  *   with 55P03 and is retried, so the application's transaction is never the one Postgres picks
  *   as a deadlock victim, and deletes queued behind a waiting batch wait at most this long for
  *   it. 0 keeps the session's setting.
- * - The delete fence `SHARE` (rule 1 of `PersonWrites`) in a statement of its own **before** the
- *   batch statement: the batch statement's snapshot is taken after the fence is held, so it
- *   sees every delete that held the fence before it; a delete that comes later waits for this
- *   transaction to end.
+ * - In `'ranges'` mode, the range row `FOR UPDATE` (rule 1 of `PersonWrites`) in a statement
+ *   of its own **before** the batch statement: the batch statement's snapshot is taken after
+ *   the row is held, so it sees every delete that held the row before it; a delete that comes
+ *   later waits for this transaction to end. (Inside the batch statement the lock would come
+ *   after the snapshot: too late.)
  *
  * A failed ROLLBACK (the connection is gone) never hides the batch's own error, which the
  * worker's retry decision depends on.
@@ -451,7 +488,7 @@ function toLeased(row: RangeRow): LeasedRange {
 async function batchTransaction<R>(
   db: AnyDb,
   query: RawBuilder<R>,
-  options: { lockTimeoutMs: number; fence: RawBuilder<unknown> | undefined },
+  options: { lockTimeoutMs: number; rangeFence: RawBuilder<unknown> | undefined },
 ): Promise<{ rows: R[] }> {
   return db.connection().execute(async (connection) => {
     await sql`BEGIN`.execute(connection);
@@ -461,7 +498,7 @@ async function batchTransaction<R>(
           THEN set_config('lock_timeout', ${options.lockTimeoutMs}::int || 'ms', true) END`.execute(
         connection,
       );
-      if (options.fence) await sql`LOCK TABLE ${options.fence} IN SHARE MODE`.execute(connection);
+      if (options.rangeFence) await options.rangeFence.execute(connection);
       const result = await query.execute(connection);
       await sql`COMMIT`.execute(connection);
       return result;

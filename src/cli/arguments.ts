@@ -260,7 +260,7 @@ export function parseCliArguments(
       if (value !== undefined) backfill[option] = parseNumber(`--${flag}`, value);
     }
     if (values['worker-id'] !== undefined) backfill.workerId = values['worker-id'];
-    // The library checks the value ('fence' or 'rows'), naming the option.
+    // The library checks the value ('ranges' or 'rows'), naming the option.
     if (values['lock-mode'] !== undefined) backfill.lockMode = values['lock-mode'];
   }
 

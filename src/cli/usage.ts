@@ -58,11 +58,10 @@ Commands:
     --lease-ms N          a stopped worker's range is taken over after this
                           (200 to 3600000, default 30000)
     --max-replication-lag-ms N  wait while a replica lags more than this
-    --lock-mode rows|fence  how batches keep deletes away: FOR SHARE on each copied
-                          old row (default; a delete waits only for a batch holding
-                          its row) or the delete fence (about a quarter faster while
-                          nothing is deleted; every delete waits for the batch in
-                          flight)
+    --lock-mode ranges|rows  how batches keep deletes away: a lock on the batch's
+                          range (default; a delete waits for a batch in flight in
+                          its own range) or FOR SHARE on each copied old row (slower,
+                          twice the WAL; a delete waits only for a batch holding its row)
     --worker-id ID        this process's name in status (default host:pid:random)
   backfill-pause          pause every worker of every process (within one batch)
   backfill-resume         resume a paused backfill

@@ -3,6 +3,7 @@ import { migration000001 } from './sql/000001-phases.js';
 import { migration000002 } from './sql/000002-backfill.js';
 import { migration000003 } from './sql/000003-verification.js';
 import { migration000004 } from './sql/000004-delete-fence.js';
+import { migration000005 } from './sql/000005-range-fences.js';
 
 /** One append-only step of the library's own control schema. @internal */
 export interface ControlMigration {
@@ -17,6 +18,7 @@ export const controlMigrations: readonly ControlMigration[] = [
   { version: 2, name: 'backfill', statements: migration000002 },
   { version: 3, name: 'verification', statements: migration000003 },
   { version: 4, name: 'delete fence', statements: migration000004 },
+  { version: 5, name: 'range fences', statements: migration000005 },
 ];
 
 /** The newest control schema version this code understands. @internal */

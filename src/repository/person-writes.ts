@@ -28,17 +28,24 @@ type AnyDb = Kysely<any>;
  *    A copy keeps deletes away in one of two ways:
  *    - **row locks**: it reads the old rows `FOR SHARE` in the transaction that inserts the
  *      copies ({@link PersonWrites.copyOldRows}, repair, and the backfill in
- *      `lockMode: 'rows'`, the default); a delete of such a row waits for the copy to commit,
+ *      `lockMode: 'rows'`); a delete of such a row waits for the copy to commit,
  *      and a copy reaching a row being deleted waits for the delete, then skips the gone row;
- *    - **the delete fence** (backfill in `lockMode: 'fence'`): a batch takes the
- *      control schema's `delete_fence` table `SHARE` in a statement *before* the one that
- *      reads and copies, and holds it until it commits; every delete takes it `ROW EXCLUSIVE`
- *      first. The two conflict (and neither conflicts with itself), so either the delete
- *      committed before the batch got the fence, and the batch's later snapshot does not see
- *      the row, or the batch committed before the delete got it, and rule 2 removes the copy.
- *      No per-row lock is written into the old table: that is what makes the fenced backfill
- *      fast (no lock record per row, no full-page image of every old page).
- * 2. **A delete takes the fence, removes the old row** (which waits for any transaction
+ *    - **range fences** (backfill in `lockMode: 'ranges'`, the default): a batch locks the control row of
+ *      its range `FOR UPDATE` in a statement *before* the one that reads and copies, and
+ *      holds it until it commits; a delete locks the row of the range that covers its key
+ *      `FOR KEY SHARE`, while that range still has the key to copy (not done, checkpoint
+ *      below the key). The two conflict, so either the delete committed before the batch got
+ *      the row, and the batch's later snapshot does not see the old row, or the batch
+ *      committed before the delete got it, and rule 2 removes the copy (or the checkpoint
+ *      has passed the key: the copy committed, and rule 2 removes it). No per-row lock is
+ *      written into the old table, and a delete waits only for a batch of its own range.
+ *      Which range covers a key changes only under the **delete fence**, an empty control
+ *      table: planning and splits take it `SHARE`, every delete `ROW EXCLUSIVE` from the
+ *      start of the statement that looks its range up, so a delete never looks up ranges
+ *      that change before it commits. Deletes never wait for each other on either lock, and
+ *      a claim, a lease renewal, a checkpoint and a `'rows'` batch take the range row in
+ *      modes `FOR KEY SHARE` does not conflict with.
+ * 2. **A delete takes its fences, removes the old row** (which waits for any transaction
  *    holding it `FOR SHARE`), **then the new row, in a later statement**, whose fresh snapshot
  *    sees any copy that committed before.
  * 3. **Distinct ids are added under `FOR KEY SHARE` of the person row in the table the phase
@@ -169,7 +176,8 @@ export class PersonWrites {
   /**
    * Deletes a person and its distinct ids following rules 2 and 3: three statements in this
    * order, each with a fresh snapshot (in `dual_read` the first one also takes the delete
-   * fence). Returns whether a person row was deleted.
+   * fence and the range fence, see `withDeleteFences`). Returns whether a person row was
+   * deleted.
    */
   async deletePerson(trx: AnyDb, phase: Phase, teamId: number, personId: string): Promise<boolean> {
     const deleteFrom = (table: RawBuilder<unknown>) =>
@@ -177,7 +185,7 @@ export class PersonWrites {
     const statements =
       phase === 'dual_read'
         ? [
-            withDeleteFence(this.tables.deleteFence, deleteFrom(this.tables.old)),
+            withDeleteFences(this.tables, teamId, personId, deleteFrom(this.tables.old)),
             deleteFrom(this.tables.new),
           ]
         : [deleteFrom(this.writeTable(phase))];
@@ -239,14 +247,36 @@ export class PersonWrites {
 }
 
 /**
- * Rule 1's fence, delete side, riding in the statement that deletes the old row (no extra round
- * trip): a data-modifying CTE on the fence table that touches no row still takes the table
- * `ROW EXCLUSIVE` when the statement starts, held until the transaction ends. That mode never
- * waits for another delete, only for a backfill batch holding the fence (`lockMode: 'fence'`,
- * at most one batch), and it is taken before the later statement that deletes the new row.
+ * Rule 1's fences, delete side, riding in the statement that deletes the old row (no extra
+ * round trip):
+ * - the delete fence: a data-modifying CTE on the fence table that touches no row still takes
+ *   the table `ROW EXCLUSIVE` when the statement starts (before its snapshot), held until the
+ *   transaction ends; it never waits for another delete, only for a plan or a split being
+ *   written;
+ * - the range fence: `FOR KEY SHARE` of the range that still has the key to copy, if any. It
+ *   runs first, as a one-time filter of the DELETE (an uncorrelated subquery), before any old
+ *   row is touched. When a batch of that range holds it, the delete waits for the batch, then
+ *   re-reads the row: a checkpoint now past the key needs no lock (the copy committed, and the
+ *   later statement that deletes the new row sees it).
+ * Both are taken before the later statement that deletes the new row.
  */
-function withDeleteFence(fence: RawBuilder<unknown>, statement: RawBuilder<unknown>) {
-  return sql`WITH delete_fence AS (DELETE FROM ${fence} WHERE false) ${statement}`;
+function withDeleteFences(
+  tables: MigrationTables,
+  teamId: number,
+  personId: string,
+  deleteOld: RawBuilder<unknown>,
+) {
+  const key = sql`(${teamId}::int8, ${personId}::int8)`;
+  return sql`WITH delete_fence AS (DELETE FROM ${tables.deleteFence} WHERE false),
+    range_fence AS (
+      SELECT 1 FROM ${tables.backfillRange} AS r
+      WHERE r.migration = ${tables.migration} AND r.status <> 'done'
+        AND (r.end_team, r.end_id) >= ${key}
+        AND (COALESCE(r.cursor_team, r.start_team) IS NULL
+          OR (COALESCE(r.cursor_team, r.start_team), COALESCE(r.cursor_id, r.start_id)) < ${key})
+      FOR KEY SHARE OF r
+    )
+    ${deleteOld} AND (SELECT count(*) FROM range_fence) >= 0`;
 }
 
 /** Runs a delete statement; a missing fence table means the control schema predates it. */

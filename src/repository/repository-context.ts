@@ -14,6 +14,10 @@ export interface MigrationTables {
   readonly control: RawBuilder<unknown>;
   /** The delete fence of the control schema (control migration 4; see `PersonWrites`). */
   readonly deleteFence: RawBuilder<unknown>;
+  /** The backfill's ranges, which deletes lock (see `PersonWrites`). */
+  readonly backfillRange: RawBuilder<unknown>;
+  /** The migration's name: its key in the control tables. */
+  readonly migration: string;
 }
 
 /** The column facts the repository's SQL is generated from, read once per repository. @internal */
@@ -34,6 +38,8 @@ export function migrationTables(options: ResolvedMigrationOptions): MigrationTab
     distinctIds: sql.id(options.schema, options.distinctIdsTable),
     control: sql.id(options.controlSchema, 'migration'),
     deleteFence: sql.id(options.controlSchema, 'delete_fence'),
+    backfillRange: sql.id(options.controlSchema, 'backfill_range'),
+    migration: options.name,
   };
 }
 

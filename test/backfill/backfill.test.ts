@@ -96,7 +96,7 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
     expect(await fixture.migration.backfillStatus()).toBeUndefined();
   });
 
-  it.each(['fence', 'rows'] as const)(
+  it.each(['ranges', 'rows'] as const)(
     'handles an empty table, a single row, a batch size of 1 and ids above 2^53 (lockMode %s)',
     async (lockMode) => {
       fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
@@ -127,7 +127,7 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
     },
   );
 
-  it.each(['fence', 'rows'] as const)(
+  it.each(['ranges', 'rows'] as const)(
     'copies many teams of one person each and ids with gaps, every key exactly once (lockMode %s)',
     async (lockMode) => {
       fixture = await createMigrationFixture(handle, { seed: 0, dualRead: true });
@@ -172,11 +172,11 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
     const store = new RangeStore(options, await loadPersonColumns(handle.db, options));
     const leased = await store.claim(handle.db, 'w1', 30_000);
     if (!leased) throw new Error('no range to lease');
-    const first = await store.batch(handle.db, 'w1', leased, 10, 30_000, 0, 'fence');
+    const first = await store.batch(handle.db, 'w1', leased, 10, 30_000, 0, 'ranges');
     expect(first).toMatchObject({ kind: 'copied', scanned: 10, copied: 10 });
     const last = first.kind === 'copied' ? first.last : undefined;
     // The worker did not hear of the first batch and sends it again from where it started.
-    const stale = await store.batch(handle.db, 'w1', leased, 10, 30_000, 0, 'fence');
+    const stale = await store.batch(handle.db, 'w1', leased, 10, 30_000, 0, 'ranges');
     expect(stale).toEqual({ kind: 'moved', after: last, end: leased.end });
     expect((await fixture.migration.backfillStatus())?.rowsScanned).toBe(10);
     const next = await store.batch(
@@ -233,7 +233,7 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
       [{ leaseMs: 10 }, 'leaseMs must be an integer from 200 to 3600000'],
       [{ batchSize: 500, maxBatchSize: 100 }, 'batchSize must not exceed maxBatchSize'],
       [{ speed: 'fast' }, 'unknown option(s) speed'],
-      [{ lockMode: 'table' }, "lockMode must be 'fence' or 'rows'"],
+      [{ lockMode: 'table' }, "lockMode must be 'ranges' or 'rows'"],
     ] as const) {
       await expect(fixture.migration.backfill(options as never)).rejects.toThrow(message);
     }

@@ -95,7 +95,7 @@ describeOnRealServer('backfill by several processes (real server)', () => {
           leaseMs,
           workerId: `proc-${p}`,
           // both lock modes in one backfill: each batch is safe on its own
-          lockMode: p === 'A' || p === 'C' ? 'fence' : 'rows',
+          lockMode: p === 'A' || p === 'C' ? 'ranges' : 'rows',
         },
       }),
     );

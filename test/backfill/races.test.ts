@@ -6,9 +6,11 @@
  * The protocol under test (RangeStore.batch and PersonWrites), in both lock modes:
  * - `lockMode: 'rows'` (default): a batch reads the old rows `FOR SHARE` as it inserts their
  *   copies; a batch reaching an old row a delete holds waits for it, then skips it;
- * - `lockMode: 'fence'`: a batch takes the delete fence `SHARE` before the statement that reads
- *   and copies, and holds it until it commits; a delete takes it `ROW EXCLUSIVE` first, so a
- *   delete waits for a batch in flight and a batch waits for a delete in flight;
+ * - `lockMode: 'ranges'`: a batch locks its range's control row `FOR UPDATE` before the
+ *   statement that reads and copies, and holds it until it commits; a delete locks the row of
+ *   the range still to copy its key `FOR KEY SHARE` first, so a delete waits for a batch in
+ *   flight in its range and a batch waits for a delete in flight in its range; planning and
+ *   splits take the delete fence `SHARE`, which every delete holds `ROW EXCLUSIVE`;
  * - either way copies insert `ON CONFLICT DO NOTHING`, and a delete removes the old row first,
  *   then the new row in a later statement (which sees the batch's copy), then the distinct ids.
  *
@@ -22,9 +24,13 @@
  */
 import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
+import { planBackfill } from '../../src/backfill/backfill-plan.js';
+import { RangeStore } from '../../src/backfill/range-store.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
+import { resolveMigrationOptions } from '../../src/migration/options.js';
 import type { PersonRow } from '../../src/repository/persons-repository.js';
+import { loadPersonColumns } from '../../src/repository/repository-context.js';
 import {
   Gate,
   MigrationEnv,
@@ -62,10 +68,14 @@ function raceSeeds(): number[] {
  */
 const batchStatement = (env: MigrationEnv) => `%fence AS (%"${env.controlSchema}"."migration"%`;
 const deleteOfOldRow = (env: MigrationEnv) => `%DELETE FROM "${env.schema}"."posthog_person"%`;
-/** A delete's and a batch's request of the delete fence. */
+/** A delete's request of its fences (the statement that deletes the old row). */
 const deleteTakingFence = (env: MigrationEnv) =>
   `WITH delete_fence AS (DELETE FROM "${env.controlSchema}"."delete_fence"%`;
-const batchTakingFence = (env: MigrationEnv) =>
+/** A batch's request of its range row, before its batch statement ('ranges' mode). */
+const batchTakingRange = (env: MigrationEnv) =>
+  `SELECT 1 FROM "${env.controlSchema}"."backfill_range"%FOR UPDATE`;
+/** The planner's request of the delete fence. */
+const planTakingFence = (env: MigrationEnv) =>
   `LOCK TABLE "${env.controlSchema}"."delete_fence" IN SHARE MODE%`;
 
 /** Cursors of the ranges being copied now. */
@@ -77,10 +87,10 @@ async function runningCursors(env: MigrationEnv) {
 }
 
 /**
- * A one-range, one-worker backfill of 50-key batches that waits for any lock instead of giving
+ * A one-worker backfill (one range unless told) of 50-key batches that waits for any lock instead of giving
  * way (`batchLockTimeoutMs: 0`), as a forced interleaving needs; the batches it committed.
  */
-function startWaitingBackfill(runner: ServiceInstance, lockMode: 'rows' | 'fence') {
+function startWaitingBackfill(runner: ServiceInstance, lockMode: 'rows' | 'ranges', ranges = 1) {
   const batches: { scanned: number; copied: number }[] = [];
   runner.migration.events.on('backfill:batch', ({ scanned, copied }) =>
     batches.push({ scanned, copied }),
@@ -88,7 +98,7 @@ function startWaitingBackfill(runner: ServiceInstance, lockMode: 'rows' | 'fence
   const backfill = track(
     runner.migration.backfill({
       workers: 1,
-      ranges: 1,
+      ranges,
       batchSize: 50,
       targetBatchMs: 0,
       batchLockTimeoutMs: 0,
@@ -276,6 +286,11 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       const teamId = 32;
       const ids = await e.seed(teamId, 200, 'g');
       const victim = ids[10] as string;
+      // The plan exists (a call aborted before its first batch): planning would wait for the
+      // delete (see 'delete before the plan' below).
+      expect(
+        await runner.migration.backfill({ ranges: 1, signal: AbortSignal.abort() }),
+      ).toMatchObject({ planned: true, rowsScanned: 0 });
 
       // old row, new row (none) and distinct ids deleted, uncommitted
       const { del, release } = await deleteHeldOpen(writer, teamId, victim);
@@ -304,8 +319,8 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
     });
   });
 
-  describe("forced interleavings on one batch, lockMode: 'fence'", () => {
-    it('backfill first: a delete waits at the fence for the batch in flight, then removes its copy; creates and updates do not wait', async () => {
+  describe("forced interleavings on one batch, lockMode: 'ranges'", () => {
+    it('backfill first: a delete in the range of the batch in flight waits for it, then removes its copy; deletes elsewhere, creates and updates do not wait', async () => {
       env = await MigrationEnv.create('ffb');
       const e = env;
       const runner = await e.addInstance({ poolSize: 3 });
@@ -313,29 +328,32 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       await e.control.startDualRead();
       const teamId = 34;
       const ids = await e.seed(teamId, 200, 'k');
-      // One range, one worker, 50 keys a batch: the first batch is ids[0..49] in key order.
+      // Two ranges (ids[0..99], ids[100..199]), one worker, 50 keys a batch: the first batch
+      // is ids[0..49] of range 1.
       const victim = ids[10] as string;
       const blocker = ids[30] as string;
       // After the blocker: the batch has not inserted its copy yet (it holds ids[0..29]'s).
       const updated = ids[40] as string;
+      // In range 2, which no batch holds yet.
+      const elsewhere = ids[150] as string;
 
       const raw = await openRawSession();
       try {
-        // An uncommitted copy of ids[30] in the new table: the batch (fence held, copies of
-        // ids[0..29] inserted) waits for it when its insert reaches that key.
+        // An uncommitted copy of ids[30] in the new table: the batch (range row held, copies
+        // of ids[0..29] inserted) waits for it when its insert reaches that key.
         await raw.query('BEGIN');
         await raw.query(
           `INSERT INTO ${e.newTableText} SELECT * FROM ${e.oldTableText} WHERE team_id = $1 AND id = $2`,
           [teamId, blocker],
         );
-        const { batches, backfill } = startWaitingBackfill(runner, 'fence');
+        const { batches, backfill } = startWaitingBackfill(runner, 'ranges', 2);
         expect(await e.waitForBlockedBy(raw.pid, { giveUp: () => backfill.settled })).toBe(true);
         const [batchWait] = await e.lockWaiters(batchStatement(e));
         expect(batchWait?.blockers).toEqual([raw.pid]);
         const batchPid = batchWait?.pid as number;
 
-        // Creates and copy-on-write updates never take the fence: they commit now, and the
-        // batch's later insert of the updated key must do nothing.
+        // Creates and copy-on-write updates take no range: they commit now, and the batch's
+        // later insert of the updated key must do nothing.
         const updatedRow = await writer.repo.updatePerson(teamId, updated, {
           properties: { during: 'batch' },
         });
@@ -346,8 +364,10 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
           distinctIds: ['k-created'],
         });
         expect(created.status).toBe('created');
+        // A delete in the other range does not wait for this batch.
+        expect(await writer.repo.deletePerson(teamId, elsewhere)).toBe(true);
 
-        // A delete of a row of the batch waits at the fence, for the batch.
+        // A delete of a row of the batch's range waits for the batch, at its range row.
         const del = await deleteWaitingFor(
           e,
           writer,
@@ -360,22 +380,25 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
 
         await raw.query('ROLLBACK');
         expect(await del.promise).toBe(true);
-        expect(await backfill.promise).toMatchObject({ finished: true, rowsScanned: 200 });
+        expect(await backfill.promise).toMatchObject({ finished: true, rowsScanned: 199 });
         // The first batch copied the victim (49 = 50 minus the row copied by the update):
         // the delete really ran after the copy committed, and removed the copy.
         expect(batches[0]).toEqual({ scanned: 50, copied: 49 });
       } finally {
         await raw.end();
       }
-      await expectGone(e, teamId, [{ id: victim, distinctIds: ['k-11'] }]);
+      await expectGone(e, teamId, [
+        { id: victim, distinctIds: ['k-11'] },
+        { id: elsewhere, distinctIds: ['k-151'] },
+      ]);
       const [kept] = await e.storedPersons('new', teamId, [updated]);
       expect(kept).toMatchObject({ version: '1', properties: { during: 'batch', n: 41 } });
       expect(await e.orphanDistinctIds(teamId)).toEqual([]);
       await expectNewTableCoversOld(e);
-      for (const { repo } of e.instances) expect(await repo.countPersons(teamId)).toBe(200);
+      for (const { repo } of e.instances) expect(await repo.countPersons(teamId)).toBe(199);
     });
 
-    it('delete first: a batch waits at the fence for a delete in flight, then does not see the gone row; deletes do not wait for each other', async () => {
+    it('delete first: a batch waits at its range row for a delete in flight in its range, then does not see the gone row; deletes do not wait for each other', async () => {
       env = await MigrationEnv.create('fdf');
       const e = env;
       const runner = await e.addInstance({ poolSize: 3 });
@@ -386,17 +409,24 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       const ids = await e.seed(teamId, 200, 'm');
       const victim = ids[10] as string;
       const second = ids[12] as string;
+      // The plan exists (a call aborted before its first batch), so the delete finds its range.
+      expect(
+        await runner.migration.backfill({ ranges: 1, signal: AbortSignal.abort() }),
+      ).toMatchObject({ planned: true, finished: false, rowsScanned: 0 });
 
-      // fence held, old row and distinct ids deleted, uncommitted
+      // range row held FOR KEY SHARE, old row and distinct ids deleted, uncommitted
       const { del, release } = await deleteHeldOpen(writer, teamId, victim);
-      // Another delete, from another instance, while the first holds the fence: not blocked.
+      // Another delete in the same range, from another instance, while the first holds the
+      // range: not blocked.
       expect(await other.repo.deletePerson(teamId, second)).toBe(true);
 
-      const { batches, backfill } = startWaitingBackfill(runner, 'fence');
+      const { batches, backfill } = startWaitingBackfill(runner, 'ranges');
       expect(
-        await e.waitForLockWaiters(batchTakingFence(e), { giveUp: () => backfill.settled }),
-        'the batch waits at the fence for the delete',
+        await e.waitForLockWaiters(batchTakingRange(e), { giveUp: () => backfill.settled }),
+        'the batch waits at its range row for the delete',
       ).toBe(true);
+      const [batchWait] = await e.lockWaiters(batchTakingRange(e));
+      expect(batchWait?.blockers, 'the held delete, alone').toHaveLength(1);
       expect(batches).toEqual([]);
       expect(backfill.settled).toBe(false);
 
@@ -417,6 +447,70 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       await expectNewTableCoversOld(e);
       for (const { repo } of e.instances) expect(await repo.countPersons(teamId)).toBe(198);
     });
+
+    it.each(['ranges', 'rows'] as const)(
+      'delete before the plan (lockMode %s): planning waits at the delete fence for a delete in flight, so no batch copies the row it deleted',
+      async (lockMode) => {
+        env = await MigrationEnv.create('fpl');
+        const e = env;
+        const runner = await e.addInstance({ poolSize: 3 });
+        const writer = await e.addInstance({ poolSize: 3 });
+        await e.control.startDualRead();
+        const teamId = 36;
+        const ids = await e.seed(teamId, 200, 'p');
+        const victim = ids[10] as string;
+
+        // No plan yet, so no range to lock: the delete holds only the delete fence, and has
+        // already looked for the new row (none) when the backfill starts.
+        const { del, release } = await deleteHeldOpen(writer, teamId, victim);
+        const { batches, backfill } = startWaitingBackfill(runner, lockMode);
+        const planWaited = await e.waitForLockWaiters(planTakingFence(e), {
+          giveUp: () => backfill.settled,
+        });
+        const planWhileDeleting = await e.control.backfillStatus();
+
+        release.open();
+        expect(await del.promise).toBe(true);
+        await backfill.promise;
+        // (Without the fence, a 'ranges' batch copies the victim while its delete is open.)
+        await expectGone(e, teamId, [{ id: victim, distinctIds: ['p-11'] }]);
+        await expectNewTableCoversOld(e);
+        expect(planWaited, 'planning waits at the delete fence for the delete').toBe(true);
+        expect(planWhileDeleting).toBeUndefined();
+        expect(await backfill.promise).toMatchObject({
+          finished: true,
+          rowsScanned: 199,
+          rowsCopied: 199,
+        });
+        expect(batches[0]).toEqual({ scanned: 50, copied: 50 });
+      },
+    );
+
+    it('a split gives way to a delete in flight anywhere (it moves keys to a new range), and splits once the delete committed', async () => {
+      env = await MigrationEnv.create('fsp');
+      const e = env;
+      const runner = await e.addInstance({ poolSize: 3 });
+      const writer = await e.addInstance({ poolSize: 3 });
+      await e.control.startDualRead();
+      const teamId = 37;
+      const ids = await e.seed(teamId, 400, 's');
+      const options = resolveMigrationOptions({
+        db: runner.handle,
+        schema: e.schema,
+        controlSchema: e.controlSchema,
+      });
+      await planBackfill(runner.handle.db, options, 2, undefined);
+      const store = new RangeStore(options, await loadPersonColumns(runner.handle.db, options));
+      // Worker w1 holds range 1 (ids[0..199]); an idle w2 would split it.
+      expect(await store.claim(runner.handle.db, 'w1', 60_000)).toMatchObject({ rangeId: 1 });
+      // A delete in range 2, which the split does not touch, held open.
+      const { del, release } = await deleteHeldOpen(writer, teamId, ids[300] as string);
+      expect(await store.split(runner.handle.db, 'w2', 60_000, 2)).toBeUndefined();
+      release.open();
+      expect(await del.promise).toBe(true);
+      const split = await store.split(runner.handle.db, 'w2', 60_000, 2);
+      expect(split).toMatchObject({ rangeId: 3, after: { team: String(teamId), id: ids[100] } });
+    });
   });
 
   // Found by this test (fixed): in 'rows' mode a batch holds every old row of its batch
@@ -425,9 +519,9 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
   // both persons are in one batch, the batch waits for the merge's uncommitted copy of the
   // target and the merge waits for the batch's FOR SHARE on the source: a deadlock, and when
   // the merge waited first the server aborted the merge (40P01) after deadlock_timeout. In
-  // 'fence' mode the merge waits at the fence instead, the same cycle. The backfill is always
+  // 'ranges' mode the merge waits at the range row instead, the same cycle. The backfill is always
   // the side that yields: a batch lock_timeout below deadlock_timeout, retried.
-  it.each(['rows', 'fence'] as const)(
+  it.each(['rows', 'ranges'] as const)(
     'a merge racing a batch (lockMode: %s) that holds both persons is never the deadlock victim: the batch gives way',
     async (lockMode) => {
       // The merge is the victim when it waited first and the batch closed the cycle within
@@ -444,7 +538,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
   );
 
   /** Source and target of a merge both in the batch the backfill holds; the merge's outcome. */
-  async function mergeRacingBatch(lockMode: 'rows' | 'fence'): Promise<string> {
+  async function mergeRacingBatch(lockMode: 'rows' | 'ranges'): Promise<string> {
     env = await MigrationEnv.create('rdl');
     const e = env;
     const runner = await e.addInstance({ poolSize: 3 });
@@ -464,7 +558,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
           [teamId, ids[6]],
         );
       } else {
-        // The batch holds the fence, inserts ids[0..1], then waits for this uncommitted copy
+        // The batch holds its range, inserts ids[0..1], then waits for this uncommitted copy
         // of ids[2], before reaching the source and the target.
         await raw.query(
           `INSERT INTO ${e.newTableText} SELECT * FROM ${e.oldTableText} WHERE team_id = $1 AND id = $2`,
@@ -484,7 +578,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       const merge = track(
         writer.repo.inTransaction(async (tx) => {
           await tx.moveDistinctIds(teamId, source, target); // copies the target (uncommitted)
-          return tx.deletePerson(teamId, source); // waits for the batch (FOR SHARE or fence)
+          return tx.deletePerson(teamId, source); // waits for the batch (FOR SHARE or range)
         }),
       );
       const mergeWaits = lockMode === 'rows' ? deleteOfOldRow(e) : deleteTakingFence(e);
@@ -504,7 +598,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
 
   describe.each(
     raceSeeds().flatMap((seed) =>
-      (['fence', 'rows'] as const).map((mode) => [seed, mode] as const),
+      (['ranges', 'rows'] as const).map((mode) => [seed, mode] as const),
     ),
   )('randomized writes during a 3-worker backfill, seed %i, lockMode %s', (seed, lockMode) => {
     it('loses no write, resurrects nobody, never lowers a version, copies every surviving old row', {
@@ -530,7 +624,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
     busy: boolean;
   }
 
-  async function randomizedRun(seed: number, lockMode: 'fence' | 'rows') {
+  async function randomizedRun(seed: number, lockMode: 'ranges' | 'rows') {
     env = await MigrationEnv.create('rnd');
     const e = env;
     const runner = await e.addInstance({ handle: await openFastHandle(4) });

@@ -157,11 +157,11 @@ describeOnRealServer('backfill from the command line on a PostgreSQL server', ()
 
     const badMode = await cli(['backfill', '--lock-mode', 'table', ...options], { env });
     expect(badMode.code).toBe(2);
-    expect(badMode.stderr).toContain("lockMode must be 'fence' or 'rows'");
+    expect(badMode.stderr).toContain("lockMode must be 'ranges' or 'rows'");
     expect(badMode.stderr).toContain('check --lock-mode (pg-dual-read help)');
 
     const run = await cli(
-      ['backfill', '--workers', '2', '--ranges', '3', '--lock-mode', 'fence', ...options],
+      ['backfill', '--workers', '2', '--ranges', '3', '--lock-mode', 'ranges', ...options],
       { env },
     );
     expect(run).toMatchObject({ code: 0, stderr: '' });

@@ -5,6 +5,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/main.js';
 import { passwordsOf, redactSecrets } from '../../src/cli/redact.js';
+import { latestControlVersion } from '../../src/control/control-migrations.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
 import { createPostHogPersonsSchema, seedPersons } from '../../src/testing/index.js';
@@ -143,7 +144,7 @@ describe('the lifecycle on a PGlite data directory', () => {
 
     const install = await cli(['install', ...options], env);
     expect(install).toMatchObject({ code: 0, stderr: '' });
-    expect(install.stdout).toContain('version 0 -> 4');
+    expect(install.stdout).toContain(`version 0 -> ${latestControlVersion}`);
 
     const badPartitions = await cli(['prepare', '--partitions', '1', ...options], env);
     expect(badPartitions.code).toBe(2);
