@@ -70,8 +70,9 @@ interface RangeRow {
  * deleted is waited for, then skipped). Either way a row deleted before the batch's snapshot
  * is not read. Everything else that locks a range row takes a mode that `FOR KEY SHARE` does
  * not conflict with (`FOR NO KEY UPDATE`, plain updates), so deletes never wait for a claim, a
- * lease renewal or a `'rows'` batch, and those never wait for deletes. The batch's keys are every key its snapshot sees in the window (a row
- * being deleted counts as covered), so a short batch means the range is exhausted.
+ * lease renewal or a `'rows'` batch, and those never wait for deletes. The batch's keys are
+ * every key its snapshot sees in the window (a row being deleted counts as covered), so a
+ * short batch means the range is exhausted.
  *
  * Why no version-guarded update: in `dual_read` no write changes an old row (updates go to
  * the new table), so an old row can never be newer than its copy.
@@ -366,10 +367,13 @@ export class RangeStore {
       const after = range.after
         ? sql`AND (o.team_id, o.id) > (${range.after.team}::int8, ${range.after.id}::int8)`
         : sql``;
+      // Cast after the LIMIT, not for every skipped key.
       const middle = await sql<{ team: string; id: string }>`
-        SELECT o.team_id::text AS team, o.id::text AS id FROM ${old} AS o
-        WHERE (o.team_id, o.id) <= (${range.end.team}::int8, ${range.end.id}::int8) ${after}
-        ORDER BY o.team_id, o.id OFFSET ${half} LIMIT 1`.execute(trx);
+        SELECT k.team_id::text AS team, k.id::text AS id FROM (
+          SELECT o.team_id, o.id FROM ${old} AS o
+          WHERE (o.team_id, o.id) <= (${range.end.team}::int8, ${range.end.id}::int8) ${after}
+          ORDER BY o.team_id, o.id OFFSET ${half} LIMIT 1
+        ) AS k`.execute(trx);
       const mid = middle.rows[0];
       // Fewer keys left than estimated (deletes): the middle may be the end itself.
       if (!mid || (mid.team === range.end.team && mid.id === range.end.id)) return undefined;
@@ -462,8 +466,8 @@ function toLeased(row: RangeRow): LeasedRange {
 }
 
 /**
- * The batch's transaction: BEGIN; its settings; in `'ranges'` mode the range fence; the one
- * batch statement; COMMIT, on one connection.
+ * The batch's transaction: BEGIN; its settings (for this transaction only); in `'ranges'`
+ * mode the range fence; the one batch statement; COMMIT, on one connection.
  *
  * - `enable_incremental_sort` off: a custom plan of a window spanning several teams often read
  *   the first team through the `(team_id, uuid)` index and sorted it incrementally (722 of
@@ -471,6 +475,11 @@ function toLeased(row: RangeRow): LeasedRange {
  *   the `(team_id, id)` index, which yields the keyset order as is, is the cheapest plan. A
  *   planner setting must be in place before the statement is planned, so it cannot ride
  *   inside the statement.
+ * - `synchronous_commit` off: the COMMIT does not wait for its WAL to reach the disk. Nothing
+ *   is lost that matters: the rows and their checkpoint are one transaction, so a server crash
+ *   can only drop the last batches whole (the backfill copies them again); any later commit
+ *   that depends on a batch (a delete that waited for its range, the next batch, the backfill's
+ *   final `done`) is written after it in the WAL, so flushing that one flushes the batch too.
  * - `lock_timeout`: the backfill gives way. A batch that waits longer than this for a lock (its
  *   range row while a delete is in flight, a live write holding a row, an insert in flight) fails
  *   with 55P03 and is retried, so the application's transaction is never the one Postgres picks
@@ -494,6 +503,7 @@ async function batchTransaction<R>(
     await sql`BEGIN`.execute(connection);
     try {
       await sql`SELECT set_config('enable_incremental_sort', 'off', true),
+        set_config('synchronous_commit', 'off', true),
         CASE WHEN ${options.lockTimeoutMs}::int > 0
           THEN set_config('lock_timeout', ${options.lockTimeoutMs}::int || 'ms', true) END`.execute(
         connection,
