@@ -28,10 +28,11 @@
  *   without a row lock) or 'rows' (each batch reads its old rows `FOR SHARE`); every run is
  *   labelled.
  * Baseline, backfill (2 workers, ranges), the same on the skewed rows, and backfill (2
- * workers, rows) alternate BENCH_ROUNDS times; then, on the uniform rows, 4 and 1 workers and 2
- * workers with `synchronous_commit=off` for the backfill's sessions (through `options=-c ...`
- * in the child's URL), in 'ranges' mode; on the skewed rows, 4 workers in 'ranges' mode and 2
- * in 'rows' mode; then the partitioned table (baseline and 2 workers, 'ranges').
+ * workers, rows) alternate BENCH_ROUNDS times; then, on the uniform rows, 4 and 1 workers (and,
+ * with BENCH_SYNC_OFF=1, 2 workers with `synchronous_commit=off` for every statement of the
+ * backfill's sessions, through `options=-c ...` in the child's URL; batches already commit
+ * that way), in 'ranges' mode; on the skewed rows, 4 workers in 'ranges' mode and 2 in 'rows'
+ * mode; then the partitioned table (baseline and 2 workers, 'ranges').
  * Then EXPLAIN (ANALYZE, BUFFERS, WAL) of one batch statement as `RangeStore.batch` sends it
  * (captured from a Kysely query log, in 'ranges' mode, and in 'rows' mode too for the uniform
  * rows), custom and generic plans, and of variants of it, to show where the time goes.
@@ -51,7 +52,7 @@
  *   BENCH_ROUNDS [2]         baseline / 2-worker backfill pairs
  *   BENCH_PARTITIONS [8]     hash partitions of the second new table (0: skip it)
  *   BENCH_SKEW [1]           0 skips the skewed rows
- *   BENCH_SYNC_OFF [1]       0 skips the synchronous_commit=off run
+ *   BENCH_SYNC_OFF [0]       1 adds the session-wide synchronous_commit=off run
  *   BENCH_ROWS_MODE [1]      0 skips the lockMode 'rows' runs (uniform, skewed, live deletes)
  *   BENCH_TARGET_BATCH_MS    the backfill's targetBatchMs (default: the library's, 250)
  *   BENCH_LIVE_DELETES_PER_S [50] deletes a second during the live-delete runs (0: skip them)
@@ -100,7 +101,7 @@ const CHUNK = Math.max(100, Math.round(env('BENCH_CHUNK', 1_000)));
 const ROUNDS = Math.max(1, Math.round(env('BENCH_ROUNDS', 2)));
 const PARTITIONS = Math.round(env('BENCH_PARTITIONS', 8));
 const SKEW = env('BENCH_SKEW', 1) > 0;
-const SYNC_OFF = env('BENCH_SYNC_OFF', 1) > 0;
+const SYNC_OFF = env('BENCH_SYNC_OFF', 0) > 0;
 const ROWS_MODE = env('BENCH_ROWS_MODE', 1) > 0;
 const LIVE_DELETES_PER_S = env('BENCH_LIVE_DELETES_PER_S', 50);
 const EXPLAIN = env('BENCH_EXPLAIN', 1);
