@@ -30,11 +30,11 @@ type AnyDb = Kysely<any>;
  *      copies ({@link PersonWrites.copyOldRows}, repair, and the backfill in
  *      `lockMode: 'rows'`); a delete of such a row waits for the copy to commit,
  *      and a copy reaching a row being deleted waits for the delete, then skips the gone row;
- *    - **range fences** (backfill in `lockMode: 'ranges'`, the default): a batch locks the control row of
- *      its range `FOR UPDATE` in a statement *before* the one that reads and copies, and
- *      holds it until it commits; a delete locks the row of the range that covers its key
- *      `FOR KEY SHARE`, while that range still has the key to copy (not done, checkpoint
- *      below the key). The two conflict, so either the delete committed before the batch got
+ *    - **range fences** (backfill in `lockMode: 'ranges'`, the default): a batch locks the
+ *      control row of its range `FOR UPDATE` in a statement *before* the one that reads and
+ *      copies, and holds it until it commits; a delete locks the row of the range that
+ *      covers its key `FOR KEY SHARE`, while that range still has the key to copy (not done,
+ *      checkpoint below the key). The two conflict, so either the delete committed before the batch got
  *      the row, and the batch's later snapshot does not see the old row, or the batch
  *      committed before the delete got it, and rule 2 removes the copy (or the checkpoint
  *      has passed the key: the copy committed, and rule 2 removes it). No per-row lock is
