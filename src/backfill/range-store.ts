@@ -3,7 +3,7 @@ import { isSqlState } from '../db/query-failed.js';
 import type { ResolvedMigrationOptions } from '../migration/options.js';
 import { columnList, type PersonColumns } from '../repository/repository-context.js';
 import type { BatchLockMode } from './backfill-options.js';
-import type { Key } from './backfill-plan.js';
+import { type Key, planLockKey } from './backfill-plan.js';
 import { takeDeleteFence } from './delete-fence.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
@@ -349,7 +349,7 @@ export class RangeStore {
     return db.transaction().execute(async (trx): Promise<LeasedRange | undefined> => {
       // Splits of one plan take turns (the planner's lock): two idle workers splitting two
       // ranges at once would both pick max(range_id) + 1 for their new range.
-      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`pg-dual-read:backfill:${this.options.controlSchema}.${this.options.name}`}, 0)),
+      await sql`SELECT pg_advisory_xact_lock(${planLockKey(this.options)}),
         set_config('lock_timeout', '500ms', true)`.execute(trx);
       const { rows } = await sql<RangeRow & { lease_owner: string | null }>`
         SELECT ${rangeColumns}, lease_owner FROM ${this.control('backfill_range')}
