@@ -39,9 +39,18 @@ export interface DualReadEvents {
   'backfill:paused': [{ readonly workerId: string }];
   /** A worker's lease expired and another worker took its range. */
   'backfill:lease-lost': [{ readonly rangeId: number; readonly workerId: string }];
-  /** A batch failed with a lock timeout, deadlock or serialization failure and is retried. */
+  /**
+   * A batch (or a claim, split or renewal) failed with a lock timeout, deadlock, serialization
+   * failure, dropped connection or unique violation and is retried; `sqlState` says which
+   * (`'23505'`: a write raced into a batch's window, see the README's Backfill section).
+   */
   'backfill:retry': [
-    { readonly workerId: string; readonly attempt: number; readonly delayMs: number },
+    {
+      readonly workerId: string;
+      readonly attempt: number;
+      readonly delayMs: number;
+      readonly sqlState: string | undefined;
+    },
   ];
   /**
    * Reads of the repository in `dual_read` answered (partly) from the old table, per call:

@@ -1,12 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import createDebug from 'debug';
 import { type Kysely, sql } from 'kysely';
-import { isSqlState, toQueryFailedError } from '../db/query-failed.js';
+import { isSqlState, sqlStateOf, toQueryFailedError } from '../db/query-failed.js';
 import { BackfillRefusedError, DualReadError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import type { ResolvedBackfillOptions } from './backfill-options.js';
 import { BatchPacer } from './batch-pacer.js';
-import type { LeasedRange, RangeStore } from './range-store.js';
+import type { BatchArbiter, LeasedRange, RangeStore } from './range-store.js';
 
 const debug = createDebug('pg-dual-read:backfill');
 
@@ -15,9 +15,9 @@ type AnyDb = Kysely<any>;
 
 /**
  * SQLSTATEs worth a retry after a pause: lock timeout, deadlock, serialization, cancel,
- * connection, and a unique violation (a batch meeting a copy-on-write of the same person on its
- * uuid index: see `RangeStore.batch`; one that persists is a real conflict, reported after
- * `maxRetries`).
+ * connection, and a unique violation (a batch without an arbiter meeting a write that raced into
+ * its window, or any batch meeting a copy-on-write of the same person on its uuid index: see
+ * `RangeStore.batch`; one that persists is a real conflict, reported after `maxRetries`).
  */
 const retryableStates = [
   '55P03',
@@ -97,21 +97,30 @@ export class BackfillWorker {
 
   private async copyRange(leased: LeasedRange): Promise<void> {
     let range = leased;
+    // A write that raced into a batch's window (23505) makes the rest of the range's batches
+    // pre-check the key index: a range under live writes is not retried batch after batch.
+    let arbiter: BatchArbiter = 'when-needed';
     try {
       while (!this.aborted()) {
         await this.waitForReplicas();
         const started = performance.now();
         const size = this.pacer.batchSize;
         const outcome = await this.retrying(() =>
-          this.store.batch(
-            this.db,
-            this.workerId,
-            range,
-            size,
-            this.options.leaseMs,
-            this.options.batchLockTimeoutMs,
-            this.options.lockMode,
-          ),
+          this.store
+            .batch(
+              this.db,
+              this.workerId,
+              range,
+              size,
+              this.options.leaseMs,
+              this.options.batchLockTimeoutMs,
+              this.options.lockMode,
+              arbiter,
+            )
+            .catch((error: unknown) => {
+              if (isSqlState(error, '23505')) arbiter = 'always';
+              throw error;
+            }),
         );
         const elapsed = performance.now() - started;
         switch (outcome.kind) {
@@ -237,6 +246,7 @@ export class BackfillWorker {
           workerId: this.workerId,
           attempt: attempt + 1,
           delayMs: delay,
+          sqlState: sqlStateOf(error),
         });
         await this.pause(delay);
       }

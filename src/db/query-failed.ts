@@ -9,7 +9,7 @@ const KEPT_FIELDS = ['code', 'severity', 'schema', 'table', 'column', 'constrain
 
 const SQLSTATE = /^[0-9A-Z]{5}$/;
 
-function sqlStateOf(err: unknown): string | undefined {
+function driverSqlState(err: unknown): string | undefined {
   const code =
     typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   return typeof code === 'string' && SQLSTATE.test(code) ? code : undefined;
@@ -45,7 +45,7 @@ export function toQueryFailedError(
   parameterCount: number,
 ): QueryFailedError {
   if (err instanceof QueryFailedError) return err;
-  const sqlState = sqlStateOf(err);
+  const sqlState = driverSqlState(err);
   const driverMessage = redactedMessage(
     err instanceof Error ? err.message : `non-Error value of type ${typeof err}`,
     sqlState,
@@ -83,8 +83,20 @@ export function toQueryFailedError(
  * ```
  */
 export function isSqlState(err: unknown, code: string): boolean {
-  if (err instanceof QueryFailedError) return err.sqlState === code;
   return sqlStateOf(err) === code;
+}
+
+/**
+ * The SQLSTATE of a driver error or a {@link QueryFailedError}, if it has one. @internal
+ *
+ * @example
+ * ```ts
+ * sqlStateOf(error); // '55P03' for a lock timeout
+ * ```
+ */
+export function sqlStateOf(err: unknown): string | undefined {
+  if (err instanceof QueryFailedError) return err.sqlState;
+  return driverSqlState(err);
 }
 
 /**

@@ -37,6 +37,7 @@ import {
   openAllGates,
   openRawSession,
   pick,
+  type RawSession,
   type ServiceInstance,
   seededRandom,
   track,
@@ -106,6 +107,17 @@ function startWaitingBackfill(runner: ServiceInstance, lockMode: 'rows' | 'range
     }),
   );
   return { batches, backfill };
+}
+
+/**
+ * A copy-on-write update committed before the backfill starts: the first batch's window then
+ * holds a copy, so its insert pre-checks the key index (`ON CONFLICT DO NOTHING`), the path a
+ * forced interleaving below is about (an insert without it, into a window the new table had no
+ * key of, meets a racing write with 23505 and is retried: see 'a batch without an arbiter').
+ */
+async function copiedBeforeTheBatch(writer: ServiceInstance, teamId: number, personId: string) {
+  const row = await writer.repo.updatePerson(teamId, personId, { properties: { before: 'batch' } });
+  expect(row?.version).toBe(1);
 }
 
 /** A delete through `instance` whose transaction stays open until `release.open()`. */
@@ -233,6 +245,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       const blocker = ids[30] as string;
       // After the blocker: the batch has not locked it nor inserted its copy yet.
       const updated = ids[40] as string;
+      await copiedBeforeTheBatch(writer, teamId, ids[45] as string);
 
       const raw = await openRawSession();
       try {
@@ -263,9 +276,9 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
         await raw.query('ROLLBACK');
         expect(await del.promise).toBe(true);
         expect(await backfill.promise).toMatchObject({ finished: true, rowsScanned: 200 });
-        // The first batch copied the victim (49 = 50 minus the row copied by the update):
+        // The first batch copied the victim (48 = 50 minus the rows copied by the updates):
         // the delete really ran after the copy committed, and removed the copy.
-        expect(batches[0]).toEqual({ scanned: 50, copied: 49 });
+        expect(batches[0]).toEqual({ scanned: 50, copied: 48 });
       } finally {
         await raw.end();
       }
@@ -336,6 +349,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       const updated = ids[40] as string;
       // In range 2, which no batch holds yet.
       const elsewhere = ids[150] as string;
+      await copiedBeforeTheBatch(writer, teamId, ids[45] as string);
 
       const raw = await openRawSession();
       try {
@@ -381,9 +395,9 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
         await raw.query('ROLLBACK');
         expect(await del.promise).toBe(true);
         expect(await backfill.promise).toMatchObject({ finished: true, rowsScanned: 199 });
-        // The first batch copied the victim (49 = 50 minus the row copied by the update):
+        // The first batch copied the victim (48 = 50 minus the rows copied by the updates):
         // the delete really ran after the copy committed, and removed the copy.
-        expect(batches[0]).toEqual({ scanned: 50, copied: 49 });
+        expect(batches[0]).toEqual({ scanned: 50, copied: 48 });
       } finally {
         await raw.end();
       }
@@ -510,6 +524,70 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       expect(await del.promise).toBe(true);
       const split = await store.split(runner.handle.db, 'w2', 60_000, 2);
       expect(split).toMatchObject({ rangeId: 3, after: { team: String(teamId), id: ids[100] } });
+    });
+  });
+
+  describe('a batch without an arbiter (the new table held no key of its window)', () => {
+    it('meets a write racing into its window with 23505 and is retried with the arbiter, which the rest of the range keeps: a second race costs no retry', async () => {
+      env = await MigrationEnv.create('fna');
+      const e = env;
+      const runner = await e.addInstance({ poolSize: 3 });
+      await e.control.startDualRead();
+      const teamId = 37;
+      const ids = await e.seed(teamId, 200, 'p');
+      // One range, 50 keys a batch: ids[30] is in the first batch's window, ids[80] in the second's.
+      const racers = [ids[30] as string, ids[80] as string];
+      const retries: (string | undefined)[] = [];
+      runner.migration.events.on('backfill:retry', ({ sqlState }) => retries.push(sqlState));
+
+      // Two copy-on-write copies (a newer version), each in a transaction held open.
+      const sessions = [await openRawSession(), await openRawSession()];
+      try {
+        for (const [i, raw] of sessions.entries()) {
+          await raw.query('BEGIN');
+          await raw.query(
+            `INSERT INTO ${e.newTableText} SELECT * FROM ${e.oldTableText} WHERE team_id = $1 AND id = $2`,
+            [teamId, racers[i]],
+          );
+          await raw.query(
+            `UPDATE ${e.newTableText} SET properties = properties || '{"during": "batch"}',
+               version = COALESCE(version, 0) + 1 WHERE team_id = $1 AND id = $2`,
+            [teamId, racers[i]],
+          );
+        }
+        const [first, second] = sessions as [RawSession, RawSession];
+        const { batches, backfill } = startWaitingBackfill(runner, 'ranges');
+        // The first batch's snapshot sees no copy in its window: it inserts without the
+        // arbiter, and waits for the uncommitted copy of ids[30] on the key index.
+        expect(await e.waitForBlockedBy(first.pid, { giveUp: () => backfill.settled })).toBe(true);
+        await first.query('COMMIT');
+        // Its insert fails (23505) and rolls back; the retry pre-checks the key index and
+        // skips the committed copy. The second batch pre-checks too (the range's rule since
+        // the failure): it waits for the copy of ids[80], then skips it without an error.
+        expect(await e.waitForBlockedBy(second.pid, { giveUp: () => backfill.settled })).toBe(true);
+        expect(retries).toEqual(['23505']);
+        expect(batches).toEqual([{ scanned: 50, copied: 49 }]);
+        await second.query('COMMIT');
+        expect(await backfill.promise).toMatchObject({
+          finished: true,
+          rowsScanned: 200,
+          rowsCopied: 198,
+        });
+        expect(retries, 'one retry in all').toEqual(['23505']);
+        expect(batches.slice(0, 2)).toEqual([
+          { scanned: 50, copied: 49 },
+          { scanned: 50, copied: 49 },
+        ]);
+      } finally {
+        for (const raw of sessions) await raw.end();
+      }
+      // The racing copies were not overwritten, and every other old row was copied.
+      const kept = await e.storedPersons('new', teamId, racers);
+      expect(kept.map((row) => [row.version, row.properties.during])).toEqual([
+        ['1', 'batch'],
+        ['1', 'batch'],
+      ]);
+      await expectNewTableCoversOld(e);
     });
   });
 
