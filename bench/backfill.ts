@@ -28,8 +28,10 @@
  *   without a row lock) or 'rows' (each batch reads its old rows `FOR SHARE`); every run is
  *   labelled.
  * Baseline, backfill (2 workers, ranges), the same on the skewed rows, and backfill (2
- * workers, rows) alternate BENCH_ROUNDS times; then, on the uniform rows, 4 and 1 workers (and,
- * with BENCH_SYNC_OFF=1, 2 workers with `synchronous_commit=off` for every statement of the
+ * workers, rows) alternate BENCH_ROUNDS times; then, on the uniform rows, 4 and 1 workers, 2
+ * workers with 1% of the rows copied into the new table before (as copy-on-write would: nearly
+ * every batch window then holds a copy, so nearly every batch pre-checks the key index with
+ * ON CONFLICT; on an empty window a batch inserts without it) (and, with BENCH_SYNC_OFF=1, 2 workers with `synchronous_commit=off` for every statement of the
  * backfill's sessions, through `options=-c ...` in the child's URL; batches already commit
  * that way), in 'ranges' mode; on the skewed rows, 4 workers in 'ranges' mode and 2 in 'rows'
  * mode; then the partitioned table (baseline and 2 workers, 'ranges').
@@ -61,6 +63,7 @@
  *   BENCH_EXPLAIN [1]        0 none, 1 summary + the batch plan, 2 also the variants' plans
  *   BENCH_EXPLAIN_ROWS [5000] rows of the explained batch
  *   BENCH_TIMEOUT_S [150]    a backfill still running after this is stopped (signal) and reported
+ *   BENCH_PRE_COPIED_PERCENT [1] the pre-copied run's share of rows copied before it (0: skip it)
  *                            as such, with the rows it copied
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -109,6 +112,7 @@ const LIVE_DELETES_PER_S = env('BENCH_LIVE_DELETES_PER_S', 50);
 const EXPLAIN = env('BENCH_EXPLAIN', 1);
 const EXPLAIN_ROWS = Math.max(100, Math.round(env('BENCH_EXPLAIN_ROWS', 5_000)));
 const TIMEOUT_S = Math.max(1, env('BENCH_TIMEOUT_S', 150));
+const PRE_COPIED = Math.min(0.5, Math.max(0, env('BENCH_PRE_COPIED_PERCENT', 1) / 100));
 
 const GOAL = { ratio: 1.25, skew: 1.2, memoryMb: 100 };
 /** A session setting the backfill's connections can be started with (`options=-c ...`). */
@@ -271,6 +275,8 @@ interface Run {
   readonly stopped: boolean;
   /** The alternating round it ran in (undefined outside the rounds). */
   readonly round: number | undefined;
+  /** Share of the old rows copied into the new table before the backfill (0 for most runs). */
+  readonly preCopied: number;
 }
 
 interface BackfillRunOptions {
@@ -279,6 +285,12 @@ interface BackfillRunOptions {
   readonly tweaks?: readonly string[];
   /** Stop the backfill after this long (BENCH_TIMEOUT_S by default). */
   readonly timeoutS?: number;
+  /**
+   * Copy this share of the old rows (every 1/share-th id) before the backfill, as copy-on-write
+   * would: nearly every batch window then holds a copy, so nearly every batch pre-checks the
+   * key index (ON CONFLICT).
+   */
+  readonly preCopied?: number;
 }
 
 /** The run's time for all rows: measured, or extrapolated from a stopped run (a lower bound). */
@@ -453,6 +465,7 @@ async function main(): Promise<void> {
         child: undefined,
         stopped: false,
         round: currentRound,
+        preCopied: 0,
       };
       runs.push(run);
       log(
@@ -484,14 +497,29 @@ async function main(): Promise<void> {
     const backfill = async (
       target: Target,
       workers: number,
-      { lockMode = 'ranges', tweaks = [], timeoutS = TIMEOUT_S }: BackfillRunOptions = {},
+      {
+        lockMode = 'ranges',
+        tweaks = [],
+        timeoutS = TIMEOUT_S,
+        preCopied = 0,
+      }: BackfillRunOptions = {},
     ): Promise<Run> => {
       await reset(target);
+      let preCopiedRows = 0;
+      if (preCopied > 0) {
+        const every = Math.round(1 / preCopied);
+        const copiedBefore = await sql`INSERT INTO ${sql.id(target.schema, target.newTable)} (${copyable})
+          SELECT ${copyable} FROM ${sql.id(target.schema, 'posthog_person')} WHERE id % ${every} = 0`.execute(
+          db,
+        );
+        preCopiedRows = Number(copiedBefore.numAffectedRows ?? 0);
+        await sql`CHECKPOINT`.execute(db);
+      }
       const lsn = await walLsn();
       const child = await runChild(childConfig(target, workers, lockMode, tweaks, timeoutS));
       const walBytes = await walSince(lsn);
       const stopped = child.aborted && !child.finished;
-      if (!stopped && (!child.finished || child.rowsCopied !== ROWS)) {
+      if (!stopped && (!child.finished || child.rowsCopied !== ROWS - preCopiedRows)) {
         throw new Error(
           `backfill on ${target.label}: finished=${child.finished}, ${child.rowsCopied} rows copied`,
         );
@@ -511,10 +539,11 @@ async function main(): Promise<void> {
         child,
         stopped,
         round: currentRound,
+        preCopied,
       };
       runs.push(run);
       log(
-        `backfill, ${target.label}, ${workers} worker${workers === 1 ? '' : 's'}, ${modeLabel(lockMode)}${tweaks.length ? `, ${tweaks.join(', ')}` : ''}: ` +
+        `backfill, ${target.label}, ${workers} worker${workers === 1 ? '' : 's'}, ${modeLabel(lockMode)}${tweaks.length ? `, ${tweaks.join(', ')}` : ''}${preCopied ? `, ${int(preCopiedRows)} rows copied before` : ''}: ` +
           (stopped
             ? `STOPPED after ${Math.round(timeoutS)} s with ${int(child.rowsCopied)} of ${int(ROWS)} rows, `
             : '') +
@@ -531,6 +560,7 @@ async function main(): Promise<void> {
       workers: number,
       lockMode: BatchLockMode = 'ranges',
       tweaks: readonly string[] = [],
+      preCopied = 0,
     ) =>
       of(
         (r) =>
@@ -538,7 +568,8 @@ async function main(): Promise<void> {
           r.target === target &&
           r.workers === workers &&
           r.lockMode === lockMode &&
-          r.tweaks.join() === tweaks.join(),
+          r.tweaks.join() === tweaks.join() &&
+          r.preCopied === preCopied,
       );
     const medianOf = (rs: Run[]) => median(rs.map(fullMs));
 
@@ -561,6 +592,7 @@ async function main(): Promise<void> {
     currentRound = undefined;
     await backfill(uniform, 4);
     await backfill(uniform, 1);
+    if (PRE_COPIED > 0) await backfill(uniform, 2, { preCopied: PRE_COPIED });
     if (SYNC_OFF) await backfill(uniform, 2, { tweaks: [SYNC_COMMIT_OFF] });
     if (skewed) {
       // A skewed run 1.5x slower than its uniform counterpart misses the 1.2x goal anyway: stop
@@ -741,6 +773,11 @@ async function main(): Promise<void> {
     row(`backfill, 2 workers, ${rowsMode}`, backfillOf(uniform, 2, 'rows'), uniformBaseline);
     row(`backfill, 4 workers, ${ranges}`, backfillOf(uniform, 4), uniformBaseline);
     row(`backfill, 1 worker, ${ranges}`, backfillOf(uniform, 1), uniformBaseline);
+    row(
+      `backfill, 2 workers, ${ranges}, ${PRE_COPIED * 100}% of the rows copied before (every batch pre-checks)`,
+      backfillOf(uniform, 2, 'ranges', [], PRE_COPIED),
+      uniformBaseline,
+    );
     row(
       `backfill, 2 workers, ${ranges}, ${SYNC_COMMIT_OFF}`,
       backfillOf(uniform, 2, 'ranges', [SYNC_COMMIT_OFF]),
@@ -1242,15 +1279,21 @@ async function explainBatch(
     }
     const unlocked = captured.statements.find((s) => s.lockMode === 'ranges');
     if (full && unlocked) {
+      // What a batch sends when its window already holds a copy, or after a 23505 in its range.
+      const withArbiter = replaced(
+        replaced(unlocked.sql, 'NOT (SELECT found FROM window_in_new)', 'false'),
+        '(SELECT found FROM window_in_new)',
+        'true',
+      );
       variants.push(
         v(
-          `${modeLabel('ranges')}, every unique index as arbiter (ON CONFLICT DO NOTHING)`,
-          replaced(unlocked.sql, conflictClause, 'ON CONFLICT DO NOTHING'),
+          `${modeLabel('ranges')}, with the arbiter (${conflictClause}), as when the window holds a copy`,
+          withArbiter,
           unlocked.params,
         ),
         v(
-          `${modeLabel('ranges')}, without ${conflictClause}`,
-          replaced(unlocked.sql, conflictClause, ''),
+          `${modeLabel('ranges')}, with every unique index as arbiter (ON CONFLICT DO NOTHING)`,
+          replaced(withArbiter, conflictClause, 'ON CONFLICT DO NOTHING'),
           unlocked.params,
         ),
         v(
