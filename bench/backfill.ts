@@ -27,14 +27,16 @@
  *   'ranges' (the default: each batch holds its range's control row, and reads old rows
  *   without a row lock) or 'rows' (each batch reads its old rows `FOR SHARE`); every run is
  *   labelled.
- * Baseline, backfill (2 workers, ranges), the same on the skewed rows, and backfill (2
- * workers, rows) alternate BENCH_ROUNDS times; then, on the uniform rows, 4 and 1 workers, 2
- * workers with 1% of the rows copied into the new table before (as copy-on-write would: nearly
- * every batch window then holds a copy, so nearly every batch pre-checks the key index with
- * ON CONFLICT; on an empty window a batch inserts without it) (and, with BENCH_SYNC_OFF=1, 2 workers with `synchronous_commit=off` for every statement of the
- * backfill's sessions, through `options=-c ...` in the child's URL; batches already commit
- * that way), in 'ranges' mode; on the skewed rows, 4 workers in 'ranges' mode and 2 in 'rows'
- * mode; then the partitioned table (baseline and 2 workers, 'ranges').
+ * Baseline, backfill (2 workers, ranges), the same on the skewed rows, the baseline on the
+ * skewed rows (the data's own share of the skew), and backfill (2 workers, rows) alternate
+ * BENCH_ROUNDS times; then, on the uniform rows, 4 and 1 workers, and 2 workers with 1% of
+ * the rows copied into the new table before (as copy-on-write would: nearly every batch window
+ * then holds a copy, so nearly every batch pre-checks the key index with ON CONFLICT, which a
+ * batch into an empty window skips), and with BENCH_SYNC_OFF=1 2 workers with
+ * `synchronous_commit=off` for every statement of the backfill's sessions (through
+ * `options=-c ...` in the child's URL; batches already commit that way), in 'ranges' mode; on
+ * the skewed rows, 4 workers in 'ranges' mode and 2 in 'rows' mode; then the partitioned table
+ * (baseline and 2 workers, 'ranges').
  * Then EXPLAIN (ANALYZE, BUFFERS, WAL) of one batch statement as `RangeStore.batch` sends it
  * (captured from a Kysely query log, in 'ranges' mode, and in 'rows' mode too for the uniform
  * rows), custom and generic plans, and of variants of it, to show where the time goes.
@@ -583,7 +585,8 @@ async function main(): Promise<void> {
         () => backfill(uniform, 2),
         // The skew goal compares medians of runs taken side by side: one run each swings by
         // a third on a shared machine.
-        ...(skewed ? [() => backfill(skewed, 2)] : []),
+        // The skewed rows' own single statement: how much of the skew is the data's.
+        ...(skewed ? [() => backfill(skewed, 2), () => baseline(skewed)] : []),
         ...(ROWS_MODE ? [() => backfill(uniform, 2, { lockMode: 'rows' })] : []),
       ];
       // Alternate the order, so that no copy always runs first (or right after a baseline).
@@ -783,6 +786,7 @@ async function main(): Promise<void> {
       backfillOf(uniform, 2, 'ranges', [SYNC_COMMIT_OFF]),
       uniformBaseline,
     );
+    if (skewed) row('baseline: one INSERT ... SELECT', baselineOf(skewed), undefined);
     row(`backfill, 2 workers, ${ranges}`, backfillOf(skewed, 2), uniformBaseline);
     row(`backfill, 4 workers, ${ranges}`, backfillOf(skewed, 4), uniformBaseline);
     row(`backfill, 2 workers, ${rowsMode}`, backfillOf(skewed, 2, 'rows'), uniformBaseline);
@@ -850,6 +854,14 @@ async function main(): Promise<void> {
       backfillOf(skewed, 2, 'rows'),
       backfillOf(uniform, 2, 'rows'),
     );
+    if (skewed && baselineOf(skewed).length > 0) {
+      // Not a goal: the same single statement on both row sets, the data's own share of the
+      // skew (a hot team's (team_id, uuid) entries all go into one subtree of that index).
+      const r = medianOf(baselineOf(skewed)) / medianOf(baselineOf(uniform));
+      goals.push(
+        `| for reference: skewed / uniform, one INSERT ... SELECT (the rows' own share) | ${r.toFixed(2)}x | - | - |`,
+      );
+    }
     const allChildren = runs.map((r) => r.child).filter((c): c is ChildReport => c !== undefined);
     const peak = Math.max(...allChildren.map((c) => mb(c.hwmGrowth ?? c.sampledGrowth)));
     const peakSampled = Math.max(...allChildren.map((c) => mb(c.sampledGrowth)));
