@@ -510,10 +510,11 @@ async function main(): Promise<void> {
       let preCopiedRows = 0;
       if (preCopied > 0) {
         const every = Math.round(1 / preCopied);
-        const copiedBefore = await sql`INSERT INTO ${sql.id(target.schema, target.newTable)} (${copyable})
+        const copiedBefore =
+          await sql`INSERT INTO ${sql.id(target.schema, target.newTable)} (${copyable})
           SELECT ${copyable} FROM ${sql.id(target.schema, 'posthog_person')} WHERE id % ${every} = 0`.execute(
-          db,
-        );
+            db,
+          );
         preCopiedRows = Number(copiedBefore.numAffectedRows ?? 0);
         await sql`CHECKPOINT`.execute(db);
       }
