@@ -37,6 +37,20 @@ export interface DualReadEvents {
   'backfill:done': [{ readonly rowsCopied: number; readonly ms: number }];
   /** The backfill is paused (resumeBackfill() continues it); emitted while waiting. */
   'backfill:paused': [{ readonly workerId: string }];
+  /**
+   * A range's batches kept timing out on a lock (a live transaction holds its range row or one
+   * of its rows) through `maxRetries` retries: the worker gave the range back and copies other
+   * ranges for `retryInMs` before it tries this one again (`times` so far, up to `maxRetries`;
+   * after that the lock timeout fails the backfill, which can be resumed).
+   */
+  'backfill:range-deferred': [
+    {
+      readonly rangeId: number;
+      readonly workerId: string;
+      readonly times: number;
+      readonly retryInMs: number;
+    },
+  ];
   /** A worker's lease expired and another worker took its range. */
   'backfill:lease-lost': [{ readonly rangeId: number; readonly workerId: string }];
   /**

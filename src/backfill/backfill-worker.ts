@@ -48,6 +48,8 @@ export interface WorkerTotals {
 export class BackfillWorker {
   private readonly pacer: BatchPacer;
   readonly totals: WorkerTotals = { rowsScanned: 0, rowsCopied: 0, batches: 0, rangesDone: 0 };
+  /** Ranges put off after their batches kept timing out on a lock: how often, and until when. */
+  private readonly deferred = new Map<number, { times: number; until: number }>();
 
   constructor(
     private readonly db: AnyDb,
@@ -70,7 +72,9 @@ export class BackfillWorker {
   private async work(): Promise<void> {
     const { leaseMs } = this.options;
     while (!this.aborted()) {
-      let range = await this.retrying(() => this.store.claim(this.db, this.workerId, leaseMs));
+      let range = await this.retrying(() =>
+        this.store.claim(this.db, this.workerId, leaseMs, this.rangesPutOff()),
+      );
       if (!range) {
         // No free range: take the second half of the busiest one (no long tail).
         range = await this.retrying(() =>
@@ -183,8 +187,37 @@ export class BackfillWorker {
       await this.store.release(this.db, this.workerId, range.rangeId).catch(() => undefined);
     } catch (error) {
       await this.store.release(this.db, this.workerId, range.rangeId).catch(() => undefined);
+      if (this.putOff(range.rangeId, error)) return;
       throw error;
     }
+  }
+
+  /**
+   * A range whose batches kept timing out on a lock (a live transaction holds its range row or
+   * one of its rows: a delete left open, say) is given back and put off while the worker copies
+   * other ranges, up to `maxRetries` times per range; then the lock timeout fails the backfill
+   * as before. True when put off.
+   */
+  private putOff(rangeId: number, error: unknown): boolean {
+    if (sqlStateOf(error) !== '55P03' || this.aborted()) return false;
+    const times = (this.deferred.get(rangeId)?.times ?? 0) + 1;
+    if (times > this.options.maxRetries) return false;
+    const retryInMs = this.options.retryBaseMs * 2 ** this.options.maxRetries;
+    this.deferred.set(rangeId, { times, until: performance.now() + retryInMs });
+    debug('range %d put off (%d), lock timeouts', rangeId, times);
+    this.events.emit('backfill:range-deferred', {
+      rangeId,
+      workerId: this.workerId,
+      times,
+      retryInMs,
+    });
+    return true;
+  }
+
+  /** The ranges this worker put off whose pause has not run out. */
+  private rangesPutOff(): number[] {
+    const now = performance.now();
+    return [...this.deferred].filter(([, d]) => d.until > now).map(([rangeId]) => rangeId);
   }
 
   /**

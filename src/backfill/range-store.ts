@@ -101,10 +101,15 @@ export class RangeStore {
 
   /**
    * Leases the free range with the most work left (longest first keeps the tail short):
-   * pending, or whose lease expired (its worker died). `SKIP LOCKED`: workers never wait
-   * for each other here.
+   * pending, or whose lease expired (its worker died), other than `skipRangeIds` (ranges this
+   * worker put off). `SKIP LOCKED`: workers never wait for each other here.
    */
-  async claim(db: AnyDb, workerId: string, leaseMs: number): Promise<LeasedRange | undefined> {
+  async claim(
+    db: AnyDb,
+    workerId: string,
+    leaseMs: number,
+    skipRangeIds: readonly number[] = [],
+  ): Promise<LeasedRange | undefined> {
     const { rows } = await sql<RangeRow>`
       UPDATE ${this.control('backfill_range')} AS r
       SET lease_owner = ${workerId},
@@ -115,6 +120,7 @@ export class RangeStore {
         SELECT range_id FROM ${this.control('backfill_range')}
         WHERE migration = ${this.options.name} AND status <> 'done'
           AND (lease_owner IS NULL OR lease_expires_at < clock_timestamp())
+          AND NOT (range_id = ANY(${[...skipRangeIds]}::int[]))
         ORDER BY rows_estimated - rows_scanned DESC, range_id
         LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
       ) AS free
