@@ -4,20 +4,24 @@
  * the delete ran").
  *
  * The protocol under test (RangeStore.batch and PersonWrites), in both lock modes:
- * - `lockMode: 'rows'` (default): a batch reads the old rows `FOR SHARE` as it inserts their
- *   copies; a batch reaching an old row a delete holds waits for it, then skips it;
- * - `lockMode: 'ranges'`: a batch locks its range's control row `FOR UPDATE` before the
+ * - `lockMode: 'rows'`: a batch reads the old rows `FOR SHARE` as it inserts their copies; a
+ *   batch reaching an old row a delete holds waits for it, then skips it;
+ * - `lockMode: 'ranges'` (default): a batch locks its range's control row `FOR UPDATE` before the
  *   statement that reads and copies, and holds it until it commits; a delete locks the row of
  *   the range still to copy its key `FOR KEY SHARE` first, so a delete waits for a batch in
  *   flight in its range and a batch waits for a delete in flight in its range; planning and
  *   splits take the delete fence `SHARE`, which every delete holds `ROW EXCLUSIVE`;
- * - either way copies insert `ON CONFLICT DO NOTHING`, and a delete removes the old row first,
+ * - either way copies insert `ON CONFLICT DO NOTHING` when the batch's window already holds a
+ *   copy, else without it (a write racing into the window then fails the batch with 23505: it
+ *   is retried, and the rest of its range pre-checks); a delete removes the old row first,
  *   then the new row in a later statement (which sees the batch's copy), then the distinct ids.
  *
  * Per mode, two forced interleavings (each side holds its locks until the other is seen waiting
  * in pg_stat_activity) and a merge never being the deadlock victim of a batch (the batch gives
- * way); then randomized runs in each mode: a 3-worker backfill of 20,000 old persons while three service
- * instances create, update, delete, add distinct ids and merge. A write that still fails with
+ * way); a range held by a delete left open being put off while the other is copied; a batch
+ * without the arbiter meeting a racing copy; then randomized runs in each mode: a 3-worker
+ * backfill of 20,000 old persons while three service instances create, update, delete, add
+ * distinct ids and merge. A write that still fails with
  * a deadlock (40P01: batches give way after batchLockTimeoutMs, well before Postgres's 1 s
  * deadlock check, so this is rare) is counted and treated as not done: the end state must then
  * show none of it.
