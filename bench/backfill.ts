@@ -65,8 +65,8 @@
  *   BENCH_EXPLAIN [1]        0 none, 1 summary + the batch plan, 2 also the variants' plans
  *   BENCH_EXPLAIN_ROWS [5000] rows of the explained batch
  *   BENCH_TIMEOUT_S [150]    a backfill still running after this is stopped (signal) and reported
- *   BENCH_PRE_COPIED_PERCENT [1] the pre-copied run's share of rows copied before it (0: skip it)
  *                            as such, with the rows it copied
+ *   BENCH_PRE_COPIED_PERCENT [1] the pre-copied run's share of rows copied before it (0: skip it)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -777,11 +777,13 @@ async function main(): Promise<void> {
     row(`backfill, 2 workers, ${rowsMode}`, backfillOf(uniform, 2, 'rows'), uniformBaseline);
     row(`backfill, 4 workers, ${ranges}`, backfillOf(uniform, 4), uniformBaseline);
     row(`backfill, 1 worker, ${ranges}`, backfillOf(uniform, 1), uniformBaseline);
-    row(
-      `backfill, 2 workers, ${ranges}, ${PRE_COPIED * 100}% of the rows copied before (every batch pre-checks)`,
-      backfillOf(uniform, 2, 'ranges', [], PRE_COPIED),
-      uniformBaseline,
-    );
+    if (PRE_COPIED > 0) {
+      row(
+        `backfill, 2 workers, ${ranges}, ${PRE_COPIED * 100}% of the rows copied before (every batch pre-checks)`,
+        backfillOf(uniform, 2, 'ranges', [], PRE_COPIED),
+        uniformBaseline,
+      );
+    }
     row(
       `backfill, 2 workers, ${ranges}, ${SYNC_COMMIT_OFF}`,
       backfillOf(uniform, 2, 'ranges', [SYNC_COMMIT_OFF]),
