@@ -94,8 +94,24 @@ export class BackfillWorker {
       const { notDone, planExists } = await this.retrying(() => this.store.remaining(this.db));
       if (!planExists) throw planGone();
       if (notDone === 0) return;
-      // Others hold the last ranges: wait, to take one over if its worker dies.
-      await this.pause(Math.min(250, Math.max(50, leaseMs / 4)));
+      // Others hold the last ranges: wait, to take one over if its worker dies; a range done
+      // by a worker of this process ends the wait at once (the call returns with the last one).
+      await this.idleWait(Math.min(250, Math.max(50, leaseMs / 4)));
+    }
+  }
+
+  /** `pause(ms)`, cut short when a worker of this process finishes a range. */
+  private async idleWait(ms: number): Promise<void> {
+    if (this.aborted()) return;
+    const cut = new AbortController();
+    const cutShort = () => cut.abort();
+    this.events.on('backfill:range-done', cutShort);
+    this.options.signal?.addEventListener('abort', cutShort, { once: true });
+    try {
+      await sleep(ms, undefined, { signal: cut.signal }).catch(() => undefined);
+    } finally {
+      this.events.off('backfill:range-done', cutShort);
+      this.options.signal?.removeEventListener('abort', cutShort);
     }
   }
 
