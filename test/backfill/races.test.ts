@@ -124,6 +124,18 @@ async function copiedBeforeTheBatch(writer: ServiceInstance, teamId: number, per
   expect(row?.version).toBe(1);
 }
 
+/**
+ * Writes the plan (`ranges` of them) and copies nothing: a `backfill()` call aborted before its
+ * first batch. A delete then finds its range (and planning does not wait for it).
+ */
+async function planOnly(runner: ServiceInstance, ranges: number) {
+  expect(await runner.migration.backfill({ ranges, signal: AbortSignal.abort() })).toMatchObject({
+    planned: true,
+    finished: false,
+    rowsScanned: 0,
+  });
+}
+
 /** A delete through `instance` whose transaction stays open until `release.open()`. */
 async function deleteHeldOpen(instance: ServiceInstance, teamId: number, personId: string) {
   const deleted = new Gate();
@@ -305,9 +317,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       const victim = ids[10] as string;
       // The plan exists (a call aborted before its first batch): planning would wait for the
       // delete (see 'delete before the plan' below).
-      expect(
-        await runner.migration.backfill({ ranges: 1, signal: AbortSignal.abort() }),
-      ).toMatchObject({ planned: true, rowsScanned: 0 });
+      await planOnly(runner, 1);
 
       // old row, new row (none) and distinct ids deleted, uncommitted
       const { del, release } = await deleteHeldOpen(writer, teamId, victim);
@@ -428,9 +438,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       const victim = ids[10] as string;
       const second = ids[12] as string;
       // The plan exists (a call aborted before its first batch), so the delete finds its range.
-      expect(
-        await runner.migration.backfill({ ranges: 1, signal: AbortSignal.abort() }),
-      ).toMatchObject({ planned: true, finished: false, rowsScanned: 0 });
+      await planOnly(runner, 1);
 
       // range row held FOR KEY SHARE, old row and distinct ids deleted, uncommitted
       const { del, release } = await deleteHeldOpen(writer, teamId, victim);
@@ -542,9 +550,7 @@ describeOnRealServer('backfill racing live writes (real server)', () => {
       const ids = await e.seed(teamId, 200, 'q');
       const victim = ids[10] as string;
       // Two ranges of 100 keys; the plan exists, so the delete finds (and holds) range 1.
-      expect(
-        await runner.migration.backfill({ ranges: 2, signal: AbortSignal.abort() }),
-      ).toMatchObject({ planned: true, rowsScanned: 0 });
+      await planOnly(runner, 2);
       const { del, release } = await deleteHeldOpen(writer, teamId, victim);
 
       const deferred: { rangeId: number; times: number }[] = [];
