@@ -15,8 +15,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { type Kysely, sql } from 'kysely';
-import type { BatchLockMode } from '../src/backfill/backfill-options.js';
 import { type BackfillOptions, createPersonsMigration, openDatabase } from '../src/index.js';
+import type { BatchLockMode } from '../src/options/backfill-options.js';
 
 /** What the parent passes. */
 export interface ChildConfig {

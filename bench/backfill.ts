@@ -73,7 +73,6 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { type CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
-import type { BatchLockMode } from '../src/backfill/backfill-options.js';
 import { planBackfill } from '../src/backfill/backfill-plan.js';
 import { RangeStore } from '../src/backfill/range-store.js';
 import { preparedStatementMarker } from '../src/db/prepared-statements.js';
@@ -85,7 +84,8 @@ import {
   type PersonsMigration,
   type PersonsRepository,
 } from '../src/index.js';
-import { columnList, loadPersonColumns } from '../src/repository/repository-context.js';
+import type { BatchLockMode } from '../src/options/backfill-options.js';
+import { columnList, loadPersonColumns } from '../src/persons/person-columns.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
 import { type ChildConfig, type ChildReport, startedLine } from './backfill-child.js';
 

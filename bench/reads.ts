@@ -47,13 +47,9 @@ import {
   type PersonsMigration,
   type PersonsRepository,
 } from '../src/index.js';
+import { columnList, loadPersonColumns } from '../src/persons/person-columns.js';
+import { type MigrationTables, migrationTables } from '../src/persons/tables.js';
 import { toPersonRow } from '../src/repository/person-row.js';
-import {
-  columnList,
-  loadPersonColumns,
-  type MigrationTables,
-  migrationTables,
-} from '../src/repository/repository-context.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: tables are named at run time.

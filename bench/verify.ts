@@ -72,9 +72,9 @@ import {
   type VerificationResult,
   type VerifyOptions,
 } from '../src/index.js';
-import { columnList, loadPersonColumns } from '../src/repository/repository-context.js';
+import { resolveVerifyOptions } from '../src/options/verify-options.js';
+import { columnList, loadPersonColumns } from '../src/persons/person-columns.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
-import { resolveVerifyOptions } from '../src/verify/verify-options.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: tables are named at run time.
 type AnyDb = Kysely<any>;

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { Phase, PhaseState } from './phases/phase.js';
+import type { Phase, PhaseState } from './model/phase.js';
 
 /**
  * Events a migration emits, named `noun:verb`, for logs and metrics.

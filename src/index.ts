@@ -1,4 +1,3 @@
-export type { BackfillOptions, BatchLockMode } from './backfill/backfill-options.js';
 export type { BackfillRangeStatus, BackfillStatus } from './backfill/backfill-status.js';
 export type { BackfillResult } from './backfill/run-backfill.js';
 export type { InstallResult } from './control/install.js';
@@ -21,14 +20,16 @@ export {
   VerifyRefusedError,
 } from './errors.js';
 export { DualReadEmitter, type DualReadEvents } from './events.js';
-export type { PersonsMigrationOptions, ShadowReadsOptions } from './migration/options.js';
 export {
   createPersonsMigration,
   type MigrationStatus,
   PersonsMigration,
   type PrepareOptions,
 } from './migration/persons-migration.js';
-export { type Phase, type PhaseState, phases } from './phases/phase.js';
+export { type Phase, type PhaseState, phases } from './model/phase.js';
+export type { BackfillOptions, BatchLockMode } from './options/backfill-options.js';
+export type { PersonsMigrationOptions, ShadowReadsOptions } from './options/migration-options.js';
+export type { VerifyOptions } from './options/verify-options.js';
 export type { PrepareResult } from './prepare/prepare.js';
 export type {
   AddDistinctIdResult,
@@ -70,4 +71,3 @@ export type {
   VerificationOutcome,
   VerificationSummary,
 } from './verify/verification-store.js';
-export type { VerifyOptions } from './verify/verify-options.js';

@@ -1,22 +1,17 @@
 import createDebug from 'debug';
-import { type Kysely, type RawBuilder, sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
+import { regclassText } from '../db/identifiers.js';
 import { sanitizeErrors } from '../db/query-failed.js';
+import { readTableShape } from '../db/table-shape.js';
 import { BackfillRefusedError } from '../errors.js';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
-import { readTableShape, regclassText } from '../prepare/table-shape.js';
-import { estimateRows, everyKey, splitRange } from '../verify/key-range.js';
+import type { Key } from '../model/key.js';
+import { everyKey } from '../model/key.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import { estimateRows, splitRange } from '../persons/key-range.js';
 import { takeDeleteFence } from './delete-fence.js';
 
 const debug = createDebug('pg-dual-read:backfill');
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
-
-/** A `(team_id, id)` key as exact decimal strings. @internal */
-export interface Key {
-  readonly team: string;
-  readonly id: string;
-}
 
 /** Rows per range when the caller does not choose the number of ranges. */
 const rowsPerRangeByDefault = 50_000;

@@ -1,8 +1,6 @@
-import { type Kysely, sql } from 'kysely';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
+import { sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 
 /**
  * One range of a backfill plan, as `status()` shows it to any process.

@@ -1,17 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import createDebug from 'debug';
-import { type Kysely, sql } from 'kysely';
+import { sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
 import { isSqlState, sqlStateOf, toQueryFailedError } from '../db/query-failed.js';
 import { BackfillRefusedError, DualReadError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
-import type { ResolvedBackfillOptions } from './backfill-options.js';
+import type { ResolvedBackfillOptions } from '../options/backfill-options.js';
 import { BatchPacer } from './batch-pacer.js';
 import type { BatchArbiter, LeasedRange, RangeStore } from './range-store.js';
 
 const debug = createDebug('pg-dual-read:backfill');
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
 
 /**
  * SQLSTATEs worth a retry after a pause: lock timeout, deadlock, serialization, cancel,

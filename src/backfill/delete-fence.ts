@@ -1,9 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Kysely, sql } from 'kysely';
+import { sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
 import { isSqlState } from '../db/query-failed.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
 
 /**
  * Takes the control schema's delete fence `SHARE` in the transaction `trx`, for a change of

@@ -1,13 +1,12 @@
-import { type Kysely, type RawBuilder, sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
 import { isSqlState } from '../db/query-failed.js';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
-import { columnList, type PersonColumns } from '../repository/repository-context.js';
-import type { BatchLockMode } from './backfill-options.js';
-import { type Key, planLockKey } from './backfill-plan.js';
+import type { Key } from '../model/key.js';
+import type { BatchLockMode } from '../options/backfill-options.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import { columnList, type PersonColumns } from '../persons/person-columns.js';
+import { planLockKey } from './backfill-plan.js';
 import { takeDeleteFence } from './delete-fence.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
 
 /** A range as a worker holds it. @internal */
 export interface LeasedRange {

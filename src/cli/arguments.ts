@@ -7,9 +7,9 @@
  * @internal
  */
 import { parseArgs } from 'node:util';
-import type { BackfillOptions } from '../backfill/backfill-options.js';
-import type { PersonsMigrationOptions } from '../migration/options.js';
-import type { VerifyOptions } from '../verify/verify-options.js';
+import type { BackfillOptions } from '../options/backfill-options.js';
+import type { PersonsMigrationOptions } from '../options/migration-options.js';
+import type { VerifyOptions } from '../options/verify-options.js';
 import { UsageError } from './usage.js';
 
 /** The commands the CLI knows. @internal */

@@ -4,11 +4,12 @@
  * service and an operator at the terminal always agree.
  * @internal
  */
-import { resolveBackfillOptions } from '../backfill/backfill-options.js';
+
 import type { BackfillResult } from '../backfill/run-backfill.js';
 import type { PersonsMigration } from '../migration/persons-migration.js';
+import { resolveBackfillOptions } from '../options/backfill-options.js';
+import { resolveVerifyOptions } from '../options/verify-options.js';
 import type { VerificationResult } from '../verify/run-verify.js';
-import { resolveVerifyOptions } from '../verify/verify-options.js';
 import type { CliInvocation, CommandName } from './arguments.js';
 import { count, plural, progressLine, statusJson, statusLines } from './backfill-format.js';
 import {

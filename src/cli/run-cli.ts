@@ -5,11 +5,11 @@
  * @internal
  */
 
-import { resolveBackfillOptions } from '../backfill/backfill-options.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { openDatabase } from '../db/open-database.js';
 import { createPersonsMigration, type PersonsMigration } from '../migration/persons-migration.js';
-import { resolveVerifyOptions } from '../verify/verify-options.js';
+import { resolveBackfillOptions } from '../options/backfill-options.js';
+import { resolveVerifyOptions } from '../options/verify-options.js';
 import { type CliInvocation, parseCliArguments } from './arguments.js';
 import { describeFailure } from './cli-errors.js';
 import { commands, type OnStopSignal, type StopSignal } from './commands.js';

@@ -1,6 +1,7 @@
 import createDebug from 'debug';
 import { sql } from 'kysely';
 import type { DatabaseHandle } from '../db/database-handle.js';
+import { quoteIdent } from '../db/identifiers.js';
 import { sanitizeErrors } from '../db/query-failed.js';
 import { ControlSchemaTooNewError, NotInstalledError } from '../errors.js';
 import { controlMigrations, latestControlVersion } from './control-migrations.js';
@@ -112,9 +113,4 @@ export async function requireCurrentControlSchema(
         `run migration.install() (once per version of pg-dual-read) before ${before}.`,
     );
   }
-}
-
-/** Double-quotes an identifier for use inside a regclass string. @internal */
-export function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
 }

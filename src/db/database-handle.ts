@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { AnyDb } from './any-db.js';
 
 /**
  * Which engine a {@link DatabaseHandle} talks to.
@@ -39,8 +39,7 @@ export type StopListening = () => Promise<void>;
  * ```
  */
 export interface DatabaseHandle {
-  // biome-ignore lint/suspicious/noExplicitAny: the library addresses user-named tables.
-  readonly db: Kysely<any>;
+  readonly db: AnyDb;
   readonly backend: DatabaseBackend;
   /**
    * Subscribe to `LISTEN channel`. Undefined when the handle cannot hold a dedicated

@@ -4,6 +4,7 @@ import createDebug from 'debug';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { ConfigurationError, InvalidOptionsError } from '../errors.js';
+import type { AnyDb } from './any-db.js';
 import type { DatabaseHandle, StopListening } from './database-handle.js';
 import { PGliteDialect } from './pglite-dialect.js';
 import { withPreparedStatements } from './prepared-statements.js';
@@ -86,8 +87,7 @@ export function parseDatabaseUrl(source: string): ParsedSource {
  * ```
  */
 export async function openDatabase(
-  // biome-ignore lint/suspicious/noExplicitAny: the library addresses user-named tables.
-  source?: string | Kysely<any> | pg.Pool,
+  source?: string | AnyDb | pg.Pool,
   options: OpenDatabaseOptions = {},
 ): Promise<DatabaseHandle> {
   const max = options.maxConnections ?? 10;
@@ -163,8 +163,7 @@ function poolHandle(
   connectTimeoutMs?: number,
   preparedStatements = false,
 ): DatabaseHandle {
-  // biome-ignore lint/suspicious/noExplicitAny: the library addresses user-named tables.
-  const db = new Kysely<any>({
+  const db: AnyDb = new Kysely({
     dialect: new PostgresDialect({
       pool: preparedStatements ? withPreparedStatements(pool) : pool,
     }),

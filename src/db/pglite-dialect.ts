@@ -9,7 +9,6 @@ import {
   type DialectAdapter,
   type Driver,
   IdentifierNode,
-  type Kysely,
   PostgresAdapter,
   PostgresIntrospector,
   PostgresQueryCompiler,
@@ -18,6 +17,7 @@ import {
   RawNode,
   type TransactionSettings,
 } from 'kysely';
+import type { AnyDb } from './any-db.js';
 
 /**
  * Options of {@link PGliteDialect}.
@@ -59,8 +59,7 @@ export class PGliteDialect implements Dialect {
   createAdapter(): DialectAdapter {
     return new PostgresAdapter();
   }
-  // biome-ignore lint/suspicious/noExplicitAny: Dialect's own signature.
-  createIntrospector(db: Kysely<any>): DatabaseIntrospector {
+  createIntrospector(db: AnyDb): DatabaseIntrospector {
     return new PostgresIntrospector(db);
   }
 }

@@ -1,7 +1,8 @@
 import type { ParserOptions } from '@electric-sql/pglite';
-import { type Kysely, sql } from 'kysely';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { ConfigurationError } from '../errors.js';
+import type { AnyDb } from './any-db.js';
 
 /** @internal Postgres type OID of `int8` / `bigint`. */
 export const INT8_OID = 20;
@@ -53,8 +54,7 @@ const PROBE = 9007199254740993n; // 2^53 + 1: the first integer a JS number cann
  * await assertExactBigints(db); // throws ConfigurationError when int8 comes back as a number
  * ```
  */
-// biome-ignore lint/suspicious/noExplicitAny: any database will do for the probe.
-export async function assertExactBigints(db: Kysely<any>): Promise<void> {
+export async function assertExactBigints(db: AnyDb): Promise<void> {
   const { rows } = await sql<{ probe: unknown }>`select 9007199254740993::int8 as probe`.execute(
     db,
   );

@@ -1,6 +1,5 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { type BackfillOptions, resolveBackfillOptions } from '../backfill/backfill-options.js';
 import { setRate } from '../backfill/backfill-plan.js';
 import { type BackfillStatus, readBackfillStatus } from '../backfill/backfill-status.js';
 import { type BackfillResult, runBackfill } from '../backfill/run-backfill.js';
@@ -9,26 +8,27 @@ import type { DatabaseHandle } from '../db/database-handle.js';
 import { isSqlState, sanitizeErrors } from '../db/query-failed.js';
 import { BackfillRefusedError, InvalidOptionsError, VerifyRefusedError } from '../errors.js';
 import { DualReadEmitter } from '../events.js';
-import type { PhaseState } from '../phases/phase.js';
+import type { PhaseState } from '../model/phase.js';
+import { type BackfillOptions, resolveBackfillOptions } from '../options/backfill-options.js';
+import {
+  type PersonsMigrationOptions,
+  type ResolvedMigrationOptions,
+  resolveMigrationOptions,
+} from '../options/migration-options.js';
+import { resolveVerifyOptions, type VerifyOptions } from '../options/verify-options.js';
 import { PhaseStore } from '../phases/phase-store.js';
 import { PhaseWatcher } from '../phases/phase-watcher.js';
 import { type PrepareResult, prepareMigration } from '../prepare/prepare.js';
 import type { PersonsRepository } from '../repository/persons-repository.js';
 import { PhaseAwareRepository } from '../repository/phase-aware-repository.js';
 import type { ReadStats } from '../repository/read-stats.js';
+import { parseOptions } from '../util/parse-options.js';
 import { runVerify, type VerificationResult } from '../verify/run-verify.js';
 import {
   type MismatchedKey,
   VerificationStore,
   type VerificationSummary,
 } from '../verify/verification-store.js';
-import { resolveVerifyOptions, type VerifyOptions } from '../verify/verify-options.js';
-import {
-  type PersonsMigrationOptions,
-  parseOptions,
-  type ResolvedMigrationOptions,
-  resolveMigrationOptions,
-} from './options.js';
 
 const prepareOptionsSchema = z
   .object({

@@ -1,13 +1,17 @@
-import { type Kysely, sql } from 'kysely';
+import { sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
+import { regclassText } from '../db/identifiers.js';
 import { isSqlState, sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
 import { ControlStateError, NotInstalledError, PhaseTransitionError } from '../errors.js';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
-import { regclassText } from '../prepare/table-shape.js';
-import { isPhase, type Phase, type PhaseState, type TransitionName, transitions } from './phase.js';
+import {
+  isPhase,
+  type Phase,
+  type PhaseState,
+  type TransitionName,
+  transitions,
+} from '../model/phase.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { type PhaseNotification, phaseChannel } from './phase-channel.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
 
 interface ControlRow {
   phase: string;

@@ -1,8 +1,8 @@
 import createDebug from 'debug';
 import type { DatabaseHandle, StopListening } from '../db/database-handle.js';
 import type { DualReadEmitter } from '../events.js';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
-import type { PhaseState } from './phase.js';
+import type { PhaseState } from '../model/phase.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { type PhaseNotification, phaseChannel } from './phase-channel.js';
 import type { PhaseStore } from './phase-store.js';
 

@@ -1,8 +1,5 @@
-import type { Kysely } from 'kysely';
-import { quoteIdent } from '../control/install.js';
-import { displayName } from '../db/identifiers.js';
-import type { PreflightProblem } from '../errors.js';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
+import type { AnyDb } from '../db/any-db.js';
+import { displayName, quoteIdent } from '../db/identifiers.js';
 import {
   columnNamed,
   foreignKeysBetween,
@@ -10,10 +7,9 @@ import {
   readTableShape,
   sequenceOf,
   type TableShape,
-} from './table-shape.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
+} from '../db/table-shape.js';
+import type { PreflightProblem } from '../errors.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 
 /** Columns the repository reads and writes; every other column is carried along. @internal */
 export const requiredPersonColumns = ['id', 'team_id', 'uuid', 'properties', 'version'] as const;

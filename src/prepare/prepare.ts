@@ -1,17 +1,15 @@
 import createDebug from 'debug';
-import { type Kysely, sql } from 'kysely';
+import { sql } from 'kysely';
 import { requireCurrentControlSchema } from '../control/install.js';
+import type { AnyDb } from '../db/any-db.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { sanitizeErrors } from '../db/query-failed.js';
+import { readTableShape, type TableShape } from '../db/table-shape.js';
 import { PreflightError } from '../errors.js';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { runPreflight } from './preflight.js';
-import { readTableShape, type TableShape } from './table-shape.js';
 
 const debug = createDebug('pg-dual-read:prepare');
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
 
 /** Options of `migration.prepare()`, validated by the caller. @internal */
 export interface ResolvedPrepareOptions {

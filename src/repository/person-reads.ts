@@ -1,6 +1,7 @@
 import { type RawBuilder, sql } from 'kysely';
-import type { Phase } from '../phases/phase.js';
-import { columnList, type MigrationTables, type PersonColumns } from './repository-context.js';
+import type { Phase } from '../model/phase.js';
+import { columnList, type PersonColumns } from '../persons/person-columns.js';
+import type { MigrationTables } from '../persons/tables.js';
 
 /** Name of the column that tells a `dual_read` row came from the old table. @internal */
 export const fromOldColumn = 'pg_dual_read_from_old';

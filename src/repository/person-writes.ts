@@ -1,12 +1,11 @@
-import { type Kysely, type RawBuilder, sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
 import { isSqlState } from '../db/query-failed.js';
 import { NotInstalledError } from '../errors.js';
-import type { Phase } from '../phases/phase.js';
+import type { Phase } from '../model/phase.js';
+import { columnList, type PersonColumns } from '../persons/person-columns.js';
+import type { MigrationTables } from '../persons/tables.js';
 import type { PersonUpdate } from './persons-repository.js';
-import { columnList, type MigrationTables, type PersonColumns } from './repository-context.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
 
 /**
  * SQL of the repository's writes. Every method runs inside a transaction that has already

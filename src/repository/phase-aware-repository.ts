@@ -1,4 +1,5 @@
-import { type Kysely, type RawBuilder, sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { preparedStatementMarker } from '../db/prepared-statements.js';
 import { toQueryFailedError } from '../db/query-failed.js';
@@ -9,8 +10,10 @@ import {
   QueryFailedError,
 } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
-import type { Phase, PhaseState } from '../phases/phase.js';
+import type { Phase, PhaseState } from '../model/phase.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import { loadPersonColumns, type PersonColumns } from '../persons/person-columns.js';
+import { type MigrationTables, migrationTables } from '../persons/tables.js';
 import type { PhaseStore } from '../phases/phase-store.js';
 import type { PhaseWatcher } from '../phases/phase-watcher.js';
 import { fromOldColumn, PersonReads } from './person-reads.js';
@@ -33,16 +36,7 @@ import type {
   TeamPersonId,
 } from './persons-repository.js';
 import { type ReadStats, type ReadStatsMethod, ReadStatsRecorder } from './read-stats.js';
-import {
-  loadPersonColumns,
-  type MigrationTables,
-  migrationTables,
-  type PersonColumns,
-} from './repository-context.js';
 import { ShadowReads } from './shadow-reads.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
 
 const maxPhaseRetries = 5;
 const uuidPattern = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;

@@ -4,9 +4,9 @@ import type { DatabaseHandle } from '../db/database-handle.js';
 import { toQueryFailedError } from '../db/query-failed.js';
 import { QueryFailedError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
+import type { PersonColumns } from '../persons/person-columns.js';
 import type { PersonReads } from './person-reads.js';
 import type { ReadStatsMethod, ReadStatsRecorder } from './read-stats.js';
-import type { PersonColumns } from './repository-context.js';
 
 const debug = createDebug('pg-dual-read:shadow');
 

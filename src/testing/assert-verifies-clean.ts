@@ -1,7 +1,7 @@
 import type { PersonsMigration } from '../migration/persons-migration.js';
+import type { VerifyOptions } from '../options/verify-options.js';
 import { isAgreeing } from '../verify/mismatch-class.js';
 import type { VerificationResult } from '../verify/run-verify.js';
-import type { VerifyOptions } from '../verify/verify-options.js';
 
 /**
  * Options of {@link assertVerifiesClean}: those of `migration.verify()`, plus how many keys

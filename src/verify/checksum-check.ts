@@ -1,12 +1,11 @@
-import { type Kysely, type RawBuilder, sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
+import type { KeyRange } from '../model/key.js';
+import { inRange, splitRange } from '../persons/key-range.js';
 import type { ComparedColumn } from './compared-columns.js';
 import { canonical, contentHash } from './compared-columns.js';
 import type { ChunkCounts } from './join-check.js';
-import { inRange, type KeyRange, splitRange } from './key-range.js';
 import { isAgreeing } from './mismatch-class.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
 
 /**
  * What a checksum comparison needs beyond the two sides: the compared columns, the id

@@ -1,6 +1,6 @@
 import { type RawBuilder, sql } from 'kysely';
+import type { TableShape } from '../db/table-shape.js';
 import { InvalidOptionsError } from '../errors.js';
-import type { TableShape } from '../prepare/table-shape.js';
 
 /** A column a verification compares, with its type in the old table. @internal */
 export interface ComparedColumn {

@@ -1,12 +1,15 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
+import { regclassText } from '../db/identifiers.js';
 import { sanitizeErrors } from '../db/query-failed.js';
+import { readTableShape } from '../db/table-shape.js';
 import { VerifyRefusedError } from '../errors.js';
-import { databaseHandle, integerIn, parseOptions } from '../migration/options.js';
-import { readTableShape, regclassText } from '../prepare/table-shape.js';
+import { everyKey } from '../model/key.js';
+import { databaseHandle } from '../options/database-handle-option.js';
+import { estimateRows, splitRange } from '../persons/key-range.js';
+import { integerIn, parseOptions } from '../util/parse-options.js';
 import { type ChecksumContext, type ChecksumSide, checkRangeByChecksum } from './checksum-check.js';
 import { comparedColumns } from './compared-columns.js';
-import { estimateRows, everyKey, splitRange } from './key-range.js';
 import type { AgreeingClass, MismatchClass } from './mismatch-class.js';
 
 const side = (name: string) =>

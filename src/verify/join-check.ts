@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
-import { inRange, type KeyRange } from './key-range.js';
+import type { KeyRange } from '../model/key.js';
+import { inRange } from '../persons/key-range.js';
 import { personClasses } from './mismatch-class.js';
 import { checkedColumns, classArray, classOf, type VerifyContext } from './verify-context.js';
 

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
 import { isSqlState } from '../db/query-failed.js';
 import { VerifyRefusedError } from '../errors.js';
-import { columnList, type PersonColumns } from '../repository/repository-context.js';
+import { columnList, type PersonColumns } from '../persons/person-columns.js';
 import { repairableClasses } from './mismatch-class.js';
 import { classArray, type VerifyContext } from './verify-context.js';
 

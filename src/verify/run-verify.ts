@@ -1,23 +1,26 @@
 import createDebug from 'debug';
 import { sql } from 'kysely';
 import type { DatabaseHandle } from '../db/database-handle.js';
+import { regclassText } from '../db/identifiers.js';
 import { isSqlState, sanitizeErrors } from '../db/query-failed.js';
+import { readTableShape } from '../db/table-shape.js';
 import { NotInstalledError, VerifyRefusedError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
-import { readTableShape, regclassText } from '../prepare/table-shape.js';
-import { loadPersonColumns, migrationTables } from '../repository/repository-context.js';
+import { everyKey, type KeyRange } from '../model/key.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import type { ResolvedVerifyOptions } from '../options/verify-options.js';
+import { estimateRows, splitRange } from '../persons/key-range.js';
+import { loadPersonColumns } from '../persons/person-columns.js';
+import { migrationTables } from '../persons/tables.js';
 import { type ChecksumContext, checkRangeByChecksum } from './checksum-check.js';
 import { comparedColumns } from './compared-columns.js';
 import { type ChunkCounts, checkRangeByJoin } from './join-check.js';
-import { estimateRows, everyKey, type KeyRange, splitRange } from './key-range.js';
 import { type AgreeingClass, isAgreeing, type MismatchClass } from './mismatch-class.js';
 import { confirmRepairs, recheckUntilSettled } from './recheck.js';
 import { checkDistinctIds } from './referential-check.js';
 import { type RepairResult, repairMismatches } from './repair.js';
 import { type MismatchedKey, VerificationStore } from './verification-store.js';
 import type { VerifyContext } from './verify-context.js';
-import type { ResolvedVerifyOptions } from './verify-options.js';
 
 const debug = createDebug('pg-dual-read:verify');
 

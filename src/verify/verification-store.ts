@@ -1,10 +1,8 @@
-import { type Kysely, sql } from 'kysely';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
+import { sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { failingClasses, type MismatchClass } from './mismatch-class.js';
 import { classArray } from './verify-context.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
 
 /** Outcome of a stored verification run. */
 export type VerificationOutcome = 'running' | 'clean' | 'mismatched' | 'failed' | 'aborted';

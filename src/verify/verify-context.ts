@@ -1,11 +1,9 @@
-import { type Kysely, type RawBuilder, sql } from 'kysely';
-import type { ResolvedMigrationOptions } from '../migration/options.js';
-import type { MigrationTables } from '../repository/repository-context.js';
+import { type RawBuilder, sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import type { MigrationTables } from '../persons/tables.js';
 import { type ComparedColumn, contentDiffers } from './compared-columns.js';
 import type { MismatchClass } from './mismatch-class.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
 
 /** What every step of one verification run shares. @internal */
 export interface VerifyContext {

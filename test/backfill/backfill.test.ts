@@ -4,8 +4,8 @@ import { planBackfill } from '../../src/backfill/backfill-plan.js';
 import { RangeStore } from '../../src/backfill/range-store.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { BackfillRefusedError } from '../../src/index.js';
-import { resolveMigrationOptions } from '../../src/migration/options.js';
-import { loadPersonColumns } from '../../src/repository/repository-context.js';
+import { resolveMigrationOptions } from '../../src/options/migration-options.js';
+import { loadPersonColumns } from '../../src/persons/person-columns.js';
 import { createMigrationFixture, type MigrationFixture } from '../support/migration-fixture.js';
 import { availableBackends, openBackend } from '../support/test-database.js';
 

@@ -32,9 +32,9 @@ import { planBackfill } from '../../src/backfill/backfill-plan.js';
 import { RangeStore } from '../../src/backfill/range-store.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
-import { resolveMigrationOptions } from '../../src/migration/options.js';
+import { resolveMigrationOptions } from '../../src/options/migration-options.js';
+import { loadPersonColumns } from '../../src/persons/person-columns.js';
 import type { PersonRow } from '../../src/repository/persons-repository.js';
-import { loadPersonColumns } from '../../src/repository/repository-context.js';
 import {
   Gate,
   MigrationEnv,

@@ -5,7 +5,7 @@
  * merged reads look.
  */
 import { afterAll, afterEach, expect, it } from 'vitest';
-import type { PhaseState } from '../../src/phases/phase.js';
+import type { PhaseState } from '../../src/model/phase.js';
 import {
   Gate,
   MigrationEnv,

@@ -19,9 +19,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { BackfillOptions } from '../../src/backfill/backfill-options.js';
 import { openDatabase } from '../../src/db/open-database.js';
 import { createPersonsMigration } from '../../src/migration/persons-migration.js';
+import type { BackfillOptions } from '../../src/options/backfill-options.js';
 
 /** The JSON a test passes to the child. */
 export interface BackfillChildOptions {

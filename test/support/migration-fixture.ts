@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { createPersonsMigration, type PersonsMigration } from '../../src/index.js';
-import type { PersonsMigrationOptions } from '../../src/migration/options.js';
+import type { PersonsMigrationOptions } from '../../src/options/migration-options.js';
 import { createPostHogPersonsSchema, seedPersons } from '../../src/testing/index.js';
 import { dropSchemas, uniqueSchemaName } from './test-database.js';
 

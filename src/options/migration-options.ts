@@ -1,31 +1,6 @@
 import { z } from 'zod';
-import type { DatabaseHandle } from '../db/database-handle.js';
-import { InvalidOptionsError } from '../errors.js';
-
-// Postgres truncates identifiers at 63 bytes; refusing longer names avoids silently addressing
-// a different table than the one configured.
-const identifier = (what: string) =>
-  z
-    .string({ error: `${what} must be a string` })
-    .min(1, { error: `${what} must not be empty` })
-    .refine((value) => Buffer.byteLength(value, 'utf8') <= 63, {
-      error: `${what} must be at most 63 bytes (Postgres truncates longer identifiers)`,
-    })
-    .refine((value) => !value.includes('\u0000'), { error: `${what} must not contain NUL` });
-
-// Postgres reserves schema names starting with pg_ (SQLSTATE 42939), though PGlite accepts them.
-const schemaName = (what: string) =>
-  identifier(what).refine((value) => !value.toLowerCase().startsWith('pg_'), {
-    error: `${what} must not start with pg_ (Postgres reserves those schema names)`,
-  });
-
-/** An integer option from `min` to `max` whose messages name it. @internal */
-export const integerIn = (what: string, min: number, max: number) =>
-  z
-    .number({ error: `${what} must be a number` })
-    .int({ error: `${what} must be an integer from ${min} to ${max}` })
-    .min(min, { error: `${what} must be an integer from ${min} to ${max}` })
-    .max(max, { error: `${what} must be an integer from ${min} to ${max}` });
+import { identifier, integerIn, parseOptions, schemaName } from '../util/parse-options.js';
+import { databaseHandle } from './database-handle-option.js';
 
 // Off by default: a shadow read costs a second query (its own transaction) per sampled read.
 const shadowReadsSchema = z
@@ -41,16 +16,6 @@ const shadowReadsSchema = z
   )
   .strict()
   .transform((value) => Object.freeze(value));
-
-/** A handle returned by `openDatabase()`. @internal */
-export const databaseHandle = z.custom<DatabaseHandle>(
-  (value) =>
-    typeof value === 'object' &&
-    value !== null &&
-    'db' in value &&
-    typeof (value as { close?: unknown }).close === 'function',
-  { error: 'db must be a handle returned by openDatabase()' },
-);
 
 const migrationOptionsSchema = z
   .object({
@@ -118,34 +83,6 @@ export type ShadowReadsOptions = z.input<typeof shadowReadsSchema>;
 
 /** Options after validation and defaults, frozen. @internal */
 export type ResolvedMigrationOptions = Readonly<z.output<typeof migrationOptionsSchema>>;
-
-/**
- * Validates `input` with `schema` and freezes the result, or throws an
- * {@link InvalidOptionsError} naming every bad option. @internal
- */
-export function parseOptions<S extends z.ZodType>(
-  schema: S,
-  input: unknown,
-  entryPoint: string,
-): Readonly<z.output<S>> {
-  const result = schema.safeParse(input ?? {});
-  if (result.success) return Object.freeze(result.data);
-  const issues = result.error.issues.map((issue) => {
-    const path = issue.path.map(String).join('.');
-    // zod's own messages for unknown keys do not say which option; make them name it.
-    const message =
-      issue.code === 'unrecognized_keys'
-        ? `unknown option(s) ${issue.keys.map((key) => (path ? `${path}.${key}` : key)).join(', ')}`
-        : issue.code === 'invalid_type' && !issue.message.startsWith(path)
-          ? `${path} ${issue.message}`
-          : issue.message;
-    return { path, message };
-  });
-  throw new InvalidOptionsError(
-    `Invalid options for ${entryPoint}: ${issues.map((i) => i.message).join('; ')}`,
-    issues,
-  );
-}
 
 /** @internal */
 export function resolveMigrationOptions(input: unknown): ResolvedMigrationOptions {

@@ -1,8 +1,11 @@
-import { type Kysely, sql } from 'kysely';
-import { quoteIdent } from '../control/install.js';
+import { sql } from 'kysely';
+import type { AnyDb } from './any-db.js';
+import { regclassText } from './identifiers.js';
 
-// biome-ignore lint/suspicious/noExplicitAny: tables are named by configuration.
-type AnyDb = Kysely<any>;
+/**
+ * Catalog reads: what the library needs to know about a table, from `pg_catalog` (names and
+ * types only, never rows).
+ */
 
 /** One column of a table as Postgres describes it. @internal */
 export interface ColumnShape {
@@ -12,6 +15,8 @@ export interface ColumnShape {
   readonly notNull: boolean;
   readonly defaultExpression: string | null;
   readonly identity: boolean;
+  /** A generated column (`GENERATED ALWAYS AS ... STORED`): copies leave it out. */
+  readonly generated: boolean;
 }
 
 /** What the library needs to know about a table. @internal */
@@ -23,11 +28,6 @@ export interface TableShape {
   readonly columns: readonly ColumnShape[];
   /** Column lists of the table's unique indexes (primary key included). */
   readonly uniqueKeys: readonly (readonly string[])[];
-}
-
-/** The regclass text for `schema.table`, quoted. @internal */
-export function regclassText(schema: string, table: string): string {
-  return `${quoteIdent(schema)}.${quoteIdent(table)}`;
 }
 
 /** Reads a table's shape, or `undefined` when it does not exist. @internal */
@@ -47,10 +47,11 @@ export async function readTableShape(
     not_null: boolean;
     default_expression: string | null;
     identity: string;
+    generated: string;
   }>`
     SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
       a.attnotnull AS not_null, pg_get_expr(d.adbin, d.adrelid) AS default_expression,
-      a.attidentity::text AS identity
+      a.attidentity::text AS identity, a.attgenerated::text AS generated
     FROM pg_attribute a
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
     WHERE a.attrelid = ${rel.oid} AND a.attnum > 0 AND NOT a.attisdropped
@@ -73,6 +74,7 @@ export async function readTableShape(
       notNull: c.not_null,
       defaultExpression: c.default_expression,
       identity: c.identity !== '',
+      generated: c.generated !== '',
     })),
     uniqueKeys: keys.rows.map((k) => k.columns),
   };

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { integerIn, parseOptions } from '../migration/options.js';
+import { integerIn, parseOptions } from '../util/parse-options.js';
 
 const backfillOptionsSchema = z
   .object({

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { integerIn, parseOptions } from '../migration/options.js';
+import { integerIn, parseOptions } from '../util/parse-options.js';
 
 const verifyOptionsSchema = z
   .object({

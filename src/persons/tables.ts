@@ -1,0 +1,45 @@
+import { type RawBuilder, sql } from 'kysely';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+
+/**
+ * The quoted tables one migration works on: the persons tables and the control tables its
+ * statements name. @internal
+ *
+ * @example
+ * ```ts
+ * const tables = migrationTables(options);
+ * await sql`SELECT count(*) FROM ${tables.new}`.execute(db);
+ * ```
+ */
+export interface MigrationTables {
+  readonly old: RawBuilder<unknown>;
+  readonly new: RawBuilder<unknown>;
+  readonly distinctIds: RawBuilder<unknown>;
+  readonly control: RawBuilder<unknown>;
+  /** The control schema's delete fence (rule `delete-fence` in docs/correctness.md). */
+  readonly deleteFence: RawBuilder<unknown>;
+  /** The backfill's ranges, which deletes lock (rule `range-fence` in docs/correctness.md). */
+  readonly backfillRange: RawBuilder<unknown>;
+  /** The migration's name: its key in the control tables. */
+  readonly migration: string;
+}
+
+/**
+ * The {@link MigrationTables} of a migration's options. @internal
+ *
+ * @example
+ * ```ts
+ * const { old, new: fresh } = migrationTables(options);
+ * ```
+ */
+export function migrationTables(options: ResolvedMigrationOptions): MigrationTables {
+  return {
+    old: sql.id(options.schema, options.oldTable),
+    new: sql.id(options.schema, options.newTable),
+    distinctIds: sql.id(options.schema, options.distinctIdsTable),
+    control: sql.id(options.controlSchema, 'migration'),
+    deleteFence: sql.id(options.controlSchema, 'delete_fence'),
+    backfillRange: sql.id(options.controlSchema, 'backfill_range'),
+    migration: options.name,
+  };
+}
