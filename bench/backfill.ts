@@ -38,7 +38,7 @@
  * the skewed rows, 4 workers in 'ranges' mode and 2 in 'rows' mode; then the partitioned table
  * (baseline and 2 workers, 'ranges').
  * Then EXPLAIN (ANALYZE, BUFFERS, WAL) of one batch statement as `RangeStore.batch` sends it
- * (captured from a Kysely query log, in 'ranges' mode, and in 'rows' mode too for the uniform
+ * (built by `batchStatement()`, in 'ranges' mode, and in 'rows' mode too for the uniform
  * rows), custom and generic plans, and of variants of it, to show where the time goes.
  * The throughput goal is judged on medians over all rounds, and also on the median of each
  * 2-worker backfill against the baseline of its own round (the machine drifts between rounds).
@@ -71,12 +71,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { type CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { planBackfill } from '../src/backfill/backfill-plan.js';
+import { batchStatement } from '../src/backfill/batch-statement.js';
 import { RangeStore } from '../src/backfill/range-store.js';
-import { preparedStatementMarker } from '../src/db/prepared-statements.js';
-import { pgTypeOverrides } from '../src/db/type-parsers.js';
+import type { AnyDb } from '../src/db/any-db.js';
 import {
   createPersonsMigration,
   type DatabaseHandle,
@@ -86,11 +86,9 @@ import {
 } from '../src/index.js';
 import type { BatchLockMode } from '../src/options/backfill-options.js';
 import { columnList, loadPersonColumns } from '../src/persons/person-columns.js';
+import { migrationTables } from '../src/persons/tables.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
 import { type ChildConfig, type ChildReport, startedLine } from './backfill-child.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named at run time.
-type AnyDb = Kysely<any>;
 
 const env = (name: string, fallback: number) => {
   const raw = process.env[name];
@@ -1150,104 +1148,70 @@ interface CapturedBatch {
 }
 
 /**
- * Plans the backfill, leases its first range to `bench-explain`, and captures the batch
+ * Plans the backfill, leases its first range to `bench-explain`, and builds the batch
  * statement for keys BENCH_EXPLAIN_ROWS into that range (so it has both bounds, as most
- * batches do) in each of `lockModes`, from a Kysely query log. The lease stays until
- * `release()`, so the captured statements can be EXPLAIN ANALYZEd. In 'ranges' mode the range
- * row's lock is a statement before the batch statement, so it is not in the captured SQL.
+ * batches do) in each of `lockModes`, with `batchStatement()`, the builder `RangeStore.batch`
+ * runs. The range row is set as such a batch finds it (leased to us, running, its checkpoint at
+ * that key), and the lease stays until `release()`, so the statements can be EXPLAIN ANALYZEd.
+ * In 'ranges' mode the range row's lock is a statement before the batch statement, so it is not
+ * in the captured SQL.
  */
 async function captureBatch(
   target: Target,
   handle: DatabaseHandle,
   lockModes: readonly BatchLockMode[],
 ): Promise<CapturedBatch> {
-  const db = handle.db as AnyDb;
+  const db = handle.db;
   const options = target.migration.options;
   const oldTable = sql.id(target.schema, 'posthog_person');
   await sql`TRUNCATE ${sql.id(target.schema, target.newTable)}`.execute(db);
   await target.migration.resetBackfill();
-  let listening = false;
-  let captured: CompiledQuery | undefined;
-  const pool = new pg.Pool({ connectionString: url, max: 1, types: pgTypeOverrides });
-  const capturing: AnyDb = new Kysely({
-    dialect: new PostgresDialect({ pool }),
-    log: (event) => {
-      // Within the batch's transaction, the batch statement is the only INSERT.
-      if (listening && event.level === 'query' && event.query.sql.includes('INSERT INTO')) {
-        captured = event.query;
-      }
-    },
-  });
-  try {
-    const store = new RangeStore(options, await loadPersonColumns(capturing, options));
-    await planBackfill(capturing, options, undefined, undefined);
-    const claimed = await store.claim(capturing, 'bench-explain', 600_000);
-    if (!claimed) throw new Error('capture: no range to claim');
-    const after = (
-      await sql<{ team: string; id: string }>`
-        SELECT team_id::text AS team, id::text AS id FROM ${oldTable}
-        WHERE (team_id, id) <= (${claimed.end.team}::int8, ${claimed.end.id}::int8)
-        ORDER BY team_id, id
-        OFFSET ${Math.max(0, Math.min(EXPLAIN_ROWS, claimed.rowsEstimated - 2 * EXPLAIN_ROWS))} LIMIT 1`.execute(
-        db,
-      )
-    ).rows[0];
-    if (!after) throw new Error('capture: range too small');
-    // Called loosely: the trailing arguments (lease, lock timeout, lock mode) have changed over
-    // time. The batch runs its own transaction, so it commits: the copied rows are discarded
-    // right after. Each call reads from `after` again (the range's checkpoint is not what it
-    // reads from).
-    const batch = store.batch.bind(store) as (...args: unknown[]) => Promise<unknown>;
-    // The range as a batch starting at `after` finds it (leased to us, running, its checkpoint
-    // at `after`): otherwise its lease check fails and the statement copies nothing. Before
-    // each captured batch (the one before moved the checkpoint, maybe marked the range done)
-    // and for the EXPLAINs.
-    const holdRange = () =>
-      sql`UPDATE ${sql.id(options.controlSchema, 'backfill_range')}
-        SET status = 'running', lease_owner = 'bench-explain', done_at = NULL,
-          lease_expires_at = clock_timestamp() + interval '10 minutes',
-          cursor_team = ${after.team}::int8, cursor_id = ${after.id}::int8
-        WHERE migration = ${options.name} AND range_id = ${claimed.rangeId}`.execute(db);
-    const statements: CapturedBatch['statements'][number][] = [];
-    for (const lockMode of lockModes) {
-      await holdRange();
-      captured = undefined;
-      listening = true;
-      await batch(
-        capturing,
-        'bench-explain',
-        { ...claimed, after },
-        EXPLAIN_ROWS,
-        600_000,
-        200,
-        lockMode,
-      );
-      listening = false;
-      const query = captured as CompiledQuery | undefined;
-      if (!query) throw new Error(`capture: the batch statement (${lockMode}) was not captured`);
-      const text = query.sql.startsWith(preparedStatementMarker)
-        ? query.sql.slice(preparedStatementMarker.length)
-        : query.sql;
-      // The labels say which mode a plan is of: make sure the SQL agrees.
-      if (text.includes('FOR SHARE OF o') !== (lockMode === 'rows')) {
-        throw new Error(`capture: the ${lockMode} batch statement does not read as expected`);
-      }
-      statements.push({ lockMode, sql: text, params: [...query.parameters] });
+  const columns = await loadPersonColumns(db, options);
+  const store = new RangeStore(options, columns);
+  await planBackfill(db, options, undefined, undefined);
+  const claimed = await store.claim(db, 'bench-explain', 600_000);
+  if (!claimed) throw new Error('capture: no range to claim');
+  const after = (
+    await sql<{ team: string; id: string }>`
+      SELECT team_id::text AS team, id::text AS id FROM ${oldTable}
+      WHERE (team_id, id) <= (${claimed.end.team}::int8, ${claimed.end.id}::int8)
+      ORDER BY team_id, id
+      OFFSET ${Math.max(0, Math.min(EXPLAIN_ROWS, claimed.rowsEstimated - 2 * EXPLAIN_ROWS))} LIMIT 1`.execute(
+      db,
+    )
+  ).rows[0];
+  if (!after) throw new Error('capture: range too small');
+  await sql`UPDATE ${sql.id(options.controlSchema, 'backfill_range')}
+    SET status = 'running', lease_owner = 'bench-explain', done_at = NULL,
+      lease_expires_at = clock_timestamp() + interval '10 minutes',
+      cursor_team = ${after.team}::int8, cursor_id = ${after.id}::int8
+    WHERE migration = ${options.name} AND range_id = ${claimed.rangeId}`.execute(db);
+  const statements = lockModes.map((lockMode) => {
+    const { sql: text, parameters } = batchStatement({
+      tables: migrationTables(options),
+      columns: columns.copyable,
+      workerId: 'bench-explain',
+      range: { ...claimed, after },
+      limit: EXPLAIN_ROWS,
+      leaseMs: 600_000,
+      lockMode,
+      arbiter: 'when-needed',
+    }).compile(db);
+    // The labels say which mode a plan is of: make sure the SQL agrees.
+    if (text.includes('FOR SHARE OF o') !== (lockMode === 'rows')) {
+      throw new Error(`capture: the ${lockMode} batch statement does not read as expected`);
     }
-    await holdRange();
-    await sql`TRUNCATE ${sql.id(target.schema, target.newTable)}`.execute(db);
-    return {
-      statements,
-      after,
-      end: claimed.end,
-      release: async () => {
-        await store.release(db, 'bench-explain', claimed.rangeId).catch(() => {});
-        await target.migration.resetBackfill().catch(() => {});
-      },
-    };
-  } finally {
-    await capturing.destroy().catch(() => {});
-  }
+    return { lockMode, sql: text, params: [...parameters] };
+  });
+  return {
+    statements,
+    after,
+    end: claimed.end,
+    release: async () => {
+      await store.release(db, 'bench-explain', claimed.rangeId).catch(() => {});
+      await target.migration.resetBackfill().catch(() => {});
+    },
+  };
 }
 
 /**

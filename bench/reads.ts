@@ -37,6 +37,7 @@
 import { cpus, loadavg } from 'node:os';
 import { CompiledQuery, Kysely, PostgresDialect, type RawBuilder, sql } from 'kysely';
 import pg from 'pg';
+import type { AnyDb } from '../src/db/any-db.js';
 import { preparedStatementMarker } from '../src/db/prepared-statements.js';
 import { pgTypeOverrides } from '../src/db/type-parsers.js';
 import {
@@ -52,8 +53,6 @@ import { type MigrationTables, migrationTables } from '../src/persons/tables.js'
 import { toPersonRow } from '../src/repository/person-row.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
 
-// biome-ignore lint/suspicious/noExplicitAny: tables are named at run time.
-type AnyDb = Kysely<any>;
 type Row = Record<string, unknown>;
 
 const env = (name: string, fallback: number) => {

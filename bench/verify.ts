@@ -63,6 +63,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
+import type { AnyDb } from '../src/db/any-db.js';
 import { pgTypeOverrides } from '../src/db/type-parsers.js';
 import {
   createPersonsMigration,
@@ -75,9 +76,6 @@ import {
 import { resolveVerifyOptions } from '../src/options/verify-options.js';
 import { columnList, loadPersonColumns } from '../src/persons/person-columns.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: tables are named at run time.
-type AnyDb = Kysely<any>;
 
 const env = (name: string, fallback: number) => {
   const raw = process.env[name];

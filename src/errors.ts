@@ -24,7 +24,10 @@ export type DualReadErrorCode =
   | 'QUERY_FAILED'
   | 'CONTROL_STATE'
   | 'BACKFILL_REFUSED'
-  | 'VERIFY_REFUSED';
+  | 'BACKFILL_STOPPED'
+  | 'VERIFY_REFUSED'
+  | 'UUID_TAKEN'
+  | 'UNEXPECTED_RESULT';
 
 /**
  * Base class of every error thrown by pg-dual-read.
@@ -207,9 +210,11 @@ export class ControlStateError extends DualReadError {
 }
 
 /**
- * A backfill cannot start or go on as asked: the migration is not in `dual_read`, a plan
- * with other options exists, or the old table lacks the `(team_id, id)` index keyset
- * pagination needs. The message says what to do; nothing was copied by the refused call.
+ * A backfill cannot start as asked, or a backfill control call (pause, resume, rate, reset)
+ * cannot act: the migration is not in `dual_read`, a plan with other options exists, no plan
+ * exists yet, workers hold live leases, or the old table lacks the `(team_id, id)` index
+ * keyset pagination needs. The message says what to do; the refused call copied and changed
+ * nothing. (A backfill that stops after it started copying throws {@link BackfillStoppedError}.)
  *
  * @example
  * ```ts
@@ -220,6 +225,22 @@ export class ControlStateError extends DualReadError {
  */
 export class BackfillRefusedError extends DualReadError {
   readonly code = 'BACKFILL_REFUSED' as const;
+}
+
+/**
+ * A running backfill stopped before the end, after copying: the migration left `dual_read`, or
+ * its plan was discarded by `resetBackfill()`. Every batch committed before stays (each with
+ * its checkpoint); nothing is copied after the cause. The message says how to go on.
+ *
+ * @example
+ * ```ts
+ * try { await migration.backfill(); } catch (err) {
+ *   if (err instanceof BackfillStoppedError) console.error('resume later:', err.message);
+ * }
+ * ```
+ */
+export class BackfillStoppedError extends DualReadError {
+  readonly code = 'BACKFILL_STOPPED' as const;
 }
 
 /**
@@ -236,4 +257,34 @@ export class BackfillRefusedError extends DualReadError {
  */
 export class VerifyRefusedError extends DualReadError {
   readonly code = 'VERIFY_REFUSED' as const;
+}
+
+/**
+ * `createPerson()` in `dual_read` was given the uuid of a person of the same team that is still
+ * in the old table: `(team_id, uuid)` is unique across both tables during the migration.
+ * Nothing was written, and the caller's transaction (inside `inTransaction`) is still usable.
+ *
+ * @example
+ * ```ts
+ * try { await persons.createPerson({ teamId, uuid, distinctIds }); } catch (err) {
+ *   if (err instanceof UuidTakenError) return persons.fetchPersonByUuid(teamId, uuid);
+ * }
+ * ```
+ */
+export class UuidTakenError extends DualReadError {
+  readonly code = 'UUID_TAKEN' as const;
+}
+
+/**
+ * The database answered something this library cannot represent or did not expect: a person
+ * version above 2^53, a statement that should return a row and returned none (a control table
+ * changed by hand, or a bug: please report it with the message).
+ *
+ * @example
+ * ```ts
+ * catch (err) { if (err instanceof UnexpectedResultError) alert(err.message); }
+ * ```
+ */
+export class UnexpectedResultError extends DualReadError {
+  readonly code = 'UNEXPECTED_RESULT' as const;
 }

@@ -6,6 +6,7 @@ export { type OpenDatabaseOptions, openDatabase } from './db/open-database.js';
 export { PGliteDialect, type PGliteDialectConfig } from './db/pglite-dialect.js';
 export {
   BackfillRefusedError,
+  BackfillStoppedError,
   ConfigurationError,
   ControlSchemaTooNewError,
   ControlStateError,
@@ -17,6 +18,8 @@ export {
   PreflightError,
   type PreflightProblem,
   QueryFailedError,
+  UnexpectedResultError,
+  UuidTakenError,
   VerifyRefusedError,
 } from './errors.js';
 export { DualReadEmitter, type DualReadEvents } from './events.js';
@@ -24,11 +27,11 @@ export {
   createPersonsMigration,
   type MigrationStatus,
   PersonsMigration,
-  type PrepareOptions,
 } from './migration/persons-migration.js';
 export { type Phase, type PhaseState, phases } from './model/phase.js';
 export type { BackfillOptions, BatchLockMode } from './options/backfill-options.js';
 export type { PersonsMigrationOptions, ShadowReadsOptions } from './options/migration-options.js';
+export type { PrepareOptions } from './options/prepare-options.js';
 export type { VerifyOptions } from './options/verify-options.js';
 export type { PrepareResult } from './prepare/prepare.js';
 export type {

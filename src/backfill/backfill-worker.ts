@@ -1,13 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import createDebug from 'debug';
-import { sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
 import { isSqlState, sqlStateOf, toQueryFailedError } from '../db/query-failed.js';
-import { BackfillRefusedError, DualReadError } from '../errors.js';
+import { replicationLagMs } from '../db/replication-lag.js';
+import { BackfillStoppedError, DualReadError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import type { ResolvedBackfillOptions } from '../options/backfill-options.js';
 import { BatchPacer } from './batch-pacer.js';
-import type { BatchArbiter, LeasedRange, RangeStore } from './range-store.js';
+import type { BatchArbiter, BatchOutcome, LeasedRange } from './batch-statement.js';
+import type { PlanStore } from './plan-store.js';
+import type { RangeStore } from './range-store.js';
 
 const debug = createDebug('pg-dual-read:backfill');
 
@@ -52,6 +54,7 @@ export class BackfillWorker {
   constructor(
     private readonly db: AnyDb,
     private readonly store: RangeStore,
+    private readonly plans: PlanStore,
     private readonly options: ResolvedBackfillOptions,
     private readonly workerId: string,
     private readonly events: DualReadEmitter,
@@ -89,7 +92,7 @@ export class BackfillWorker {
         await this.copyRange(range);
         continue;
       }
-      const { notDone, planExists } = await this.retrying(() => this.store.remaining(this.db));
+      const { notDone, planExists } = await this.retrying(() => this.plans.remaining(this.db));
       if (!planExists) throw planGone();
       if (notDone === 0) return;
       // Others hold the last ranges: wait, to take one over if its worker dies; a range done
@@ -121,81 +124,25 @@ export class BackfillWorker {
     try {
       while (!this.aborted()) {
         await this.waitForReplicas();
-        const started = performance.now();
         const size = this.pacer.batchSize;
+        const started = performance.now();
         const outcome = await this.retrying(() =>
           this.store
-            .batch(
-              this.db,
-              this.workerId,
-              range,
-              size,
-              this.options.leaseMs,
-              this.options.batchLockTimeoutMs,
-              this.options.lockMode,
+            .batch(this.db, this.workerId, range, {
+              limit: size,
+              leaseMs: this.options.leaseMs,
+              lockTimeoutMs: this.options.batchLockTimeoutMs,
+              lockMode: this.options.lockMode,
               arbiter,
-            )
+            })
             .catch((error: unknown) => {
               if (isSqlState(error, '23505')) arbiter = 'always';
               throw error;
             }),
         );
-        const elapsed = performance.now() - started;
-        switch (outcome.kind) {
-          case 'copied': {
-            this.totals.rowsScanned += outcome.scanned;
-            this.totals.rowsCopied += outcome.copied;
-            this.totals.batches += 1;
-            this.events.emit('backfill:batch', {
-              rangeId: range.rangeId,
-              workerId: this.workerId,
-              scanned: outcome.scanned,
-              copied: outcome.copied,
-              batchSize: size,
-              ms: elapsed,
-            });
-            if (outcome.last) range = { ...range, after: outcome.last };
-            // Paced before anything else: the last batch of a range counts toward the ceiling too.
-            const wait = this.pacer.afterBatch(
-              outcome.scanned,
-              elapsed,
-              outcome.maxRowsPerSecond,
-              outcome.activeRanges,
-            );
-            if (wait > 0) await this.waitKeepingLease(range.rangeId, wait);
-            if (outcome.done) {
-              this.totals.rangesDone += 1;
-              this.events.emit('backfill:range-done', {
-                rangeId: range.rangeId,
-                workerId: this.workerId,
-              });
-              return;
-            }
-            break;
-          }
-          case 'moved':
-            // An idle worker took the second half (continue up to the new end), or the last
-            // batch committed although its reply was lost (continue after its checkpoint).
-            range = { ...range, after: outcome.after, end: outcome.end };
-            break;
-          case 'paused':
-            // Paused workers keep their ranges: the lease is renewed while they wait.
-            this.events.emit('backfill:paused', { workerId: this.workerId });
-            await this.waitKeepingLease(range.rangeId, Math.min(1_000, this.options.leaseMs / 4));
-            break;
-          case 'lease-lost':
-            // Our lease expired and another worker took the range: its work, not ours.
-            this.events.emit('backfill:lease-lost', {
-              rangeId: range.rangeId,
-              workerId: this.workerId,
-            });
-            return;
-          case 'not-dual-read':
-            throw new BackfillRefusedError(
-              `The migration left phase dual_read (now ${outcome.phase}) while the backfill ran; ` +
-                'it stopped after its last committed batch. Return to dual_read to resume it.',
-            );
-        }
+        const next = await this.afterBatch(range, outcome, size, performance.now() - started);
+        if (next === 'range-ended') return;
+        range = next;
       }
       // Aborted: give the range back so a restart (or another worker) resumes at once.
       await this.store.release(this.db, this.workerId, range.rangeId).catch(() => undefined);
@@ -204,6 +151,71 @@ export class BackfillWorker {
       if (this.putOff(range.rangeId, error)) return;
       throw error;
     }
+  }
+
+  /** Acts on a batch's outcome: the range to go on with, or `'range-ended'`. */
+  private async afterBatch(
+    range: LeasedRange,
+    outcome: BatchOutcome,
+    size: number,
+    elapsed: number,
+  ): Promise<LeasedRange | 'range-ended'> {
+    const { rangeId } = range;
+    switch (outcome.kind) {
+      case 'copied':
+        return this.afterCopied(range, outcome, size, elapsed);
+      case 'moved':
+        // An idle worker took the second half (continue up to the new end), or the last batch
+        // committed although its reply was lost (continue after its checkpoint).
+        return { ...range, after: outcome.after, end: outcome.end };
+      case 'paused':
+        // Paused workers keep their ranges: the lease is renewed while they wait.
+        this.events.emit('backfill:paused', { workerId: this.workerId });
+        await this.waitKeepingLease(rangeId, Math.min(1_000, this.options.leaseMs / 4));
+        return range;
+      case 'lease-lost':
+        // Our lease expired and another worker took the range: its work, not ours.
+        this.events.emit('backfill:lease-lost', { rangeId, workerId: this.workerId });
+        return 'range-ended';
+      case 'not-dual-read':
+        throw new BackfillStoppedError(
+          `The migration left phase dual_read (now ${outcome.phase}) while the backfill ran; ` +
+            'it stopped after its last committed batch. Return to dual_read to resume it.',
+        );
+    }
+  }
+
+  /** Counts a committed batch, paces the next one, and says whether the range is done. */
+  private async afterCopied(
+    range: LeasedRange,
+    outcome: Extract<BatchOutcome, { kind: 'copied' }>,
+    size: number,
+    elapsed: number,
+  ): Promise<LeasedRange | 'range-ended'> {
+    this.totals.rowsScanned += outcome.scanned;
+    this.totals.rowsCopied += outcome.copied;
+    this.totals.batches += 1;
+    this.events.emit('backfill:batch', {
+      rangeId: range.rangeId,
+      workerId: this.workerId,
+      scanned: outcome.scanned,
+      copied: outcome.copied,
+      batchSize: size,
+      ms: elapsed,
+    });
+    const next = outcome.last ? { ...range, after: outcome.last } : range;
+    // Paced before anything else: the last batch of a range counts toward the ceiling too.
+    const wait = this.pacer.afterBatch(
+      outcome.scanned,
+      elapsed,
+      outcome.maxRowsPerSecond,
+      outcome.activeRanges,
+    );
+    if (wait > 0) await this.waitKeepingLease(range.rangeId, wait);
+    if (!outcome.done) return next;
+    this.totals.rangesDone += 1;
+    this.events.emit('backfill:range-done', { rangeId: range.rangeId, workerId: this.workerId });
+    return 'range-ended';
   }
 
   /**
@@ -255,15 +267,12 @@ export class BackfillWorker {
     const maxLag = this.options.maxReplicationLagMs;
     if (maxLag === undefined) return;
     while (!this.aborted()) {
-      const { rows } = await sql<{ lag_ms: number | null }>`
-        SELECT (max(EXTRACT(EPOCH FROM GREATEST(write_lag, flush_lag, replay_lag))) * 1000)::float8 AS lag_ms
-        FROM pg_stat_replication`.execute(this.db);
-      const lag = rows[0]?.lag_ms ?? 0;
-      if (lag <= maxLag) return;
+      const lagMs = await replicationLagMs(this.db);
+      if (lagMs <= maxLag) return;
       this.events.emit('backfill:throttled', {
         workerId: this.workerId,
         reason: 'replication-lag',
-        lagMs: lag,
+        lagMs,
       });
       await this.pause(Math.min(1_000, maxLag));
     }
@@ -312,9 +321,16 @@ export class BackfillWorker {
   }
 }
 
-/** The plan was discarded (resetBackfill()) under running workers. @internal */
-export function planGone(): BackfillRefusedError {
-  return new BackfillRefusedError(
+/**
+ * The plan was discarded (resetBackfill()) under running workers. @internal
+ *
+ * @example
+ * ```ts
+ * if (!planExists) throw planGone();
+ * ```
+ */
+export function planGone(): BackfillStoppedError {
+  return new BackfillStoppedError(
     'The backfill plan was discarded (resetBackfill()) while this backfill ran: it stopped. ' +
       'Call backfill() again to plan anew; rows already copied stay copied.',
   );

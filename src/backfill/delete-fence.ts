@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
 import { isSqlState } from '../db/query-failed.js';
+import { tagged } from '../db/statement-tag.js';
 
 /**
  * Takes the control schema's delete fence `SHARE` in the transaction `trx`, for a change of
@@ -30,7 +31,7 @@ export async function takeDeleteFence(
     for (let attempt = 1; attempt <= attempts; attempt++) {
       await sql`SAVEPOINT pg_dual_read_delete_fence`.execute(trx);
       try {
-        await sql`LOCK TABLE ${fence} IN SHARE MODE`.execute(trx);
+        await tagged('delete-fence-lock', sql`LOCK TABLE ${fence} IN SHARE MODE`).execute(trx);
         await sql`RELEASE SAVEPOINT pg_dual_read_delete_fence`.execute(trx);
         return true;
       } catch (error) {

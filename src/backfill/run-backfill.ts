@@ -6,7 +6,8 @@ import type { ResolvedBackfillOptions } from '../options/backfill-options.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { loadPersonColumns } from '../persons/person-columns.js';
 import { planBackfill } from './backfill-plan.js';
-import { BackfillWorker, planGone } from './backfill-worker.js';
+import { BackfillWorker, planGone, type WorkerTotals } from './backfill-worker.js';
+import { PlanStore } from './plan-store.js';
 import { RangeStore } from './range-store.js';
 
 const debug = createDebug('pg-dual-read:backfill');
@@ -51,22 +52,45 @@ export async function runBackfill(
   const plan = await planBackfill(handle.db, options, backfill.ranges, backfill.maxRowsPerSecond);
   const columns = await loadPersonColumns(handle.db, options);
   const store = new RangeStore(options, columns);
-  // The caller's signal, or the first failing worker, stops every worker after its batch.
+  const plans = new PlanStore(options);
+  const totals = await runWorkers(
+    backfill,
+    (workerOptions, workerId) =>
+      new BackfillWorker(handle.db, store, plans, workerOptions, workerId, events),
+  );
+  const aborted = backfill.signal?.aborted ?? false;
+  const { notDone, planExists } = await plans.remaining(handle.db);
+  if (!planExists) throw planGone();
+  const finished = notDone === 0;
+  const ms = performance.now() - started;
+  const finishedNow = await plans.finish(handle.db);
+  if (finished && (finishedNow || (plan.created && plan.rangeCount === 0))) {
+    events.emit('backfill:done', { rowsCopied: totals.rowsCopied, ms });
+  }
+  debug(
+    'backfill call ended: finished=%s aborted=%s rows=%d',
+    finished,
+    aborted,
+    totals.rowsCopied,
+  );
+  return { finished, aborted, planned: plan.created, ...totals, ms };
+}
+
+/**
+ * Runs `backfill.workers` workers until each returns. The caller's signal, or the first
+ * failing worker, stops every worker after its batch; that first error is rethrown.
+ */
+async function runWorkers(
+  backfill: ResolvedBackfillOptions,
+  createWorker: (options: ResolvedBackfillOptions, workerId: string) => BackfillWorker,
+): Promise<WorkerTotals> {
   const stop = new AbortController();
   const onAbort = () => stop.abort();
   backfill.signal?.addEventListener('abort', onAbort, { once: true });
   if (backfill.signal?.aborted) stop.abort();
   const workerOptions = { ...backfill, signal: stop.signal };
-  const workers = Array.from(
-    { length: backfill.workers },
-    (_, index) =>
-      new BackfillWorker(
-        handle.db,
-        store,
-        workerOptions,
-        `${backfill.workerId}#${index + 1}`,
-        events,
-      ),
+  const workers = Array.from({ length: backfill.workers }, (_, index) =>
+    createWorker(workerOptions, `${backfill.workerId}#${index + 1}`),
   );
   let failure: unknown;
   try {
@@ -82,7 +106,7 @@ export async function runBackfill(
     backfill.signal?.removeEventListener('abort', onAbort);
   }
   if (failure !== undefined) throw failure;
-  const totals = workers.reduce(
+  return workers.reduce(
     (sum, w) => ({
       rowsScanned: sum.rowsScanned + w.totals.rowsScanned,
       rowsCopied: sum.rowsCopied + w.totals.rowsCopied,
@@ -91,20 +115,4 @@ export async function runBackfill(
     }),
     { rowsScanned: 0, rowsCopied: 0, batches: 0, rangesDone: 0 },
   );
-  const aborted = backfill.signal?.aborted ?? false;
-  const { notDone, planExists } = await store.remaining(handle.db);
-  if (!planExists) throw planGone();
-  const finished = notDone === 0;
-  const ms = performance.now() - started;
-  const finishedNow = await store.finish(handle.db);
-  if (finished && (finishedNow || (plan.created && plan.rangeCount === 0))) {
-    events.emit('backfill:done', { rowsCopied: totals.rowsCopied, ms });
-  }
-  debug(
-    'backfill call ended: finished=%s aborted=%s rows=%d',
-    finished,
-    aborted,
-    totals.rowsCopied,
-  );
-  return { finished, aborted, planned: plan.created, ...totals, ms };
 }

@@ -17,6 +17,7 @@ import {
   RawNode,
   type TransactionSettings,
 } from 'kysely';
+import { ConfigurationError, InvalidOptionsError } from '../errors.js';
 import type { AnyDb } from './any-db.js';
 
 /**
@@ -98,7 +99,11 @@ class PGliteDriver implements Driver {
   }
 
   async acquireConnection(): Promise<DatabaseConnection> {
-    if (this.#destroyed) throw new Error('The PGlite Kysely driver has been destroyed');
+    if (this.#destroyed) {
+      throw new ConfigurationError(
+        'This PGlite database was closed (its Kysely driver is destroyed): open it again to query it.',
+      );
+    }
     const previous = this.#queue.tail;
     let release!: () => void;
     this.#queue.tail = new Promise<void>((resolve) => {
@@ -170,7 +175,9 @@ class PGliteConnection implements DatabaseConnection {
     chunkSize = 1000,
   ): AsyncIterableIterator<QueryResult<R>> {
     if (!Number.isInteger(chunkSize) || chunkSize <= 0) {
-      throw new Error('chunkSize must be a positive integer');
+      throw new InvalidOptionsError('chunkSize must be a positive integer', [
+        { path: 'chunkSize', message: 'must be a positive integer' },
+      ]);
     }
     const { rows } = await this.executeQuery<R>(query);
     for (let i = 0; i < rows.length; i += chunkSize) yield { rows: rows.slice(i, i + chunkSize) };

@@ -118,3 +118,29 @@ export function hasUniqueKey(shape: TableShape, columns: readonly string[]): boo
     (key) => key.length === columns.length && columns.every((c) => key.includes(c)),
   );
 }
+
+/**
+ * True when `oid` has a non-partial index whose first columns are `columns`, in order (what
+ * keyset pagination on those columns needs). @internal
+ *
+ * @example
+ * ```ts
+ * await hasIndexStartingWith(db, shape.oid, ['team_id', 'id']);
+ * ```
+ */
+export async function hasIndexStartingWith(
+  db: AnyDb,
+  oid: number,
+  columns: readonly string[],
+): Promise<boolean> {
+  const { rows } = await sql<{ found: boolean }>`
+    SELECT EXISTS (
+      SELECT 1 FROM pg_index i
+      WHERE i.indrelid = ${oid} AND i.indpred IS NULL
+        AND (SELECT array_agg(a.attname::text ORDER BY k.ord)
+             FROM unnest((i.indkey::int2[])[0:${sql.lit(columns.length - 1)}]) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+          = ${[...columns]}::text[]
+    ) AS found`.execute(db);
+  return rows[0]?.found ?? false;
+}

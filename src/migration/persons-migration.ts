@@ -1,20 +1,21 @@
-import { sql } from 'kysely';
-import { z } from 'zod';
-import { setRate } from '../backfill/backfill-plan.js';
 import { type BackfillStatus, readBackfillStatus } from '../backfill/backfill-status.js';
+import { PlanStore } from '../backfill/plan-store.js';
 import { type BackfillResult, runBackfill } from '../backfill/run-backfill.js';
+import { isMissingObject } from '../control/control-schema-missing.js';
 import { type InstallResult, installControlSchema } from '../control/install.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
-import { isSqlState, sanitizeErrors } from '../db/query-failed.js';
-import { BackfillRefusedError, InvalidOptionsError, VerifyRefusedError } from '../errors.js';
+import { sanitizeErrors } from '../db/query-failed.js';
+import { BackfillRefusedError, VerifyRefusedError } from '../errors.js';
 import { DualReadEmitter } from '../events.js';
 import type { PhaseState } from '../model/phase.js';
 import { type BackfillOptions, resolveBackfillOptions } from '../options/backfill-options.js';
+import { callArguments, checkArgument } from '../options/call-arguments.js';
 import {
   type PersonsMigrationOptions,
   type ResolvedMigrationOptions,
   resolveMigrationOptions,
 } from '../options/migration-options.js';
+import { type PrepareOptions, resolvePrepareOptions } from '../options/prepare-options.js';
 import { resolveVerifyOptions, type VerifyOptions } from '../options/verify-options.js';
 import { PhaseStore } from '../phases/phase-store.js';
 import { PhaseWatcher } from '../phases/phase-watcher.js';
@@ -22,34 +23,12 @@ import { type PrepareResult, prepareMigration } from '../prepare/prepare.js';
 import type { PersonsRepository } from '../repository/persons-repository.js';
 import { PhaseAwareRepository } from '../repository/phase-aware-repository.js';
 import type { ReadStats } from '../repository/read-stats.js';
-import { parseOptions } from '../util/parse-options.js';
 import { runVerify, type VerificationResult } from '../verify/run-verify.js';
 import {
   type MismatchedKey,
   VerificationStore,
   type VerificationSummary,
 } from '../verify/verification-store.js';
-
-const prepareOptionsSchema = z
-  .object({
-    partitions: z
-      .number({ error: 'partitions must be a number' })
-      .int({ error: 'partitions must be an integer from 2 to 1024' })
-      .min(2, { error: 'partitions must be an integer from 2 to 1024' })
-      .max(1024, { error: 'partitions must be an integer from 2 to 1024' })
-      .optional(),
-  })
-  .strict();
-
-/**
- * Options of `migration.prepare()`.
- *
- * @example
- * ```ts
- * await migration.prepare({ partitions: 16 }); // new table hash-partitioned by team_id
- * ```
- */
-export type PrepareOptions = z.input<typeof prepareOptionsSchema>;
 
 /**
  * What `migration.status()` reports.
@@ -100,6 +79,8 @@ export class PersonsMigration {
   /** The validated, frozen options. */
   readonly options: ResolvedMigrationOptions;
   private readonly store: PhaseStore;
+  private readonly plans: PlanStore;
+  private readonly verifications: VerificationStore;
   private readonly watcher: PhaseWatcher;
   private sharedRepository: PhaseAwareRepository | undefined;
 
@@ -107,6 +88,8 @@ export class PersonsMigration {
   constructor(options: ResolvedMigrationOptions) {
     this.options = options;
     this.store = new PhaseStore(options);
+    this.plans = new PlanStore(options);
+    this.verifications = new VerificationStore(options);
     this.watcher = new PhaseWatcher(this.handle, this.store, options, this.events);
   }
 
@@ -139,8 +122,7 @@ export class PersonsMigration {
    * ```
    */
   async prepare(options: PrepareOptions = {}): Promise<PrepareResult> {
-    const resolved = parseOptions(prepareOptionsSchema, options, 'prepare()');
-    return prepareMigration(this.handle, this.options, { partitions: resolved.partitions });
+    return prepareMigration(this.handle, this.options, resolvePrepareOptions(options));
   }
 
   /**
@@ -219,13 +201,13 @@ export class PersonsMigration {
    * ```
    */
   async verification(id?: string): Promise<VerificationSummary | undefined> {
-    if (id !== undefined) requireRunId(id);
+    if (id !== undefined) checkArgument(callArguments.verificationId, id, 'verificationId');
     return sanitizeErrors('verification()', async () => {
       try {
-        return await new VerificationStore(this.handle.db, this.options).read(id);
+        return await this.verifications.read(this.handle.db, id);
       } catch (error) {
         // A control schema from before verification existed has no run to show.
-        if (isSqlState(error, '42P01')) return undefined;
+        if (isMissingObject(error)) return undefined;
         throw error;
       }
     });
@@ -246,16 +228,14 @@ export class PersonsMigration {
     verificationId: string,
     options: { readonly pageSize?: number; readonly includeRepaired?: boolean } = {},
   ): AsyncGenerator<MismatchedKey> {
-    const pageSize = options.pageSize ?? 1_000;
-    if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > 100_000) {
-      throw new InvalidOptionsError('pageSize must be an integer from 1 to 100000', [
-        { path: 'pageSize', message: 'must be an integer from 1 to 100000' },
-      ]);
-    }
-    requireRunId(verificationId);
-    const store = new VerificationStore(this.handle.db, this.options);
+    const pageSize = checkArgument(callArguments.pageSize, options.pageSize ?? 1_000, 'pageSize');
+    checkArgument(callArguments.verificationId, verificationId, 'verificationId');
+    const store = this.verifications;
+    const db = this.handle.db;
     // An unknown run must not read as an empty (clean-looking) list of keys.
-    if ((await sanitizeErrors('mismatches()', () => store.read(verificationId))) === undefined) {
+    if (
+      (await sanitizeErrors('mismatches()', () => store.read(db, verificationId))) === undefined
+    ) {
       throw new VerifyRefusedError(
         `Migration "${this.options.name}" has no verification run ${verificationId}: ` +
           'use the id of a verify() result or of verification().',
@@ -264,7 +244,7 @@ export class PersonsMigration {
     let after: { team: string; id: string; class: string } | undefined;
     for (;;) {
       const page = await sanitizeErrors('mismatches()', () =>
-        store.page(verificationId, after, pageSize, options.includeRepaired ?? false),
+        store.page(db, verificationId, after, pageSize, options.includeRepaired ?? false),
       );
       yield* page;
       const last = page.at(-1);
@@ -342,17 +322,10 @@ export class PersonsMigration {
    * ```
    */
   async setBackfillRate(maxRowsPerSecond: number | null): Promise<void> {
-    if (
-      maxRowsPerSecond !== null &&
-      (!Number.isSafeInteger(maxRowsPerSecond) || maxRowsPerSecond < 1)
-    ) {
-      throw new InvalidOptionsError('maxRowsPerSecond must be a positive integer or null', [
-        { path: 'maxRowsPerSecond', message: 'must be a positive integer or null' },
-      ]);
-    }
+    checkArgument(callArguments.maxRowsPerSecond, maxRowsPerSecond, 'maxRowsPerSecond');
     await this.requireBackfillPlan();
     await sanitizeErrors('setBackfillRate()', () =>
-      setRate(this.handle.db, this.options, maxRowsPerSecond),
+      this.plans.setRate(this.handle.db, maxRowsPerSecond),
     );
   }
 
@@ -367,15 +340,10 @@ export class PersonsMigration {
    * ```
    */
   async resetBackfill(): Promise<void> {
-    const control = (name: string) => sql.id(this.options.controlSchema, name);
-    const result = await sanitizeErrors('resetBackfill()', () =>
-      sql`DELETE FROM ${control('backfill')} AS b
-        WHERE b.migration = ${this.options.name}
-          AND NOT EXISTS (SELECT 1 FROM ${control('backfill_range')} AS r
-            WHERE r.migration = b.migration AND r.lease_owner IS NOT NULL
-              AND r.lease_expires_at > clock_timestamp())`.execute(this.handle.db),
+    const discarded = await sanitizeErrors('resetBackfill()', () =>
+      this.plans.discardUnlessLeased(this.handle.db),
     );
-    if ((result.numAffectedRows ?? 0n) === 0n && (await this.backfillStatus()) !== undefined) {
+    if (!discarded && (await this.backfillStatus()) !== undefined) {
       throw new BackfillRefusedError(
         'resetBackfill() refused: workers hold live leases on the plan. Stop them (abort their ' +
           'signal) or wait for their leases to expire, then retry.',
@@ -386,8 +354,7 @@ export class PersonsMigration {
   private async setPaused(paused: boolean): Promise<void> {
     await this.requireBackfillPlan();
     await sanitizeErrors('pause/resume of the backfill', () =>
-      sql`UPDATE ${sql.id(this.options.controlSchema, 'backfill')} SET paused = ${paused}
-        WHERE migration = ${this.options.name}`.execute(this.handle.db),
+      this.plans.setPaused(this.handle.db, paused),
     );
   }
 
@@ -467,13 +434,4 @@ export class PersonsMigration {
  */
 export function createPersonsMigration(options: PersonsMigrationOptions): PersonsMigration {
   return new PersonsMigration(resolveMigrationOptions(options));
-}
-
-/** Run ids are bigserial values as decimal strings. */
-function requireRunId(id: string): void {
-  if (typeof id !== 'string' || !/^\d{1,19}$/.test(id)) {
-    throw new InvalidOptionsError('verificationId must be the id of a verification run', [
-      { path: 'verificationId', message: 'not a run id' },
-    ]);
-  }
 }

@@ -149,3 +149,45 @@ export async function estimateRows(
   );
   return Number(exact.rows[0]?.rows ?? 0);
 }
+
+/**
+ * The key `offset` keys past the start of `range` in `table`'s key order (0: the first key of
+ * the range), or undefined when the range has fewer keys. One walk of the `(team_id, id)`
+ * index; the key is cast to text after the `LIMIT`, not for every skipped key (2.4x the time).
+ * @internal
+ *
+ * @example
+ * ```ts
+ * const middle = await keyAtOffset(trx, tables.old, { after: range.after, upTo: range.end }, half);
+ * ```
+ */
+export async function keyAtOffset(
+  db: AnyDb,
+  table: RawBuilder<unknown>,
+  range: KeyRange,
+  offset: number,
+): Promise<Key | undefined> {
+  const { rows } = await sql<{ team: string; id: string }>`
+    SELECT k.team_id::text AS team, k.id::text AS id FROM (
+      SELECT o.team_id, o.id FROM ${table} AS o WHERE ${inRange(range, 'o')}
+      ORDER BY o.team_id, o.id OFFSET ${offset} LIMIT 1
+    ) AS k`.execute(db);
+  const key = rows[0];
+  return key ? { team: key.team, id: key.id } : undefined;
+}
+
+/**
+ * The largest key of `table`, or undefined when it is empty. @internal
+ *
+ * @example
+ * ```ts
+ * const end = await lastKey(trx, tables.old);
+ * ```
+ */
+export async function lastKey(db: AnyDb, table: RawBuilder<unknown>): Promise<Key | undefined> {
+  const { rows } = await sql<{ team: string; id: string }>`
+    SELECT o.team_id::text AS team, o.id::text AS id FROM ${table} AS o
+    ORDER BY o.team_id DESC, o.id DESC LIMIT 1`.execute(db);
+  const key = rows[0];
+  return key ? { team: key.team, id: key.id } : undefined;
+}

@@ -18,10 +18,16 @@ export interface MigrationTables {
   readonly control: RawBuilder<unknown>;
   /** The control schema's delete fence (rule `delete-fence` in docs/correctness.md). */
   readonly deleteFence: RawBuilder<unknown>;
+  /** The backfill's plan: one row per migration (pause flag, rate ceiling, status). */
+  readonly backfill: RawBuilder<unknown>;
   /** The backfill's ranges, which deletes lock (rule `range-fence` in docs/correctness.md). */
   readonly backfillRange: RawBuilder<unknown>;
+  /** The backfill's workers and their smoothed rates. */
+  readonly backfillWorker: RawBuilder<unknown>;
   /** The migration's name: its key in the control tables. */
   readonly migration: string;
+  /** The control schema's name, for messages. */
+  readonly controlSchema: string;
 }
 
 /**
@@ -39,7 +45,10 @@ export function migrationTables(options: ResolvedMigrationOptions): MigrationTab
     distinctIds: sql.id(options.schema, options.distinctIdsTable),
     control: sql.id(options.controlSchema, 'migration'),
     deleteFence: sql.id(options.controlSchema, 'delete_fence'),
+    backfill: sql.id(options.controlSchema, 'backfill'),
     backfillRange: sql.id(options.controlSchema, 'backfill_range'),
+    backfillWorker: sql.id(options.controlSchema, 'backfill_worker'),
     migration: options.name,
+    controlSchema: options.controlSchema,
   };
 }

@@ -1,7 +1,9 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
+import { controlSchemaNotInstalled, isMissingObject } from '../control/control-schema-missing.js';
 import type { AnyDb } from '../db/any-db.js';
 import { regclassText } from '../db/identifiers.js';
 import { isSqlState, sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
+import { tagged } from '../db/statement-tag.js';
 import { ControlStateError, NotInstalledError, PhaseTransitionError } from '../errors.js';
 import {
   isPhase,
@@ -20,15 +22,25 @@ interface ControlRow {
 }
 
 /**
- * Reads and changes one migration's control row.
+ * The control row of a migration as verification reads it: its phase state and the id
+ * high-water mark of `startDualRead()` (rule `id-high-water`; null before `dual_read`, or when
+ * an earlier version moved it there). @internal
  *
- * The control row is also the **phase fence**. Every repository write transaction starts with
- * {@link PhaseStore.fence}, which reads the phase under `FOR KEY SHARE`; a phase change takes
- * the table `EXCLUSIVE` (fair queueing, see `transitionInTransaction`) and the row `FOR UPDATE`
- * first, so it waits until every write that routed itself by the old
- * phase has committed, and every write after it sees the new phase. Writes therefore never
- * land in a table that the current phase no longer reads, whatever an instance has cached.
- * @internal
+ * @example
+ * ```ts
+ * const { state, idHighWater } = await store.readWithHighWater(db);
+ * ```
+ */
+export interface ControlRowWithHighWater {
+  readonly state: PhaseState;
+  readonly idHighWater: string | null;
+}
+
+/**
+ * Reads and changes one migration's control row, which is also the phase fence (rule
+ * `phase-fence` in docs/correctness.md): writes read it `FOR KEY SHARE` ({@link fence}), phase
+ * changes take it `FOR UPDATE` after the table `EXCLUSIVE` ({@link transition}). The database
+ * is passed per call. @internal
  */
 export class PhaseStore {
   constructor(private readonly options: ResolvedMigrationOptions) {}
@@ -39,7 +51,7 @@ export class PhaseStore {
 
   /** Reads the phase without locking. Throws {@link NotInstalledError} when missing. */
   async read(db: AnyDb): Promise<PhaseState> {
-    const { rows } = await this.controlQuery(() => this.selectRow(db, sql``));
+    const { rows } = await this.controlQuery(() => this.selectRow(sql``).execute(db));
     return this.toState(rows[0]);
   }
 
@@ -48,8 +60,21 @@ export class PhaseStore {
    * so no phase change can commit while this transaction writes. Call inside a transaction.
    */
   async fence(trx: AnyDb): Promise<PhaseState> {
-    const { rows } = await this.controlQuery(() => this.selectRow(trx, sql`FOR KEY SHARE`));
+    const { rows } = await this.controlQuery(() =>
+      tagged('phase-fence', this.selectRow(sql`FOR KEY SHARE`)).execute(trx),
+    );
     return this.toState(rows[0]);
+  }
+
+  /** Reads the phase and the id high-water mark without locking. */
+  async readWithHighWater(db: AnyDb): Promise<ControlRowWithHighWater> {
+    const { rows } = await this.controlQuery(() =>
+      sql<ControlRow & { high_water: string | null }>`
+        SELECT phase, epoch::text AS epoch, phase_changed_at,
+          dual_read_id_high_water::text AS high_water
+        FROM ${this.table} WHERE name = ${this.options.name}`.execute(db),
+    );
+    return { state: this.toState(rows[0]), idHighWater: rows[0]?.high_water ?? null };
   }
 
   /**
@@ -88,8 +113,8 @@ export class PhaseStore {
       // SHARE on this table, and table locks queue in order: after this lock, new fences wait
       // behind the phase change, and lock_timeout bounds one wait. Plain reads (ACCESS SHARE,
       // the epoch check) are not blocked.
-      await sql`LOCK TABLE ${this.table} IN EXCLUSIVE MODE`.execute(trx);
-      const { rows } = await this.selectRow(trx, sql`FOR UPDATE`);
+      await tagged('phase-change', sql`LOCK TABLE ${this.table} IN EXCLUSIVE MODE`).execute(trx);
+      const { rows } = await this.selectRow(sql`FOR UPDATE`).execute(trx);
       const current = this.toState(rows[0]);
       if (!(from as readonly Phase[]).includes(current.phase)) {
         throw new PhaseTransitionError(
@@ -107,9 +132,8 @@ export class PhaseStore {
         RETURNING phase, epoch::text AS epoch, phase_changed_at`.execute(trx);
       const next = this.toState(updated.rows[0]);
       if (to === 'dual_read') {
-        // Every id the old table holds was issued by its sequence before this point (writes
-        // in phase old hold the fence we now wait out). Verification uses the mark to tell a
-        // person created in dual_read from a deleted one copied back (a resurrection).
+        // Rule `id-high-water`: every id the old table holds was issued by its sequence before
+        // this point (writes in phase old hold the fence we now wait out).
         const oldTable = regclassText(this.options.schema, this.options.oldTable);
         await sql`UPDATE ${this.table}
           SET dual_read_id_high_water = coalesce(dual_read_id_high_water, coalesce(
@@ -132,18 +156,18 @@ export class PhaseStore {
   }
 
   /**
-   * Sanitises driver errors; a missing control schema or table means install() never ran,
-   * and a lock timeout on the control row means writes held the fence too long.
+   * Sanitises driver errors; a missing control schema, table or column means install() never
+   * ran (or ran with an older version).
    */
   private async controlQuery<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (error) {
-      if (isSqlState(error, '42P01') || isSqlState(error, '3F000')) {
-        throw new NotInstalledError(
-          `The control schema "${this.options.controlSchema}" is not installed: run ` +
-            'install() then prepare() (CLI: pg-dual-read install, pg-dual-read prepare).',
-          { cause: toQueryFailedError(error, 'control row lookup', 1) },
+      if (isMissingObject(error)) {
+        throw controlSchemaNotInstalled(
+          this.options.controlSchema,
+          'prepare() (CLI: pg-dual-read prepare)',
+          toQueryFailedError(error, 'control row lookup', 1),
         );
       }
       return sanitizeErrors(`phase control of migration "${this.options.name}"`, () =>
@@ -152,10 +176,10 @@ export class PhaseStore {
     }
   }
 
-  private selectRow(db: AnyDb, lock: ReturnType<typeof sql>) {
+  private selectRow(lock: RawBuilder<unknown>): RawBuilder<ControlRow> {
     return sql<ControlRow>`
       SELECT phase, epoch::text AS epoch, phase_changed_at
-      FROM ${this.table} WHERE name = ${this.options.name} ${lock}`.execute(db);
+      FROM ${this.table} WHERE name = ${this.options.name} ${lock}`;
   }
 
   private toState(row: ControlRow | undefined): PhaseState {

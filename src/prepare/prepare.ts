@@ -7,14 +7,10 @@ import { sanitizeErrors } from '../db/query-failed.js';
 import { readTableShape, type TableShape } from '../db/table-shape.js';
 import { PreflightError } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import type { ResolvedPrepareOptions } from '../options/prepare-options.js';
 import { runPreflight } from './preflight.js';
 
 const debug = createDebug('pg-dual-read:prepare');
-
-/** Options of `migration.prepare()`, validated by the caller. @internal */
-export interface ResolvedPrepareOptions {
-  readonly partitions: number | undefined;
-}
 
 /**
  * What `prepare()` did.

@@ -1,4 +1,6 @@
 import { type RawBuilder, sql } from 'kysely';
+import { preparedStatementMarker } from '../db/prepared-statements.js';
+import { tagged } from '../db/statement-tag.js';
 import type { Phase } from '../model/phase.js';
 import { columnList, type PersonColumns } from '../persons/person-columns.js';
 import type { MigrationTables } from '../persons/tables.js';
@@ -6,17 +8,16 @@ import type { MigrationTables } from '../persons/tables.js';
 /** Name of the column that tells a `dual_read` row came from the old table. @internal */
 export const fromOldColumn = 'pg_dual_read_from_old';
 
-/** Marks a statement as a shadow read (the new table alone), for tracing and tests. @internal */
-export const shadowReadMarker = '/* pg-dual-read:shadow-read */ ';
+/** The column of {@link PersonReads.withEpoch} that carries the control row's epoch. @internal */
+export const epochColumn = 'pg_dual_read_epoch';
+
+/** The column of {@link PersonReads.withEpoch} that is true on a row of the read itself. @internal */
+export const foundColumn = 'pg_dual_read_found';
 
 /**
- * SQL of the repository's reads, one statement each, per phase.
- *
- * In `dual_read` a person is looked up **by existence in the new table**, never by an id
- * threshold: for each key the new table is probed first and the old table only when the new
- * table has no row for that `(team_id, id)` (a LATERAL join gated on `n.id IS NULL`, kept
- * unflattened with `OFFSET 0` so the gate runs before the probe). So a
- * key yields at most one row, the new one when it exists, and nothing is counted twice.
+ * SQL of the repository's reads, one statement each, per phase (rule `merged-read` in
+ * docs/correctness.md: in `dual_read` precedence is by existence in the new table, one
+ * statement, nothing counted twice).
  *
  * In `dual_read` every read that returns persons also returns the boolean column
  * {@link fromOldColumn}: true for a row that came from the old table (the fallback the
@@ -147,9 +148,35 @@ export class PersonReads {
 
   /**
    * A shadow read: the persons of these `(team_id, id)` keys from the NEW table alone, with
-   * the same columns as a merged read, whatever the phase. Starts with {@link shadowReadMarker}.
+   * the same columns as a merged read, whatever the phase. Tagged `shadow-read`.
    */
   newTableByPersonKeys(teamIds: number[], personIds: string[]): RawBuilder<unknown> {
-    return sql`${sql.raw(shadowReadMarker)}${this.byKeys('new', this.personIdKeys(teamIds, personIds))}`;
+    return tagged('shadow-read', this.byKeys('new', this.personIdKeys(teamIds, personIds)));
+  }
+
+  /**
+   * `read` with the control row's epoch, in one statement and so one snapshot (rule
+   * `epoch-read`): one row per row of `read` with {@link epochColumn} and {@link foundColumn}
+   * (true) added, or a single row with the epoch alone when `read` returns nothing. A
+   * prepared statement: its text is one of a small fixed set per repository.
+   */
+  withEpoch(read: RawBuilder<unknown>): RawBuilder<Record<string, unknown>> {
+    return sql`${sql.raw(preparedStatementMarker)}SELECT c.epoch::text AS ${sql.id(epochColumn)}, r.*
+      FROM (SELECT epoch FROM ${this.tables.control} WHERE name = ${this.tables.migration}) AS c
+      LEFT JOIN (SELECT true AS ${sql.id(foundColumn)}, x.* FROM (${read}) AS x OFFSET 0) AS r
+        ON true`;
+  }
+
+  /**
+   * The distinct ids of these persons, in `(team_id, person_id, distinct_id)` order. The
+   * distinct-ids table is not moved: the same statement serves every phase.
+   */
+  distinctIdsOfPersons(teamIds: number[], personIds: string[]): RawBuilder<unknown> {
+    return sql`SELECT d.team_id, d.person_id::text AS person_id, d.distinct_id
+      FROM ${this.tables.distinctIds} AS d
+      JOIN (SELECT DISTINCT * FROM unnest(${teamIds}::bigint[], ${personIds}::bigint[])
+        AS q(team_id, person_id)) AS q
+        ON d.team_id = q.team_id AND d.person_id = q.person_id
+      ORDER BY d.team_id, d.person_id, d.distinct_id`;
   }
 }

@@ -1,7 +1,7 @@
 import { type RawBuilder, sql } from 'kysely';
+import { controlSchemaNotInstalled, isMissingObject } from '../control/control-schema-missing.js';
 import type { AnyDb } from '../db/any-db.js';
-import { isSqlState } from '../db/query-failed.js';
-import { NotInstalledError } from '../errors.js';
+import { tagged } from '../db/statement-tag.js';
 import type { Phase } from '../model/phase.js';
 import { columnList, type PersonColumns } from '../persons/person-columns.js';
 import type { MigrationTables } from '../persons/tables.js';
@@ -61,6 +61,24 @@ export class PersonWrites {
     private readonly columns: PersonColumns,
   ) {}
 
+  /**
+   * The savepoint `createPerson` sets before its insert, so a distinct-id conflict undoes the
+   * person row without ending the caller's transaction.
+   */
+  savepoint(): RawBuilder<unknown> {
+    return sql`SAVEPOINT pg_dual_read_create`;
+  }
+
+  /** Keeps what `createPerson` wrote since {@link savepoint}. */
+  releaseSavepoint(): RawBuilder<unknown> {
+    return sql`RELEASE SAVEPOINT pg_dual_read_create`;
+  }
+
+  /** Undoes what `createPerson` wrote since {@link savepoint}. */
+  rollbackToSavepoint(): RawBuilder<unknown> {
+    return sql`ROLLBACK TO SAVEPOINT pg_dual_read_create`;
+  }
+
   /** The table writes go to in `phase`. */
   writeTable(phase: Phase): RawBuilder<unknown> {
     return phase === 'old' ? this.tables.old : this.tables.new;
@@ -74,14 +92,17 @@ export class PersonWrites {
   async copyOldRows(trx: AnyDb, phase: Phase, keys: RawBuilder<unknown>): Promise<void> {
     if (phase !== 'dual_read') return;
     const columns = this.columns.copyable;
-    await sql`INSERT INTO ${this.tables.new} (${columnList(columns)})
+    await tagged(
+      'copy-on-write',
+      sql`INSERT INTO ${this.tables.new} (${columnList(columns)})
       SELECT ${columnList(columns, 'o')}
       FROM ${this.tables.old} AS o
       WHERE (o.team_id, o.id) IN (SELECT k.team_id, k.person_id FROM (${keys}) AS k)
         AND NOT EXISTS (
           SELECT 1 FROM ${this.tables.new} AS n WHERE n.team_id = o.team_id AND n.id = o.id)
       FOR SHARE OF o
-      ON CONFLICT DO NOTHING`.execute(trx);
+      ON CONFLICT DO NOTHING`,
+    ).execute(trx);
   }
 
   /** Locks the persons of `keys` `FOR UPDATE` in the table the phase writes, returning them. */
@@ -184,13 +205,21 @@ export class PersonWrites {
     const statements =
       phase === 'dual_read'
         ? [
-            withDeleteFences(this.tables, teamId, personId, deleteFrom(this.tables.old)),
-            deleteFrom(this.tables.new),
+            tagged(
+              'delete-old-row',
+              withDeleteFences(this.tables, teamId, personId, deleteFrom(this.tables.old)),
+            ),
+            tagged('delete-new-row', deleteFrom(this.tables.new)),
           ]
-        : [deleteFrom(this.writeTable(phase))];
+        : [
+            tagged(
+              phase === 'old' ? 'delete-old-row' : 'delete-new-row',
+              deleteFrom(this.writeTable(phase)),
+            ),
+          ];
     let deleted = false;
     for (const statement of statements) {
-      const result = await executeFenced(statement, trx);
+      const result = await executeFenced(statement, trx, this.tables.controlSchema);
       if ((result.numAffectedRows ?? 0n) > 0n) deleted = true;
     }
     await sql`DELETE FROM ${this.tables.distinctIds}
@@ -212,14 +241,17 @@ export class PersonWrites {
     const values = this.columns.distinctIdHasVersion
       ? sql`p.team_id, ${distinctId}, p.id, ${version}`
       : sql`p.team_id, ${distinctId}, p.id`;
-    return sql`WITH p AS (
+    return tagged(
+      'add-distinct-id',
+      sql`WITH p AS (
         SELECT t.team_id, t.id FROM ${this.writeTable(phase)} AS t
         WHERE t.team_id = ${teamId} AND t.id = ${personId}::bigint FOR KEY SHARE
       ), inserted AS (
         INSERT INTO ${this.tables.distinctIds} (${columns}) SELECT ${values} FROM p
         ON CONFLICT DO NOTHING RETURNING 1
       )
-      SELECT (SELECT count(*)::int FROM p) AS persons, (SELECT count(*)::int FROM inserted) AS inserted`;
+      SELECT (SELECT count(*)::int FROM p) AS persons, (SELECT count(*)::int FROM inserted) AS inserted`,
+    );
   }
 
   /** Points every distinct id of `source` at `target`, holding `target` `FOR KEY SHARE` (rule 3). */
@@ -278,17 +310,19 @@ function withDeleteFences(
     ${deleteOld} AND (SELECT count(*) FROM range_fence) >= 0`;
 }
 
-/** Runs a delete statement; a missing fence table means the control schema predates it. */
-async function executeFenced(statement: RawBuilder<unknown>, trx: AnyDb) {
+/**
+ * Runs a delete statement. A table it names that does not exist is most likely a control table
+ * of a newer version (the delete fence came with control migration 4): say to run install().
+ */
+async function executeFenced(statement: RawBuilder<unknown>, trx: AnyDb, controlSchema: string) {
   try {
     return await statement.execute(trx);
   } catch (error) {
-    if (!isSqlState(error, '42P01') || !String((error as Error).message).includes('delete_fence')) {
-      throw error;
-    }
-    throw new NotInstalledError(
-      'The control schema has no delete fence (it predates control migration 4): run ' +
-        'migration.install() once with this version of pg-dual-read, then retry the delete.',
+    if (!isMissingObject(error)) throw error;
+    throw controlSchemaNotInstalled(
+      controlSchema,
+      'retry the delete (or run migration.prepare() to check the persons tables)',
+      error,
     );
   }
 }

@@ -1,23 +1,23 @@
 import { type RawBuilder, sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
-import { preparedStatementMarker } from '../db/prepared-statements.js';
 import { toQueryFailedError } from '../db/query-failed.js';
 import {
   ControlStateError,
   DualReadError,
   InvalidOptionsError,
-  QueryFailedError,
+  UuidTakenError,
 } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import type { Phase, PhaseState } from '../model/phase.js';
+import { callArguments, checkArgument, toIdText, toTeamId } from '../options/call-arguments.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { loadPersonColumns, type PersonColumns } from '../persons/person-columns.js';
 import { type MigrationTables, migrationTables } from '../persons/tables.js';
 import type { PhaseStore } from '../phases/phase-store.js';
 import type { PhaseWatcher } from '../phases/phase-watcher.js';
-import { fromOldColumn, PersonReads } from './person-reads.js';
-import { toIdText, toPersonRow, toTeamId } from './person-row.js';
+import { epochColumn, foundColumn, fromOldColumn, PersonReads } from './person-reads.js';
+import { toPersonRow } from './person-row.js';
 import { PersonWrites } from './person-writes.js';
 import type {
   AddDistinctIdResult,
@@ -39,7 +39,6 @@ import { type ReadStats, type ReadStatsMethod, ReadStatsRecorder } from './read-
 import { ShadowReads } from './shadow-reads.js';
 
 const maxPhaseRetries = 5;
-const uuidPattern = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
 
 /** What every repository of one migration shares. @internal */
 export interface RepositoryDeps {
@@ -175,11 +174,7 @@ export class PhaseAwareRepository implements PersonsRepository {
 
   async fetchPersonByUuid(teamId: number, uuid: string): Promise<PersonRow | undefined> {
     toTeamId(teamId);
-    if (!uuidPattern.test(uuid)) {
-      throw new InvalidOptionsError('uuid must be a UUID', [
-        { path: 'uuid', message: 'not a UUID' },
-      ]);
-    }
+    checkArgument(callArguments.uuid, uuid, 'uuid');
     const s = await this.sqlPromise();
     const rows = await this.read('fetchPersonByUuid', (phase) =>
       s.reads.byUuid(phase, teamId, uuid),
@@ -192,15 +187,9 @@ export class PhaseAwareRepository implements PersonsRepository {
     const s = await this.sqlPromise();
     const teamIds = pairs.map((p) => toTeamId(p.teamId, 'pairs[].teamId'));
     const personIds = pairs.map((p) => toIdText(p.personId, 'pairs[].personId'));
-    // The distinct-ids table is not moved: the same statement serves every phase.
     const rows = await this.rows(
       this.bound?.trx ?? this.deps.handle.db,
-      sql`SELECT d.team_id, d.person_id::text AS person_id, d.distinct_id
-        FROM ${s.tables.distinctIds} AS d
-        JOIN (SELECT DISTINCT * FROM unnest(${teamIds}::bigint[], ${personIds}::bigint[])
-          AS q(team_id, person_id)) AS q
-          ON d.team_id = q.team_id AND d.person_id = q.person_id
-        ORDER BY d.team_id, d.person_id, d.distinct_id`,
+      s.reads.distinctIdsOfPersons(teamIds, personIds),
     );
     return rows.map((r) => ({
       teamId: Number(r.team_id),
@@ -221,12 +210,7 @@ export class PhaseAwareRepository implements PersonsRepository {
     options: { after?: PersonId; limit?: number } = {},
   ): Promise<PersonsPage> {
     toTeamId(teamId);
-    const limit = options.limit ?? 100;
-    if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000) {
-      throw new InvalidOptionsError('limit must be an integer from 1 to 10000', [
-        { path: 'limit', message: 'out of range' },
-      ]);
-    }
+    const limit = checkArgument(callArguments.limit, options.limit ?? 100, 'limit');
     const after = options.after === undefined ? undefined : toIdText(options.after, 'after');
     const s = await this.sqlPromise();
     const rows = await this.read('listPersons', (phase) =>
@@ -253,39 +237,32 @@ export class PhaseAwareRepository implements PersonsRepository {
         { path: 'input.distinctIds', message: 'duplicates' },
       ]);
     }
-    if (input.uuid !== undefined && !uuidPattern.test(input.uuid)) {
-      throw new InvalidOptionsError('input.uuid must be a UUID', [
-        { path: 'input.uuid', message: 'not a UUID' },
-      ]);
-    }
+    if (input.uuid !== undefined) checkArgument(callArguments.uuid, input.uuid, 'input.uuid');
     const s = await this.sqlPromise();
     const values = personValues(input, s.columns);
     return this.write(async ({ trx, phase }) => {
       if (phase === 'dual_read' && input.uuid !== undefined) {
         const taken = await this.rows(trx, s.writes.uuidInOldTable(teamId, input.uuid));
         if (taken.length > 0) {
-          throw new QueryFailedError(
+          throw new UuidTakenError(
             'createPerson(): a person of this team in the old table already has this uuid; ' +
               '(team_id, uuid) is unique across both tables during the migration. Nothing was written.',
-            'createPerson uuid check',
-            2,
-            '23505',
           );
         }
       }
       // A savepoint lets a conflict undo the person row without ending the caller's transaction.
-      await this.exec(trx, () => sql`SAVEPOINT pg_dual_read_create`.execute(trx));
+      await this.exec(trx, () => s.writes.savepoint().execute(trx));
       const rows = await this.rows(
         trx,
         s.writes.createPerson(phase, values, teamId, distinctIds, versions),
       );
       const created = rows[0];
       if (created && Number(created.inserted_count) === distinctIds.length) {
-        await this.exec(trx, () => sql`RELEASE SAVEPOINT pg_dual_read_create`.execute(trx));
+        await this.exec(trx, () => s.writes.releaseSavepoint().execute(trx));
         const { inserted_count: _, ...person } = created;
         return { status: 'created', person: toPersonRow(person), distinctIds };
       }
-      await this.exec(trx, () => sql`ROLLBACK TO SAVEPOINT pg_dual_read_create`.execute(trx));
+      await this.exec(trx, () => s.writes.rollbackToSavepoint().execute(trx));
       const taken = await this.rows(trx, s.writes.takenDistinctIds(teamId, distinctIds));
       return { status: 'conflict', distinctIds: taken.map((r) => String(r.distinct_id)) };
     });
@@ -306,11 +283,7 @@ export class PhaseAwareRepository implements PersonsRepository {
     expectedVersion: number,
     update: PersonUpdate,
   ): Promise<AssertVersionResult> {
-    if (!Number.isSafeInteger(expectedVersion)) {
-      throw new InvalidOptionsError('expectedVersion must be an integer', [
-        { path: 'expectedVersion', message: 'not an integer' },
-      ]);
-    }
+    checkArgument(callArguments.expectedVersion, expectedVersion, 'expectedVersion');
     const person = await this.update(teamId, personId, update, expectedVersion);
     return person ? { status: 'updated', person } : { status: 'no_match' };
   }
@@ -468,24 +441,15 @@ export class PhaseAwareRepository implements PersonsRepository {
     const s = await this.sqlPromise();
     let state: PhaseState = await this.deps.watcher.current();
     for (let attempt = 0; ; attempt++) {
-      const rows = await this.rows(
-        this.deps.handle.db,
-        sql`${sql.raw(preparedStatementMarker)}SELECT c.epoch::text AS pg_dual_read_epoch, r.*
-          FROM (SELECT epoch FROM ${s.tables.control} WHERE name = ${this.deps.options.name}) AS c
-          LEFT JOIN (SELECT true AS pg_dual_read_found, x.* FROM (${build(state.phase)}) AS x OFFSET 0) AS r
-            ON true`,
-      );
-      const epoch = rows[0]?.pg_dual_read_epoch;
-      if (epoch === state.epoch) {
+      const rows = await this.rows(this.deps.handle.db, s.reads.withEpoch(build(state.phase)));
+      if (rows[0]?.[epochColumn] === state.epoch) {
         let fromOld = 0;
         const answer = rows
-          .filter((row) => row.pg_dual_read_found === true)
-          .map(
-            ({ pg_dual_read_epoch: _e, pg_dual_read_found: _f, [fromOldColumn]: old, ...row }) => {
-              if (old === true) fromOld++;
-              return row;
-            },
-          );
+          .filter((row) => row[foundColumn] === true)
+          .map(({ [epochColumn]: _e, [foundColumn]: _f, [fromOldColumn]: old, ...row }) => {
+            if (old === true) fromOld++;
+            return row;
+          });
         this.answered(method, state.phase, answer, fromOld, s);
         return answer;
       }

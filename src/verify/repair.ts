@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
 import { isSqlState } from '../db/query-failed.js';
+import { tagged } from '../db/statement-tag.js';
 import { VerifyRefusedError } from '../errors.js';
 import { columnList, type PersonColumns } from '../persons/person-columns.js';
 import { repairableClasses } from './mismatch-class.js';
@@ -84,12 +85,15 @@ export async function repairMismatches(
         }
         const keySet = sql`SELECT k.team_id, k.person_id
         FROM unnest(${teams}::bigint[], ${ids}::bigint[]) AS k(team_id, person_id)`;
-        const inserted = await sql`INSERT INTO ${tables.new} (${columnList(copyable)})
-        SELECT ${columnList(copyable, 'o')} FROM ${tables.old} AS o
-        WHERE (o.team_id, o.id) IN (${keySet})
-          AND NOT EXISTS (SELECT 1 FROM ${tables.new} AS n WHERE n.team_id = o.team_id AND n.id = o.id)
-        FOR SHARE OF o
-        ON CONFLICT DO NOTHING`.execute(trx);
+        const inserted = await tagged(
+          'repair-copy',
+          sql`INSERT INTO ${tables.new} (${columnList(copyable)})
+            SELECT ${columnList(copyable, 'o')} FROM ${tables.old} AS o
+            WHERE (o.team_id, o.id) IN (${keySet})
+              AND NOT EXISTS (SELECT 1 FROM ${tables.new} AS n WHERE n.team_id = o.team_id AND n.id = o.id)
+            FOR SHARE OF o
+            ON CONFLICT DO NOTHING`,
+        ).execute(trx);
         const assignments = sql.join(settable.map((c) => sql`${sql.id(c)} = o.${sql.id(c)}`));
         const overwritten = await sql`UPDATE ${tables.new} AS n SET ${assignments}
         FROM (SELECT ${columnList(copyable, 'o0')} FROM ${tables.old} AS o0

@@ -1,8 +1,8 @@
 import createDebug from 'debug';
-import { sql } from 'kysely';
+import { PlanStore } from '../backfill/plan-store.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { regclassText } from '../db/identifiers.js';
-import { isSqlState, sanitizeErrors } from '../db/query-failed.js';
+import { sanitizeErrors } from '../db/query-failed.js';
 import { readTableShape } from '../db/table-shape.js';
 import { NotInstalledError, VerifyRefusedError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
@@ -12,8 +12,9 @@ import type { ResolvedVerifyOptions } from '../options/verify-options.js';
 import { estimateRows, splitRange } from '../persons/key-range.js';
 import { loadPersonColumns } from '../persons/person-columns.js';
 import { migrationTables } from '../persons/tables.js';
+import { type ControlRowWithHighWater, PhaseStore } from '../phases/phase-store.js';
 import { type ChecksumContext, checkRangeByChecksum } from './checksum-check.js';
-import { comparedColumns } from './compared-columns.js';
+import { type ComparedColumn, comparedColumns } from './compared-columns.js';
 import { type ChunkCounts, checkRangeByJoin } from './join-check.js';
 import { type AgreeingClass, isAgreeing, type MismatchClass } from './mismatch-class.js';
 import { confirmRepairs, recheckUntilSettled } from './recheck.js';
@@ -64,13 +65,32 @@ export interface VerificationResult {
   readonly ms: number;
 }
 
-interface ControlRow {
-  phase: string;
-  epoch: string;
-  high_water: string | null;
+/** What a run checks, decided before it starts. */
+interface VerifyPlan {
+  readonly chunks: readonly KeyRange[];
+  readonly full: boolean;
+  readonly description: string;
+  readonly columns: readonly ComparedColumn[];
 }
 
-/** Runs one verification of a migration (see `PersonsMigration.verify`). @internal */
+/** What the chunks of a run found, before re-checks. */
+interface ChunkTotals {
+  readonly oldRows: number;
+  readonly newRows: number;
+  /** Keys of agreeing classes (counted at scan time, never stored). */
+  readonly agreeing: Readonly<Record<string, number>>;
+}
+
+/**
+ * Runs one verification of a migration (see `PersonsMigration.verify`): plan the chunks, check
+ * them, settle the mismatches (re-checks, and the repair when asked), finish the run. A failed
+ * or aborted run is stored as such. @internal
+ *
+ * @example
+ * ```ts
+ * const result = await runVerify(handle, options, resolveVerifyOptions({ repair: true }), events);
+ * ```
+ */
 export async function runVerify(
   handle: DatabaseHandle,
   options: ResolvedMigrationOptions,
@@ -79,250 +99,274 @@ export async function runVerify(
 ): Promise<VerificationResult> {
   const started = performance.now();
   const db = handle.db;
-  const store = new VerificationStore(db, options);
-  const control = await sanitizeErrors('verify()', () => readControl(handle, options));
-  const tables = migrationTables(options);
-  const { chunks, full, description, columns } = await sanitizeErrors(
-    'verify() planning',
-    async () => {
-      const [oldShape, newShape] = await Promise.all([
-        readTableShape(db, options.schema, options.oldTable),
-        readTableShape(db, options.schema, options.newTable),
-      ]);
-      if (!oldShape || !newShape) {
-        throw new NotInstalledError(
-          `The persons tables of migration "${options.name}" are missing: run migration.prepare() to check them.`,
-        );
-      }
-      const compared = comparedColumns(oldShape, newShape, verify.columns);
-      return { ...(await planChunks(handle, options, verify)), columns: compared };
-    },
-  );
+  const store = new VerificationStore(options);
+  const control = await readDualReadControl(handle, options);
+  const plan = await sanitizeErrors('verify() planning', () => planRun(handle, options, verify));
   const id = await sanitizeErrors('verify()', () =>
-    store.create({
+    store.create(db, {
       method: verify.method,
-      full,
-      range: description,
-      columns: columns.map((c) => c.name),
-      epoch: control.epoch,
+      full: plan.full,
+      range: plan.description,
+      columns: plan.columns.map((c) => c.name),
+      epoch: control.state.epoch,
     }),
   );
   const context: VerifyContext = {
     db,
     options,
-    tables,
+    tables: migrationTables(options),
     mismatchTable: store.mismatchTable,
-    columns,
-    highWater: control.high_water,
+    columns: plan.columns,
+    highWater: control.idHighWater,
     verificationId: id,
-  };
-  const checksumContext: ChecksumContext = {
-    columns,
-    highWater: control.high_water,
-    record: async (teams, ids, classes) => {
-      await sql`INSERT INTO ${store.mismatchTable} (verification_id, team_id, person_id, class)
-        SELECT ${id}::bigint, k.team_id, k.person_id, k.class
-        FROM unnest(${teams}::bigint[], ${ids}::bigint[], ${classes}::text[]) AS k(team_id, person_id, class)
-        ON CONFLICT DO NOTHING`.execute(db);
-    },
   };
   try {
     return await sanitizeErrors('verify()', async () => {
-      const agreeing: Record<string, number> = {};
-      let oldRows = 0;
-      let newRows = 0;
-      for (const [index, chunk] of chunks.entries()) {
-        verify.signal?.throwIfAborted();
-        const chunkStarted = performance.now();
-        const counts: ChunkCounts =
-          verify.method === 'join'
-            ? await checkRangeByJoin(context, chunk, chunks.length > 1)
-            : await checkRangeByChecksum(
-                checksumContext,
-                { db, table: tables.old },
-                { db, table: tables.new },
-                chunk,
-                { leafRows: verify.leafRows, fanout: verify.fanout },
-              );
-        oldRows += counts.oldRows;
-        newRows += counts.newRows;
-        let mismatches = 0;
-        for (const [cls, n] of Object.entries(counts.byClass)) {
-          if (isAgreeing(cls)) {
-            agreeing[cls] = (agreeing[cls] ?? 0) + n;
-          } else if (cls !== 'gone') {
-            mismatches += n;
-          }
-        }
-        events.emit('verify:chunk', {
-          verificationId: id,
-          chunk: index + 1,
-          chunks: chunks.length,
-          mismatches,
-          ms: performance.now() - chunkStarted,
-        });
-      }
-      if (verify.distinctIds) {
-        verify.signal?.throwIfAborted();
-        for (const range of full ? [everyKey] : chunks) await checkDistinctIds(context, range);
-      }
-      let rechecks = await recheckUntilSettled(
-        context,
-        verify.settleMs,
-        verify.recheckAttempts,
-        verify.signal,
-      );
-      let repair: RepairResult | undefined;
-      if (verify.repair) {
-        repair = await repairMismatches(context, await loadPersonColumns(db, options));
-        await confirmRepairs(context);
-        rechecks += await recheckUntilSettled(
-          context,
-          verify.settleMs,
-          verify.recheckAttempts,
-          verify.signal,
-        );
-      }
-      const after = await readControl(handle, options);
-      if (after.epoch !== control.epoch) {
-        throw new VerifyRefusedError(
-          `The phase of migration "${options.name}" changed during verify() (now ${after.phase}): ` +
-            'the result would mix two phases and was discarded. Run verify() again.',
-        );
-      }
-      const open = await store.openCounts(id);
-      const mismatches = await store.failing(id);
-      const counts = { ...agreeing, ...open };
-      const clean = mismatches === 0;
-      await store.finish(id, {
-        status: clean ? 'clean' : 'mismatched',
-        oldRows,
-        newRows,
-        counts,
-        mismatches,
-        ...(repair ? { repaired: { ...repair } } : {}),
-      });
-      const page = await store.page(id, undefined, verify.maxKeys + 1, false);
-      const ms = performance.now() - started;
-      debug(
-        'verification %s of %s: %s, %d mismatches, %d ms',
-        id,
-        options.name,
-        clean ? 'clean' : 'mismatched',
-        mismatches,
-        Math.round(ms),
-      );
-      events.emit('verify:done', { verificationId: id, clean, mismatches, ms });
-      return {
-        id,
-        clean,
-        method: verify.method,
-        full,
-        columns: columns.map((c) => c.name),
-        oldRows,
-        newRows,
-        counts,
-        mismatches,
-        keys: page.slice(0, verify.maxKeys),
-        truncated: page.length > verify.maxKeys,
+      const totals = await checkChunks(context, store, plan, verify, events);
+      const { rechecks, repair } = await settle(context, verify);
+      await refuseIfPhaseChanged(handle, options, control);
+      return await finishRun(context, store, {
+        plan,
+        verify,
+        totals,
         rechecks,
         repair,
-        ms,
-      };
+        started,
+        events,
+      });
     });
   } catch (error) {
     const aborted = verify.signal?.aborted === true;
-    await store.markEnded(id, aborted ? 'aborted' : 'failed').catch(() => undefined);
+    await store.markEnded(db, id, aborted ? 'aborted' : 'failed').catch(() => undefined);
     // An abort surfaces as the signal's reason (an AbortError), as fetch() does.
     throw aborted ? verify.signal?.reason : error;
   }
 }
 
 /** The control row, with the phase guard every verification starts from. */
-async function readControl(
+async function readDualReadControl(
   handle: DatabaseHandle,
   options: ResolvedMigrationOptions,
-): Promise<ControlRow> {
-  let row: ControlRow | undefined;
-  try {
-    const { rows } = await sql<ControlRow>`
-      SELECT phase, epoch::text AS epoch, dual_read_id_high_water::text AS high_water
-      FROM ${sql.id(options.controlSchema, 'migration')} WHERE name = ${options.name}`.execute(
-      handle.db,
-    );
-    row = rows[0];
-  } catch (error) {
-    if (isSqlState(error, '42P01') || isSqlState(error, '3F000') || isSqlState(error, '42703')) {
-      throw new NotInstalledError(
-        `The control schema "${options.controlSchema}" is missing or older than this version: ` +
-          'run install() (CLI: pg-dual-read install), then retry.',
-      );
-    }
-    throw error;
-  }
-  if (!row) {
-    throw new NotInstalledError(
-      `Migration "${options.name}" is not registered: run install() and prepare() first.`,
-    );
-  }
-  if (row.phase !== 'dual_read') {
+): Promise<ControlRowWithHighWater> {
+  const control = await new PhaseStore(options).readWithHighWater(handle.db);
+  const { phase } = control.state;
+  if (phase !== 'dual_read') {
     throw new VerifyRefusedError(
       `verify() checks the invariant of phase dual_read (every old key has a new row at least ` +
-        `as new), but migration "${options.name}" is in phase ${row.phase}. ` +
-        (row.phase === 'old'
+        `as new), but migration "${options.name}" is in phase ${phase}. ` +
+        (phase === 'old'
           ? 'Run startDualRead() and backfill() first.'
           : 'Verification is over once the new table serves reads.'),
     );
   }
-  return row;
+  return control;
 }
 
-/** Key ranges to check: quantile chunks of every key, or the backfill ranges asked for. */
-async function planChunks(
+/** The columns to compare and the key ranges to check. */
+async function planRun(
   handle: DatabaseHandle,
   options: ResolvedMigrationOptions,
   verify: ResolvedVerifyOptions,
-): Promise<{ chunks: KeyRange[]; full: boolean; description: string }> {
+): Promise<VerifyPlan> {
   const db = handle.db;
-  if (verify.ranges) {
-    const wanted = [...new Set(verify.ranges)].sort((a, b) => a - b);
-    const { rows } = await sql<{
-      range_id: number;
-      start_team: string | null;
-      start_id: string | null;
-      end_team: string;
-      end_id: string;
-    }>`SELECT range_id, start_team::text AS start_team, start_id::text AS start_id,
-        end_team::text AS end_team, end_id::text AS end_id
-      FROM ${sql.id(options.controlSchema, 'backfill_range')}
-      WHERE migration = ${options.name} AND range_id = ANY(${wanted}::int[])
-      ORDER BY range_id`.execute(db);
-    const missing = wanted.filter((r) => !rows.some((row) => row.range_id === r));
-    if (missing.length > 0) {
-      const { rows: known } = await sql<{ n: number; max: number | null }>`
-        SELECT count(*)::int AS n, max(range_id) AS max
-        FROM ${sql.id(options.controlSchema, 'backfill_range')}
-        WHERE migration = ${options.name}`.execute(db);
-      const count = known[0]?.n ?? 0;
-      throw new VerifyRefusedError(
-        `ranges: backfill range(s) ${missing.join(', ')} do not exist in migration "${options.name}" ` +
-          (count === 0
-            ? '(it has no backfill plan: run backfill() first, or verify without ranges).'
-            : `(its plan has ${count} ranges, ids up to ${known[0]?.max}; see backfillStatus().ranges).`),
-      );
-    }
-    return {
-      chunks: rows.map((r) => ({
-        after:
-          r.start_team === null || r.start_id === null
-            ? undefined
-            : { team: r.start_team, id: r.start_id },
-        upTo: { team: r.end_team, id: r.end_id },
-      })),
-      full: false,
-      description: `backfill ranges ${wanted.join(', ')}`,
-    };
+  const [oldShape, newShape] = await Promise.all([
+    readTableShape(db, options.schema, options.oldTable),
+    readTableShape(db, options.schema, options.newTable),
+  ]);
+  if (!oldShape || !newShape) {
+    throw new NotInstalledError(
+      `The persons tables of migration "${options.name}" are missing: run migration.prepare() to check them.`,
+    );
   }
+  const columns = comparedColumns(oldShape, newShape, verify.columns);
+  const chunks = verify.ranges
+    ? await backfillRangeChunks(handle, options, verify.ranges)
+    : await quantileChunks(handle, options, verify.chunkRows);
+  return { ...chunks, columns };
+}
+
+/** Checks each chunk with the run's method, storing its mismatched keys; counts rows and agreeing keys. */
+async function checkChunks(
+  context: VerifyContext,
+  store: VerificationStore,
+  plan: VerifyPlan,
+  verify: ResolvedVerifyOptions,
+  events: DualReadEmitter,
+): Promise<ChunkTotals> {
+  const { db, tables, verificationId } = context;
+  const checksumContext: ChecksumContext = {
+    columns: plan.columns,
+    highWater: context.highWater,
+    record: (teams, ids, classes) =>
+      store.recordMismatches(db, verificationId, { teams, ids, classes }),
+  };
+  const agreeing: Record<string, number> = {};
+  let oldRows = 0;
+  let newRows = 0;
+  for (const [index, chunk] of plan.chunks.entries()) {
+    verify.signal?.throwIfAborted();
+    const chunkStarted = performance.now();
+    const counts: ChunkCounts =
+      verify.method === 'join'
+        ? await checkRangeByJoin(context, chunk, plan.chunks.length > 1)
+        : await checkRangeByChecksum(
+            checksumContext,
+            { db, table: tables.old },
+            { db, table: tables.new },
+            chunk,
+            { leafRows: verify.leafRows, fanout: verify.fanout },
+          );
+    oldRows += counts.oldRows;
+    newRows += counts.newRows;
+    let mismatches = 0;
+    for (const [cls, n] of Object.entries(counts.byClass)) {
+      if (isAgreeing(cls)) agreeing[cls] = (agreeing[cls] ?? 0) + n;
+      else if (cls !== 'gone') mismatches += n;
+    }
+    events.emit('verify:chunk', {
+      verificationId,
+      chunk: index + 1,
+      chunks: plan.chunks.length,
+      mismatches,
+      ms: performance.now() - chunkStarted,
+    });
+  }
+  if (verify.distinctIds) {
+    verify.signal?.throwIfAborted();
+    for (const range of plan.full ? [everyKey] : plan.chunks)
+      await checkDistinctIds(context, range);
+  }
+  return { oldRows, newRows, agreeing };
+}
+
+/**
+ * Re-checks the stored mismatches once writes settle (rule `one-snapshot-check`); with
+ * `repair`, repairs the copyable ones, confirms them and re-checks again.
+ */
+async function settle(
+  context: VerifyContext,
+  verify: ResolvedVerifyOptions,
+): Promise<{ rechecks: number; repair: RepairResult | undefined }> {
+  const recheck = () =>
+    recheckUntilSettled(context, verify.settleMs, verify.recheckAttempts, verify.signal);
+  let rechecks = await recheck();
+  if (!verify.repair) return { rechecks, repair: undefined };
+  const repair = await repairMismatches(
+    context,
+    await loadPersonColumns(context.db, context.options),
+  );
+  await confirmRepairs(context);
+  rechecks += await recheck();
+  return { rechecks, repair };
+}
+
+/** A run that spans a phase change would mix two phases: it is discarded. */
+async function refuseIfPhaseChanged(
+  handle: DatabaseHandle,
+  options: ResolvedMigrationOptions,
+  before: ControlRowWithHighWater,
+): Promise<void> {
+  const now = await new PhaseStore(options).read(handle.db);
+  if (now.epoch === before.state.epoch) return;
+  throw new VerifyRefusedError(
+    `The phase of migration "${options.name}" changed during verify() (now ${now.phase}): ` +
+      'the result would mix two phases and was discarded. Run verify() again.',
+  );
+}
+
+/** Stores the run's outcome and builds the result with its first keys. */
+async function finishRun(
+  context: VerifyContext,
+  store: VerificationStore,
+  run: {
+    readonly plan: VerifyPlan;
+    readonly verify: ResolvedVerifyOptions;
+    readonly totals: ChunkTotals;
+    readonly rechecks: number;
+    readonly repair: RepairResult | undefined;
+    readonly started: number;
+    readonly events: DualReadEmitter;
+  },
+): Promise<VerificationResult> {
+  const { db, verificationId: id, options } = context;
+  const { plan, verify, totals, repair } = run;
+  const counts = { ...totals.agreeing, ...(await store.openCounts(db, id)) };
+  const mismatches = await store.failing(db, id);
+  const clean = mismatches === 0;
+  await store.finish(db, id, {
+    status: clean ? 'clean' : 'mismatched',
+    oldRows: totals.oldRows,
+    newRows: totals.newRows,
+    counts,
+    mismatches,
+    ...(repair ? { repaired: { ...repair } } : {}),
+  });
+  const page = await store.page(db, id, undefined, verify.maxKeys + 1, false);
+  const ms = performance.now() - run.started;
+  debug(
+    'verification %s of %s: %s, %d mismatches, %d ms',
+    id,
+    options.name,
+    clean ? 'clean' : 'mismatched',
+    mismatches,
+    Math.round(ms),
+  );
+  run.events.emit('verify:done', { verificationId: id, clean, mismatches, ms });
+  return {
+    id,
+    clean,
+    method: verify.method,
+    full: plan.full,
+    columns: plan.columns.map((c) => c.name),
+    oldRows: totals.oldRows,
+    newRows: totals.newRows,
+    counts,
+    mismatches,
+    keys: page.slice(0, verify.maxKeys),
+    truncated: page.length > verify.maxKeys,
+    rechecks: run.rechecks,
+    repair,
+    ms,
+  };
+}
+
+/** The backfill ranges asked for, as chunks; unknown range ids are refused, naming them. */
+async function backfillRangeChunks(
+  handle: DatabaseHandle,
+  options: ResolvedMigrationOptions,
+  rangeIds: readonly number[],
+): Promise<Omit<VerifyPlan, 'columns'>> {
+  const wanted = [...new Set(rangeIds)].sort((a, b) => a - b);
+  const plans = new PlanStore(options);
+  const ranges = await plans.rangesById(handle.db, wanted);
+  const missing = wanted.filter((r) => !ranges.some((range) => range.rangeId === r));
+  if (missing.length > 0) {
+    const { count, maxRangeId } = await plans.rangeCount(handle.db);
+    throw new VerifyRefusedError(
+      `ranges: backfill range(s) ${missing.join(', ')} do not exist in migration "${options.name}" ` +
+        (count === 0
+          ? '(it has no backfill plan: run backfill() first, or verify without ranges).'
+          : `(its plan has ${count} ranges, ids up to ${maxRangeId}; see backfillStatus().ranges).`),
+    );
+  }
+  return {
+    chunks: ranges.map(({ after, upTo }) => ({ after, upTo })),
+    full: false,
+    description: `backfill ranges ${wanted.join(', ')}`,
+  };
+}
+
+/**
+ * Every key, cut at quantiles of the old keys into chunks of about `chunkRows` rows; the first
+ * and last chunks are open-ended, so keys created in the new table beyond the old ones are
+ * checked too.
+ */
+async function quantileChunks(
+  handle: DatabaseHandle,
+  options: ResolvedMigrationOptions,
+  chunkRows: number,
+): Promise<Omit<VerifyPlan, 'columns'>> {
+  const db = handle.db;
   const tables = migrationTables(options);
   const oldRows = await estimateRows(
     db,
@@ -334,9 +378,7 @@ async function planChunks(
     tables.new,
     regclassText(options.schema, options.newTable),
   );
-  const parts = Math.max(1, Math.ceil(Math.max(oldRows, newRows) / verify.chunkRows));
-  // Cut at quantiles of the old keys; the first and last chunks are open-ended, so keys
-  // created in the new table beyond the old ones are checked too.
+  const parts = Math.max(1, Math.ceil(Math.max(oldRows, newRows) / chunkRows));
   const chunks = await splitRange(db, tables.old, everyKey, oldRows, parts);
   return { chunks, full: true, description: 'every key' };
 }

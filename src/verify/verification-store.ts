@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
+import { UnexpectedResultError } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { failingClasses, type MismatchClass } from './mismatch-class.js';
 import { classArray } from './verify-context.js';
@@ -70,12 +71,12 @@ interface VerificationRow {
   newer_than_backfill: boolean;
 }
 
-/** The control tables of verification runs. @internal */
+/**
+ * The control tables of verification runs: runs and their mismatched keys. The database is
+ * passed per call. @internal
+ */
 export class VerificationStore {
-  constructor(
-    private readonly db: AnyDb,
-    private readonly options: ResolvedMigrationOptions,
-  ) {}
+  constructor(private readonly options: ResolvedMigrationOptions) {}
 
   private table(name: string) {
     return sql.id(this.options.controlSchema, name);
@@ -85,34 +86,53 @@ export class VerificationStore {
     return this.table('verification_mismatch');
   }
 
-  async create(run: {
-    method: 'join' | 'checksum';
-    full: boolean;
-    range: string;
-    columns: readonly string[];
-    epoch: string;
-  }): Promise<string> {
+  async create(
+    db: AnyDb,
+    run: {
+      method: 'join' | 'checksum';
+      full: boolean;
+      range: string;
+      columns: readonly string[];
+      epoch: string;
+    },
+  ): Promise<string> {
     const { rows } = await sql<{ id: string }>`
       INSERT INTO ${this.table('verification')}
         (migration, method, full_range, range_description, columns, epoch)
       VALUES (${this.options.name}, ${run.method}, ${run.full}, ${run.range},
         ${[...run.columns]}::text[], ${run.epoch}::bigint)
-      RETURNING id::text AS id`.execute(this.db);
+      RETURNING id::text AS id`.execute(db);
     const id = rows[0]?.id;
-    if (id === undefined) throw new Error('INSERT ... RETURNING returned no row');
+    if (id === undefined) {
+      throw new UnexpectedResultError('Storing a verification run returned no run id.');
+    }
     return id;
   }
 
+  /** Stores mismatched keys (never values), given as parallel arrays; a key stored twice once. */
+  async recordMismatches(
+    db: AnyDb,
+    id: string,
+    keys: { readonly teams: string[]; readonly ids: string[]; readonly classes: string[] },
+  ): Promise<void> {
+    await sql`INSERT INTO ${this.mismatchTable} (verification_id, team_id, person_id, class)
+      SELECT ${id}::bigint, k.team_id, k.person_id, k.class
+      FROM unnest(${keys.teams}::bigint[], ${keys.ids}::bigint[], ${keys.classes}::text[])
+        AS k(team_id, person_id, class)
+      ON CONFLICT DO NOTHING`.execute(db);
+  }
+
   /** Open mismatches per class (repaired keys excluded). */
-  async openCounts(id: string): Promise<Record<string, number>> {
+  async openCounts(db: AnyDb, id: string): Promise<Record<string, number>> {
     const { rows } = await sql<{ class: string; keys: string }>`
       SELECT class, count(*)::text AS keys FROM ${this.mismatchTable}
       WHERE verification_id = ${id}::bigint AND repaired_at IS NULL
-      GROUP BY class`.execute(this.db);
+      GROUP BY class`.execute(db);
     return Object.fromEntries(rows.map((r) => [r.class, Number(r.keys)]));
   }
 
   async finish(
+    db: AnyDb,
     id: string,
     outcome: {
       status: VerificationOutcome;
@@ -127,16 +147,16 @@ export class VerificationStore {
         finished_at = clock_timestamp(), old_rows = ${outcome.oldRows}, new_rows = ${outcome.newRows},
         counts = ${JSON.stringify(outcome.counts)}::jsonb, mismatches = ${outcome.mismatches},
         repaired = ${outcome.repaired ? JSON.stringify(outcome.repaired) : null}::jsonb
-      WHERE id = ${id}::bigint`.execute(this.db);
+      WHERE id = ${id}::bigint`.execute(db);
   }
 
-  async markEnded(id: string, status: 'failed' | 'aborted'): Promise<void> {
+  async markEnded(db: AnyDb, id: string, status: 'failed' | 'aborted'): Promise<void> {
     await sql`UPDATE ${this.table('verification')} SET status = ${status}, finished_at = clock_timestamp()
-      WHERE id = ${id}::bigint AND status = 'running'`.execute(this.db);
+      WHERE id = ${id}::bigint AND status = 'running'`.execute(db);
   }
 
   /** The latest run of the migration, or one run by id. */
-  async read(id?: string): Promise<VerificationSummary | undefined> {
+  async read(db: AnyDb, id?: string): Promise<VerificationSummary | undefined> {
     const { rows } = await sql<VerificationRow>`
       SELECT v.id::text AS id, v.method, v.status, v.full_range, v.range_description, v.columns,
         v.started_at, v.finished_at, v.old_rows::text AS old_rows, v.new_rows::text AS new_rows,
@@ -145,7 +165,7 @@ export class VerificationStore {
           WHERE b.migration = v.migration AND b.status = 'done'), false) AS newer_than_backfill
       FROM ${this.table('verification')} AS v
       WHERE v.migration = ${this.options.name} AND (${id ?? null}::bigint IS NULL OR v.id = ${id ?? null}::bigint)
-      ORDER BY v.id DESC LIMIT 1`.execute(this.db);
+      ORDER BY v.id DESC LIMIT 1`.execute(db);
     const row = rows[0];
     if (!row) return undefined;
     return {
@@ -167,6 +187,7 @@ export class VerificationStore {
 
   /** One page of a run's mismatched keys, in key order after `after`. */
   async page(
+    db: AnyDb,
     id: string,
     after: { team: string; id: string; class: string } | undefined,
     limit: number,
@@ -184,10 +205,9 @@ export class VerificationStore {
       JOIN ${this.table('verification')} AS v ON v.id = m.verification_id
       WHERE m.verification_id = ${id}::bigint AND v.migration = ${this.options.name}
         AND (${includeRepaired} OR m.repaired_at IS NULL)
-        AND (${after === undefined} OR (m.team_id, m.person_id, m.class) >
-          (${after?.team ?? null}::bigint, ${after?.id ?? null}::bigint, ${after?.class ?? null}::text))
+        AND ${after === undefined ? sql`true` : sql`(m.team_id, m.person_id, m.class) > (${after.team}::int8, ${after.id}::int8, ${after.class}::text)`}
       ORDER BY m.team_id, m.person_id, m.class
-      LIMIT ${limit}`.execute(this.db);
+      LIMIT ${limit}`.execute(db);
     return rows.map((r) => ({
       teamId: Number(r.team_id),
       personId: r.person_id,
@@ -197,11 +217,11 @@ export class VerificationStore {
   }
 
   /** Number of open keys in classes that make a run unclean. */
-  async failing(id: string): Promise<number> {
+  async failing(db: AnyDb, id: string): Promise<number> {
     const { rows } = await sql<{ n: string }>`
       SELECT count(*)::text AS n FROM ${this.mismatchTable}
       WHERE verification_id = ${id}::bigint AND repaired_at IS NULL
-        AND class = ANY(${classArray(failingClasses)})`.execute(this.db);
+        AND class = ANY(${classArray(failingClasses)})`.execute(db);
     return Number(rows[0]?.n ?? 0);
   }
 }

@@ -172,21 +172,25 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
     const store = new RangeStore(options, await loadPersonColumns(handle.db, options));
     const leased = await store.claim(handle.db, 'w1', 30_000);
     if (!leased) throw new Error('no range to lease');
-    const first = await store.batch(handle.db, 'w1', leased, 10, 30_000, 0, 'ranges');
+    const settings = {
+      limit: 10,
+      leaseMs: 30_000,
+      lockTimeoutMs: 0,
+      lockMode: 'ranges',
+      arbiter: 'when-needed',
+    } as const;
+    const first = await store.batch(handle.db, 'w1', leased, settings);
     expect(first).toMatchObject({ kind: 'copied', scanned: 10, copied: 10 });
     const last = first.kind === 'copied' ? first.last : undefined;
     // The worker did not hear of the first batch and sends it again from where it started.
-    const stale = await store.batch(handle.db, 'w1', leased, 10, 30_000, 0, 'ranges');
+    const stale = await store.batch(handle.db, 'w1', leased, settings);
     expect(stale).toEqual({ kind: 'moved', after: last, end: leased.end });
     expect((await fixture.migration.backfillStatus())?.rowsScanned).toBe(10);
     const next = await store.batch(
       handle.db,
       'w1',
       { ...leased, after: last },
-      10,
-      30_000,
-      0,
-      'rows',
+      { ...settings, lockMode: 'rows' },
     );
     expect(next).toMatchObject({ kind: 'copied', scanned: 10, copied: 10 });
     expect((await fixture.migration.backfillStatus())?.rowsScanned).toBe(20);

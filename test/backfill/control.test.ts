@@ -10,7 +10,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BackfillStatus } from '../../src/backfill/backfill-status.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
-import { BackfillRefusedError, type PersonsMigration, QueryFailedError } from '../../src/index.js';
+import {
+  BackfillRefusedError,
+  BackfillStoppedError,
+  type PersonsMigration,
+  QueryFailedError,
+} from '../../src/index.js';
 import {
   MigrationEnv,
   openRawSession,
@@ -21,12 +26,8 @@ import {
 import { createMigrationFixture, type MigrationFixture } from '../support/migration-fixture.js';
 import { describeOnRealServer, openBackend, realServerUrl } from '../support/test-database.js';
 
-/** A batch statement as pg_stat_activity shows it. */
-/**
- * This env's batch statements as pg_stat_activity shows them (other suites' batches, running in
- * parallel on the same server, name other control schemas).
- */
-const batchStatement = (env: MigrationEnv) => `%fence AS (%"${env.controlSchema}"."migration"%`;
+/** This env's backfill batch statements, by their tag. */
+const batchStatement = (env: MigrationEnv) => env.statementLike('backfill-batch');
 
 /** Rows of both tables as `team:id:version:md5(properties)`, straight from SQL. */
 async function tableContents(env: MigrationEnv, which: 'old' | 'new'): Promise<string[]> {
@@ -345,7 +346,7 @@ describeOnRealServer('backfill control (real server)', () => {
     await expectExactCopy(e);
   });
 
-  it('the phase fence: once the control row leaves dual_read, the backfill stops with BACKFILL_REFUSED and copies nothing more', async () => {
+  it('the phase fence: once the control row leaves dual_read, the backfill stops with BACKFILL_STOPPED and copies nothing more', async () => {
     const { e, runner, other } = await setup('fen', [2_000, 1_000]);
     const started = afterBatches(runner.migration, 10);
     const backfill = track(
@@ -373,8 +374,8 @@ describeOnRealServer('backfill control (real server)', () => {
     await raw.query('COMMIT');
 
     const error = await backfill.promise.catch((err: unknown) => err);
-    expect(error).toBeInstanceOf(BackfillRefusedError);
-    expect(error).toMatchObject({ code: 'BACKFILL_REFUSED' });
+    expect(error).toBeInstanceOf(BackfillStoppedError);
+    expect(error).toMatchObject({ code: 'BACKFILL_STOPPED' });
     expect((error as Error).message).toContain('new');
     // Nothing was copied after the phase changed, and the checkpoints say so.
     expect(await newTableCount(e)).toBe(copiedAtChange);
@@ -434,11 +435,9 @@ describeOnRealServer('backfill control (real server)', () => {
     await expectExactCopy(e);
   });
 
-  // BUG (reported): pauseBackfill() promises that paused workers keep their leases alive, but
-  // a paused batch never reaches the checkpoint that renews the lease, so every lease expires
-  // after leaseMs. resetBackfill() is then accepted under a running (paused) backfill(), which
-  // afterwards resolves { finished: true } with the plan gone and the rows not copied.
-  // Remove `.fails` once paused workers renew their leases.
+  // Paused workers renew their leases while they wait: were the leases to expire after
+  // leaseMs, resetBackfill() would be accepted under a running (paused) backfill(), which would
+  // then resolve { finished: true } with the plan gone and the rows not copied.
   it('a paused backfill keeps its leases alive, so resetBackfill() stays refused', async () => {
     const { e, runner, other } = await setup('plz', [1_000, 0]);
     const started = afterBatches(runner.migration, 2);

@@ -19,6 +19,7 @@ import pg from 'pg';
 import { afterAll, afterEach, expect, it } from 'vitest';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
+import { statementTagText } from '../../src/db/statement-tag.js';
 import { pgTypeOverrides } from '../../src/db/type-parsers.js';
 import { QueryFailedError } from '../../src/errors.js';
 import {
@@ -51,8 +52,8 @@ import {
   waitForSessionsGone,
 } from './kill-support.js';
 
-/** Part of a batch statement's text within the first 1 kB that pg_stat_activity shows. */
-const batchMarker = 'fence AS (';
+/** The tag a batch statement starts with, as pg_stat_activity shows it. */
+const batchMarker = statementTagText('backfill-batch');
 
 describeOnRealServer('backfill killed and restarted (real server)', () => {
   const seed = testSeed();

@@ -66,22 +66,15 @@ function raceSeeds(): number[] {
   return seeds;
 }
 
-/** Statement texts as pg_stat_activity shows them. */
-/**
- * This env's batch statements as pg_stat_activity shows them (other suites' batches, running in
- * parallel on the same server, name other control schemas).
- */
-const batchStatement = (env: MigrationEnv) => `%fence AS (%"${env.controlSchema}"."migration"%`;
-const deleteOfOldRow = (env: MigrationEnv) => `%DELETE FROM "${env.schema}"."posthog_person"%`;
-/** A delete's request of its fences (the statement that deletes the old row). */
-const deleteTakingFence = (env: MigrationEnv) =>
-  `WITH delete_fence AS (DELETE FROM "${env.controlSchema}"."delete_fence"%`;
+/** The statements the races wait on, by their tags (see src/db/statement-tag.ts). */
+const batchStatement = (env: MigrationEnv) => env.statementLike('backfill-batch');
+/** A delete's statement that removes the old row (in dual_read it takes its fences first). */
+const deleteOfOldRow = (env: MigrationEnv) => env.statementLike('delete-old-row');
+const deleteTakingFence = deleteOfOldRow;
 /** A batch's request of its range row, before its batch statement ('ranges' mode). */
-const batchTakingRange = (env: MigrationEnv) =>
-  `SELECT 1 FROM "${env.controlSchema}"."backfill_range"%FOR UPDATE`;
-/** The planner's request of the delete fence. */
-const planTakingFence = (env: MigrationEnv) =>
-  `LOCK TABLE "${env.controlSchema}"."delete_fence" IN SHARE MODE%`;
+const batchTakingRange = (env: MigrationEnv) => env.statementLike('backfill-range-fence');
+/** The planner's (or a split's) request of the delete fence. */
+const planTakingFence = (env: MigrationEnv) => env.statementLike('delete-fence-lock');
 
 /** Cursors of the ranges being copied now. */
 async function runningCursors(env: MigrationEnv) {

@@ -52,13 +52,10 @@ describeOnRealServer('concurrent copy-on-write updates (dual_read, real server)'
       );
       const ops = start().map(track);
       // Every copy waits on the raw lock (FOR SHARE waiters queue together, not behind each other).
-      const piledUp = await env.waitForLockWaiters(
-        `%INSERT INTO "${env.schema}"."posthog_person_new"%`,
-        {
-          count: waiters,
-          giveUp: () => ops.every((op) => op.settled),
-        },
-      );
+      const piledUp = await env.waitForLockWaiters(env.statementLike('copy-on-write'), {
+        count: waiters,
+        giveUp: () => ops.every((op) => op.settled),
+      });
       await raw.query('COMMIT');
       return { results: await Promise.all(ops.map((op) => op.promise)), piledUp };
     } finally {

@@ -48,8 +48,8 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
   });
 
   // `"posthog_person"` (closing quote included) does not match `"posthog_person_new"`.
-  const deleteOfOldRow = () => `%DELETE FROM "${env.schema}"."posthog_person"%`;
-  const copyStatement = () => `%INSERT INTO "${env.schema}"."posthog_person_new"%`;
+  const deleteOfOldRow = () => env.statementLike('delete-old-row');
+  const copyStatement = () => env.statementLike('copy-on-write');
 
   /** Asserts `ids` are gone for good: raw tables, every instance's reads, distinct ids. */
   async function expectDeleted(
@@ -283,12 +283,9 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     );
     await added.promise;
     const del = track(c.repo.deletePerson(teamId, id));
-    const deleteWaited = await env.waitForLockWaiters(
-      `%DELETE FROM "${env.schema}"."posthog_person_new"%`,
-      {
-        giveUp: () => del.settled,
-      },
-    );
+    const deleteWaited = await env.waitForLockWaiters(env.statementLike('delete-new-row'), {
+      giveUp: () => del.settled,
+    });
     release.open();
 
     expect(await add.promise).toEqual({ status: 'added' });
@@ -304,9 +301,9 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
     if (created.status !== 'created') throw new Error('create failed');
     // One old-only person (the add's copy waits) and one new-only person (its FOR KEY SHARE waits).
     let survivors = ids.length + 1;
-    for (const [id, distinctId] of [
-      [ids[1] as string, 'f-2'],
-      [created.person.id, 'f-new'],
+    for (const [id, distinctId, waitingStatement] of [
+      [ids[1] as string, 'f-2', 'copy-on-write'],
+      [created.person.id, 'f-new', 'add-distinct-id'],
     ] as const) {
       survivors--;
       const deleted = new Gate();
@@ -321,7 +318,7 @@ describeOnRealServer('deletes racing copies and distinct-id adds (real server)',
       );
       await deleted.promise;
       const add = track(c.repo.addDistinctId(teamId, id, `${distinctId}-late`));
-      const addWaited = await env.waitForLockWaiters(`%${env.schema}%`, {
+      const addWaited = await env.waitForLockWaiters(env.statementLike(waitingStatement), {
         giveUp: () => add.settled,
       });
       release.open();

@@ -60,9 +60,9 @@ describeOnRealServer('phase change under concurrent writes (real server)', () =>
     );
     await written.promise;
     const transition = track(b.migration.startDualRead());
-    // The transition is seen waiting for a lock on the control table (whichever lock the
-    // fence conflicts with)...
-    const waited = await env.waitForLockWaiters(`%"${env.controlSchema}"%`, {
+    // The transition is seen waiting for its lock on the control table (which the fence of the
+    // write in flight conflicts with)...
+    const waited = await env.waitForLockWaiters(env.statementLike('phase-change'), {
       giveUp: () => transition.settled,
     });
     expect(waited).toBe(true);

@@ -7,8 +7,8 @@
 import { type KyselyPlugin, PostgresQueryCompiler, type QueryId, sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
+import { statementTagText } from '../../src/db/statement-tag.js';
 import { createPersonsMigration, InvalidOptionsError } from '../../src/index.js';
-import { shadowReadMarker } from '../../src/repository/person-reads.js';
 import type { PhaseAwareRepository } from '../../src/repository/phase-aware-repository.js';
 import type {
   MethodReadStats,
@@ -58,7 +58,7 @@ function observed(
 }
 
 const shadowStatements = (statements: readonly string[]) =>
-  statements.filter((s) => s.includes(shadowReadMarker));
+  statements.filter((s) => s.includes(statementTagText('shadow-read')));
 
 /** Expected counters of one method (shadow counts zero unless given). */
 function counted(
@@ -460,7 +460,7 @@ describe.each(availableBackends())('live readiness signal on %s', (backend) => {
     expect(String((error as Error).message)).toContain('timed out after 50 ms');
     // The error names the statement and its parameter count (team ids, person ids), no values.
     expect(error).toMatchObject({ parameterCount: 2 });
-    expect((error as { sql: string }).sql).toContain(shadowReadMarker);
+    expect((error as { sql: string }).sql).toContain(statementTagText('shadow-read'));
     gate.open();
     // The late answer (every person old-only: a mismatch) is dropped.
     await repo.close();

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
-import type { PersonsRepository } from '../../src/index.js';
+import { type PersonsRepository, UuidTakenError } from '../../src/index.js';
 import { createMigrationFixture, type MigrationFixture } from '../support/migration-fixture.js';
 import { availableBackends, openBackend } from '../support/test-database.js';
 
@@ -85,7 +85,8 @@ describe.each(availableBackends())('writes in dual_read on %s', (backend) => {
     const error = await repo
       .createPerson({ teamId: 1, uuid: String(old?.uuid), distinctIds: ['dup'] })
       .catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: 'QUERY_FAILED', sqlState: '23505' });
+    expect(error).toBeInstanceOf(UuidTakenError);
+    expect(error).toMatchObject({ code: 'UUID_TAKEN' });
     expect(await repo.fetchPerson(1, 'dup')).toBeUndefined();
     expect(await repo.updatePerson(1, first, { isIdentified: true })).toMatchObject({ version: 1 });
   });

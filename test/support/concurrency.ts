@@ -8,6 +8,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
+import { type StatementTag, statementTagText } from '../../src/db/statement-tag.js';
 import {
   createPersonsMigration,
   type PersonsMigration,
@@ -216,6 +217,23 @@ export class MigrationEnv {
         AND NOT EXISTS (SELECT 1 FROM ${this.table('new')} AS n WHERE n.team_id = d.team_id AND n.id = d.person_id)
       ORDER BY d.distinct_id`.execute(this.admin.db);
     return rows;
+  }
+
+  /**
+   * A LIKE pattern on `pg_stat_activity.query` for this env's statement tagged `tag` (other
+   * suites' statements, on the same server, name other schemas): statements are recognised by
+   * their tag, never by their SQL text.
+   */
+  statementLike(tag: StatementTag): string {
+    const inControlSchema: readonly StatementTag[] = [
+      'backfill-batch',
+      'backfill-range-fence',
+      'delete-fence-lock',
+      'phase-fence',
+      'phase-change',
+    ];
+    const name = inControlSchema.includes(tag) ? this.controlSchema : this.schema;
+    return `${statementTagText(tag)}%"${name}"%`;
   }
 
   /**

@@ -159,8 +159,8 @@ describeOnRealServer('repair racing live writes (real server)', () => {
     env = undefined;
   });
 
-  const insertOfNewRow = (e: MigrationEnv) => `%INSERT INTO "${e.schema}"."posthog_person_new"%`;
-  const deleteOfOldRow = (e: MigrationEnv) => `%DELETE FROM "${e.schema}"."posthog_person"%`;
+  const insertOfNewRow = (e: MigrationEnv) => e.statementLike('repair-copy');
+  const deleteOfOldRow = (e: MigrationEnv) => e.statementLike('delete-old-row');
 
   it('a delete holding the old row makes the repair wait, and the repair then copies nothing of the deleted person', async () => {
     env = await MigrationEnv.create('vrd');
