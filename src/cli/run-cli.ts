@@ -12,8 +12,9 @@ import { resolveBackfillOptions } from '../options/backfill-options.js';
 import { resolveVerifyOptions } from '../options/verify-options.js';
 import { type CliInvocation, parseCliArguments } from './arguments.js';
 import { describeFailure } from './cli-errors.js';
-import { commands, type OnStopSignal, type StopSignal } from './commands.js';
+import { commands } from './commands.js';
 import { passwordsOf, redactSecrets } from './redact.js';
+import { type OnStopSignal, onProcessStop } from './stop-signal.js';
 import { usage } from './usage.js';
 
 /**
@@ -38,24 +39,6 @@ export interface CliIo {
    */
   readonly onStop: OnStopSignal;
 }
-
-const stopSignals: readonly StopSignal[] = ['SIGINT', 'SIGTERM'];
-
-/** The first SIGINT or SIGTERM, then the signals' default effect again. */
-const onProcessStop: OnStopSignal = (handler) => {
-  const listeners = stopSignals.map((signal) => {
-    const listener = () => {
-      unsubscribe();
-      handler(signal);
-    };
-    return [signal, listener] as const;
-  });
-  const unsubscribe = () => {
-    for (const [signal, listener] of listeners) process.off(signal, listener);
-  };
-  for (const [signal, listener] of listeners) process.on(signal, listener);
-  return unsubscribe;
-};
 
 const processIo: CliIo = {
   stdout: (line) => process.stdout.write(`${line}\n`),

@@ -143,28 +143,38 @@ export function keysCutLine(r: VerificationResult, maxKeys: number): string {
 
 /**
  * The key as `verify --json` lists it.
+ *
+ * @example
+ * ```ts
+ * keyJson(key); // { class: 'missing_in_new', teamId: 1, personId: '17', repaired: false }
+ * ```
  * @internal
  */
-export function keyJson(key: MismatchedKey): string {
-  return JSON.stringify({
+export function keyJson(key: MismatchedKey) {
+  return {
     class: key.class,
     teamId: key.teamId,
     personId: key.personId,
     repaired: key.repaired,
-  });
+  };
 }
 
 /**
- * The first line of `verify --json`: every field of the result but the inline keys, then the
- * opening of `keys` (each key then comes on its own line, so that any number streams).
+ * The fields of `verify --json` before its keys: every field of the result but the inline
+ * keys, with the migration and the ranges asked for.
+ *
+ * @example
+ * ```ts
+ * JSON.stringify({ ...verificationResultJson(result, 'persons', undefined), keys, truncated });
+ * ```
  * @internal
  */
-export function verifyJsonHead(
+export function verificationResultJson(
   r: VerificationResult,
   migrationName: string,
   ranges: readonly number[] | undefined,
-): string {
-  const head = JSON.stringify({
+) {
+  return {
     id: r.id,
     migration: migrationName,
     clean: r.clean,
@@ -179,8 +189,7 @@ export function verifyJsonHead(
     rechecks: r.rechecks,
     repair: r.repair ?? null,
     ms: Math.round(r.ms),
-  });
-  return `${head.slice(0, -1)},"keys":[`;
+  };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StopSignal } from '../../src/cli/commands.js';
 import { runCli } from '../../src/cli/main.js';
+import type { StopSignal } from '../../src/cli/stop-signal.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
 import { createPostHogPersonsSchema, seedPersons } from '../../src/testing/index.js';
