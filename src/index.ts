@@ -28,8 +28,10 @@ export {
   type MigrationStatus,
   PersonsMigration,
 } from './migration/persons-migration.js';
+export { type AgreeingClass, type MismatchClass, mismatchClasses } from './model/mismatch-class.js';
 export { type Phase, type PhaseState, phases } from './model/phase.js';
 export type { BackfillOptions, BatchLockMode } from './options/backfill-options.js';
+export type { DiffedKey, DiffTablesOptions } from './options/diff-tables-options.js';
 export type { PersonsMigrationOptions, ShadowReadsOptions } from './options/migration-options.js';
 export type { PrepareOptions } from './options/prepare-options.js';
 export type { VerifyOptions } from './options/verify-options.js';
@@ -56,17 +58,7 @@ export type {
   ReadStatsMethod,
   ShadowReadStats,
 } from './repository/read-stats.js';
-export {
-  type DiffedKey,
-  type DiffTablesOptions,
-  type DiffTablesResult,
-  diffTables,
-} from './verify/diff-tables.js';
-export {
-  type AgreeingClass,
-  type MismatchClass,
-  mismatchClasses,
-} from './verify/mismatch-class.js';
+export { type DiffTablesResult, diffTables } from './verify/diff-tables.js';
 export type { RepairResult } from './verify/repair.js';
 export type { VerificationResult } from './verify/run-verify.js';
 export type {

@@ -10,7 +10,7 @@ import { tagged } from '../db/statement-tag.js';
  * fence `ROW EXCLUSIVE` from the start of the statement that looks up its range, so once this
  * returns true, every delete that could have looked at the ranges before the change has
  * committed, and every later one waits for this transaction and then sees the new ranges
- * (rule 1 of `PersonWrites`).
+ * (rule `delete-fence` in docs/correctness.md).
  *
  * Each attempt waits at most `waitMs` (a waiting `SHARE` request holds up every new delete
  * behind it, so it never waits long), inside a savepoint so a timed out attempt leaves the

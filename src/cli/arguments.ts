@@ -205,7 +205,7 @@ export function parseCliArguments(
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
 ): CliInvocation {
-  let parsed: ReturnType<typeof parse>;
+  let parsed: ParsedArgs;
   try {
     parsed = parse(argv);
   } catch (error) {
@@ -220,63 +220,8 @@ export function parseCliArguments(
     // The argument itself is not echoed: it may be a mistyped URL with a password.
     throw new UsageError(`unknown command (expected one of: ${commandNames.join(', ')})`, true);
   }
-  for (const [flag, commands] of Object.entries(commandsOfFlag)) {
-    if (values[flag as keyof typeof values] !== undefined && !commands.includes(first)) {
-      const which = commands.map((command) => `the ${command} command`).join(' and ');
-      throw new UsageError(`--${flag} only applies to ${which}`);
-    }
-  }
-
-  let rate: number | null | undefined;
-  if (first === 'backfill-rate') {
-    if (rest.length !== 1 || rest[0] === undefined) {
-      throw new UsageError(
-        'backfill-rate takes one argument: the rows-per-second ceiling, or none to remove it',
-      );
-    }
-    rate = parseRate(rest[0]);
-  } else if (rest.length > 0) {
-    throw new UsageError(`${first} takes no positional arguments, only --options`);
-  }
-
-  let partitions: number | undefined;
-  if (values.partitions !== undefined) {
-    if (!/^\d+$/.test(values.partitions.trim())) {
-      throw new UsageError('--partitions must be a whole number (partitions of the new table)');
-    }
-    partitions = Number(values.partitions);
-  }
-
-  const migration: Record<string, string> = {};
-  for (const [flag, option] of Object.entries(migrationFlags)) {
-    const value = values[flag as keyof typeof migrationFlags];
-    if (value !== undefined) migration[option] = value;
-  }
-
-  const backfill: Record<string, string | number> = {};
-  if (first === 'backfill') {
-    for (const [flag, option] of Object.entries(backfillNumberFlags)) {
-      const value = values[flag as BackfillNumberFlag];
-      if (value !== undefined) backfill[option] = parseNumber(`--${flag}`, value);
-    }
-    if (values['worker-id'] !== undefined) backfill.workerId = values['worker-id'];
-    // The library checks the value ('ranges' or 'rows'), naming the option.
-    if (values['lock-mode'] !== undefined) backfill.lockMode = values['lock-mode'];
-  }
-
-  const verify: Record<string, unknown> = {};
-  if (first === 'verify') {
-    // The library checks the values (method name, column names, range ids, maxKeys range).
-    if (values.method !== undefined) verify.method = values.method;
-    if (values.columns !== undefined) verify.columns = parseList(values.columns);
-    if (values.ranges !== undefined) verify.ranges = parseRangeIds(values.ranges);
-    if (values.repair) verify.repair = true;
-    if (values['max-keys'] !== undefined) {
-      verify.maxKeys = parseNumber('--max-keys', values['max-keys']);
-    }
-    if (values['no-distinct-ids']) verify.distinctIds = false;
-  }
-
+  refuseFlagsOfOtherCommands(values, first);
+  const rate = rateArgument(first, rest);
   const databaseUrl = values['database-url'] ?? nonEmpty(env.DATABASE_URL);
   if (databaseUrl === undefined) {
     throw new UsageError('no database: pass --database-url or set DATABASE_URL');
@@ -284,13 +229,84 @@ export function parseCliArguments(
   return {
     command: first,
     databaseUrl,
-    migration: migration as CliMigrationOptions,
-    partitions,
+    migration: migrationOptionsOf(values),
+    partitions: partitionsOf(values),
     json: values.json ?? false,
-    backfill: backfill as CliBackfillOptions,
+    backfill: first === 'backfill' ? backfillOptionsOf(values) : {},
     rate,
-    verify: verify as CliVerifyOptions,
+    verify: first === 'verify' ? verifyOptionsOf(values) : {},
   };
+}
+
+type ParsedArgs = ReturnType<typeof parse>;
+type FlagValues = ParsedArgs['values'];
+
+function refuseFlagsOfOtherCommands(values: FlagValues, command: CommandName): void {
+  for (const [flag, commands] of Object.entries(commandsOfFlag)) {
+    if (values[flag as keyof typeof values] !== undefined && !commands.includes(command)) {
+      const which = commands.map((c) => `the ${c} command`).join(' and ');
+      throw new UsageError(`--${flag} only applies to ${which}`);
+    }
+  }
+}
+
+/** `backfill-rate <N|none>`'s argument; any other command takes no positional argument. */
+function rateArgument(command: CommandName, rest: readonly string[]): number | null | undefined {
+  if (command !== 'backfill-rate') {
+    if (rest.length > 0) {
+      throw new UsageError(`${command} takes no positional arguments, only --options`);
+    }
+    return undefined;
+  }
+  if (rest.length !== 1 || rest[0] === undefined) {
+    throw new UsageError(
+      'backfill-rate takes one argument: the rows-per-second ceiling, or none to remove it',
+    );
+  }
+  return parseRate(rest[0]);
+}
+
+function partitionsOf(values: FlagValues): number | undefined {
+  if (values.partitions === undefined) return undefined;
+  if (!/^\d+$/.test(values.partitions.trim())) {
+    throw new UsageError('--partitions must be a whole number (partitions of the new table)');
+  }
+  return Number(values.partitions);
+}
+
+function migrationOptionsOf(values: FlagValues): CliMigrationOptions {
+  const migration: Record<string, string> = {};
+  for (const [flag, option] of Object.entries(migrationFlags)) {
+    const value = values[flag as keyof typeof migrationFlags];
+    if (value !== undefined) migration[option] = value;
+  }
+  return migration as CliMigrationOptions;
+}
+
+function backfillOptionsOf(values: FlagValues): CliBackfillOptions {
+  const backfill: Record<string, string | number> = {};
+  for (const [flag, option] of Object.entries(backfillNumberFlags)) {
+    const value = values[flag as BackfillNumberFlag];
+    if (value !== undefined) backfill[option] = parseNumber(`--${flag}`, value);
+  }
+  if (values['worker-id'] !== undefined) backfill.workerId = values['worker-id'];
+  // The library checks the value ('ranges' or 'rows'), naming the option.
+  if (values['lock-mode'] !== undefined) backfill.lockMode = values['lock-mode'];
+  return backfill as CliBackfillOptions;
+}
+
+function verifyOptionsOf(values: FlagValues): CliVerifyOptions {
+  // The library checks the values (method name, column names, range ids, maxKeys range).
+  const verify: Record<string, unknown> = {};
+  if (values.method !== undefined) verify.method = values.method;
+  if (values.columns !== undefined) verify.columns = parseList(values.columns);
+  if (values.ranges !== undefined) verify.ranges = parseRangeIds(values.ranges);
+  if (values.repair) verify.repair = true;
+  if (values['max-keys'] !== undefined) {
+    verify.maxKeys = parseNumber('--max-keys', values['max-keys']);
+  }
+  if (values['no-distinct-ids']) verify.distinctIds = false;
+  return verify as CliVerifyOptions;
 }
 
 // A number as written; its range (and being whole) is the library's to check, so that the

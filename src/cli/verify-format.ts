@@ -6,7 +6,7 @@
  * @internal
  */
 import type { BackfillStatus } from '../backfill/backfill-status.js';
-import { agreeingClasses, mismatchClasses } from '../verify/mismatch-class.js';
+import { agreeingClasses, mismatchClasses } from '../model/mismatch-class.js';
 import type { RepairResult } from '../verify/repair.js';
 import type { VerificationResult } from '../verify/run-verify.js';
 import type { MismatchedKey, VerificationSummary } from '../verify/verification-store.js';

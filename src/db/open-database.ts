@@ -3,7 +3,9 @@ import { PGlite } from '@electric-sql/pglite';
 import createDebug from 'debug';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { ConfigurationError, InvalidOptionsError } from '../errors.js';
+import { z } from 'zod';
+import { ConfigurationError } from '../errors.js';
+import { integerIn, parseOptions } from '../util/parse-options.js';
 import type { AnyDb } from './any-db.js';
 import type { DatabaseHandle, StopListening } from './database-handle.js';
 import { PGliteDialect } from './pglite-dialect.js';
@@ -38,6 +40,14 @@ export interface OpenDatabaseOptions {
    */
   readonly preparedStatements?: boolean;
 }
+
+const openDatabaseOptionsSchema = z
+  .object({
+    maxConnections: integerIn('maxConnections', 1, 10_000).default(10),
+    connectTimeoutMs: integerIn('connectTimeoutMs', 1, 3_600_000).default(10_000),
+    preparedStatements: z.boolean({ error: 'preparedStatements must be true or false' }).optional(),
+  })
+  .strict();
 
 const ACCEPTED_FORMS =
   'postgres://..., postgresql://..., pglite://memory, pglite:///absolute/dir, ' +
@@ -90,23 +100,16 @@ export async function openDatabase(
   source?: string | AnyDb | pg.Pool,
   options: OpenDatabaseOptions = {},
 ): Promise<DatabaseHandle> {
-  const max = options.maxConnections ?? 10;
-  const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
-  if (!Number.isInteger(connectTimeoutMs) || connectTimeoutMs < 1) {
-    throw new InvalidOptionsError('connectTimeoutMs must be a positive integer (milliseconds)', [
-      { path: 'connectTimeoutMs', message: 'must be a positive integer' },
-    ]);
-  }
-  if (!Number.isInteger(max) || max < 1) {
-    throw new InvalidOptionsError('maxConnections must be an integer of at least 1', [
-      { path: 'maxConnections', message: 'must be an integer of at least 1' },
-    ]);
-  }
+  const {
+    maxConnections: max,
+    connectTimeoutMs,
+    preparedStatements,
+  } = parseOptions(openDatabaseOptionsSchema, options, 'openDatabase()');
   let handle: DatabaseHandle;
   if (source instanceof Kysely) {
     handle = { db: source, backend: 'postgres', close: async () => {} };
   } else if (source instanceof pg.Pool) {
-    handle = poolHandle(source, false, undefined, undefined, options.preparedStatements ?? false);
+    handle = poolHandle(source, false, undefined, undefined, preparedStatements ?? false);
   } else if (source !== undefined && typeof source !== 'string') {
     // e.g. a Pool or Kysely from a second copy of pg / kysely in node_modules
     throw new ConfigurationError(
@@ -130,13 +133,7 @@ export async function openDatabase(
       pool.on('connect', (client) =>
         client.on('error', (err) => log('pooled connection error: %s', err.message)),
       );
-      handle = poolHandle(
-        pool,
-        true,
-        parsed.url,
-        connectTimeoutMs,
-        options.preparedStatements ?? true,
-      );
+      handle = poolHandle(pool, true, parsed.url, connectTimeoutMs, preparedStatements ?? true);
     } else {
       handle = await pgliteHandle(parsed.dataDir);
     }

@@ -144,3 +144,17 @@ export async function hasIndexStartingWith(
     ) AS found`.execute(db);
   return rows[0]?.found ?? false;
 }
+
+/**
+ * How many partitions a partitioned table has. @internal
+ *
+ * @example
+ * ```ts
+ * const partitions = shape.partitioned ? await partitionCount(db, shape.oid) : 0;
+ * ```
+ */
+export async function partitionCount(db: AnyDb, oid: number): Promise<number> {
+  const { rows } = await sql<{ count: number }>`
+    SELECT count(*)::int AS count FROM pg_inherits WHERE inhparent = ${oid}`.execute(db);
+  return rows[0]?.count ?? 0;
+}

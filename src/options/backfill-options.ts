@@ -56,8 +56,8 @@ const backfillOptionsSchema = z
 export type BackfillOptions = z.input<typeof backfillOptionsSchema>;
 
 /**
- * How a backfill batch keeps deletes of the old rows it copies away (rule 1 of the delete
- * protocol in `PersonWrites`; both are safe, and workers in different modes can share one
+ * How a backfill batch keeps deletes of the old rows it copies away (rule
+ * `copy-excludes-delete` in docs/correctness.md; both are safe, and workers in different modes can share one
  * backfill):
  *
  * - `'ranges'` (default): each batch locks its own range's control row `FOR UPDATE` before it

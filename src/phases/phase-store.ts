@@ -37,6 +37,21 @@ export interface ControlRowWithHighWater {
 }
 
 /**
+ * The tables a migration was registered for by `prepare()`. @internal
+ *
+ * @example
+ * ```ts
+ * const registered = await store.registration(trx); // undefined before prepare()
+ * ```
+ */
+export interface MigrationRegistration {
+  readonly schema: string;
+  readonly oldTable: string;
+  readonly newTable: string;
+  readonly distinctIdsTable: string;
+}
+
+/**
  * Reads and changes one migration's control row, which is also the phase fence (rule
  * `phase-fence` in docs/correctness.md): writes read it `FOR KEY SHARE` ({@link fence}), phase
  * changes take it `FOR UPDATE` after the table `EXCLUSIVE` ({@link transition}). The database
@@ -64,6 +79,37 @@ export class PhaseStore {
       tagged('phase-fence', this.selectRow(sql`FOR KEY SHARE`)).execute(trx),
     );
     return this.toState(rows[0]);
+  }
+
+  /** The tables the migration was registered for, or undefined before `prepare()`. */
+  async registration(db: AnyDb): Promise<MigrationRegistration | undefined> {
+    const { rows } = await sql<{
+      schema_name: string;
+      old_table: string;
+      new_table: string;
+      distinct_ids_table: string;
+    }>`SELECT schema_name, old_table, new_table, distinct_ids_table
+       FROM ${this.table} WHERE name = ${this.options.name}`.execute(db);
+    const row = rows[0];
+    return row
+      ? {
+          schema: row.schema_name,
+          oldTable: row.old_table,
+          newTable: row.new_table,
+          distinctIdsTable: row.distinct_ids_table,
+        }
+      : undefined;
+  }
+
+  /** Registers the migration in phase `old` (the column default); true when this call did. */
+  async register(db: AnyDb): Promise<boolean> {
+    const { options } = this;
+    const inserted = await sql`
+      INSERT INTO ${this.table} (name, schema_name, old_table, new_table, distinct_ids_table)
+      VALUES (${options.name}, ${options.schema}, ${options.oldTable}, ${options.newTable},
+        ${options.distinctIdsTable})
+      ON CONFLICT (name) DO NOTHING`.execute(db);
+    return (inserted.numAffectedRows ?? 0n) > 0n;
   }
 
   /** Reads the phase and the id high-water mark without locking. */

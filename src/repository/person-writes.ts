@@ -5,54 +5,15 @@ import { tagged } from '../db/statement-tag.js';
 import type { Phase } from '../model/phase.js';
 import { columnList, type PersonColumns } from '../persons/person-columns.js';
 import type { MigrationTables } from '../persons/tables.js';
-import type { PersonUpdate } from './persons-repository.js';
+import type { CreatePersonInput, PersonUpdate } from './persons-repository.js';
 
 /**
  * SQL of the repository's writes. Every method runs inside a transaction that has already
- * taken the phase fence (see `PhaseStore.fence`), so `phase` is the phase every reader sees.
- *
- * ## The protocol that keeps deleted persons deleted (phase `dual_read`)
- *
- * Live writes, copy-on-write and the backfill touch the same keys at once. The danger is a
- * copy of an old row landing in the new table after a delete removed it. The rules:
- *
- * 1. **A copy and a delete of the same old row never overlap.** Every copy inserts with
- *    `ON CONFLICT DO NOTHING`, so whichever copy comes first wins and no copy ever overwrites
- *    a newer row in the new table. Copy-on-write's conflict has no target on purpose: two
- *    copies of one row racing meet on every unique index (the key and `(team_id, uuid)`), and
- *    a targeted clause could turn the uuid one into an error, which a live write must never
- *    see. (The backfill targets the key, for speed, and retries that rare error.) A
- *    *different* person holding the same uuid in the new table cannot arise: `createPerson`
- *    refuses old-table uuids in `dual_read`.
- *    A copy keeps deletes away in one of two ways:
- *    - **row locks**: it reads the old rows `FOR SHARE` in the transaction that inserts the
- *      copies ({@link PersonWrites.copyOldRows}, repair, and the backfill in
- *      `lockMode: 'rows'`); a delete of such a row waits for the copy to commit,
- *      and a copy reaching a row being deleted waits for the delete, then skips the gone row;
- *    - **range fences** (backfill in `lockMode: 'ranges'`, the default): a batch locks the
- *      control row of its range `FOR UPDATE` in a statement *before* the one that reads and
- *      copies, and holds it until it commits; a delete locks the row of the range that
- *      covers its key `FOR KEY SHARE`, while that range still has the key to copy (not done,
- *      checkpoint below the key). The two conflict, so either the delete committed before the batch got
- *      the row, and the batch's later snapshot does not see the old row, or the batch
- *      committed before the delete got it, and rule 2 removes the copy (or the checkpoint
- *      has passed the key: the copy committed, and rule 2 removes it). No per-row lock is
- *      written into the old table, and a delete waits only for a batch of its own range.
- *      Which range covers a key changes only under the **delete fence**, an empty control
- *      table: planning and splits take it `SHARE`, every delete `ROW EXCLUSIVE` from the
- *      start of the statement that looks its range up, so a delete never looks up ranges
- *      that change before it commits. Deletes never wait for each other on either lock, and
- *      a claim, a lease renewal, a checkpoint and a `'rows'` batch take the range row in
- *      modes `FOR KEY SHARE` does not conflict with.
- * 2. **A delete takes its fences, removes the old row** (which waits for any transaction
- *    holding it `FOR SHARE`), **then the new row, in a later statement**, whose fresh snapshot
- *    sees any copy that committed before.
- * 3. **Distinct ids are added under `FOR KEY SHARE` of the person row in the table the phase
- *    writes** (what a foreign key check does), and a delete removes the distinct ids in a
- *    statement after the person row: an add either commits first (and its distinct id is
- *    deleted) or finds the person gone. No orphan distinct id, with or without a foreign key.
- *
- * In phases `old` and `new` there is one table and rules 2 and 3 apply to it alone.
+ * taken the phase fence (rule `phase-fence`), so `phase` is the phase every reader sees. The
+ * protocol that keeps deleted persons deleted is in docs/correctness.md; the rules enforced
+ * here are `copy-never-overwrites` and `copy-excludes-delete` (copy-on-write),
+ * `range-fence` and `delete-fence` (the delete's side, in {@link withDeleteFences}),
+ * `delete-order` ({@link PersonWrites.deletePerson}) and `distinct-id-lock`.
  * @internal
  */
 export class PersonWrites {
@@ -86,7 +47,7 @@ export class PersonWrites {
 
   /**
    * Copy-on-write (`dual_read` only): copies the old rows of `keys` (a subquery yielding
-   * `team_id`, `person_id`) that the new table lacks, reading them `FOR SHARE` (rule 1).
+   * `team_id`, `person_id`) that the new table lacks, reading them `FOR SHARE` (rule `copy-excludes-delete`).
    * Versions carry over unchanged, so later updates continue from the old row's version.
    */
   async copyOldRows(trx: AnyDb, phase: Phase, keys: RawBuilder<unknown>): Promise<void> {
@@ -194,7 +155,7 @@ export class PersonWrites {
   }
 
   /**
-   * Deletes a person and its distinct ids following rules 2 and 3: three statements in this
+   * Deletes a person and its distinct ids (rules `delete-order` and `distinct-id-lock`): three statements in this
    * order, each with a fresh snapshot (in `dual_read` the first one also takes the delete
    * fence and the range fence, see `withDeleteFences`). Returns whether a person row was
    * deleted.
@@ -227,7 +188,7 @@ export class PersonWrites {
     return deleted;
   }
 
-  /** Adds a distinct id to a person held `FOR KEY SHARE` (rule 3). */
+  /** Adds a distinct id to a person held `FOR KEY SHARE` (rule `distinct-id-lock`). */
   addDistinctId(
     phase: Phase,
     teamId: number,
@@ -254,7 +215,10 @@ export class PersonWrites {
     );
   }
 
-  /** Points every distinct id of `source` at `target`, holding `target` `FOR KEY SHARE` (rule 3). */
+  /**
+   * Points every distinct id of `source` at `target`, holding `target` `FOR KEY SHARE` (rule
+   * `distinct-id-lock`).
+   */
   moveDistinctIds(
     phase: Phase,
     teamId: number,
@@ -278,7 +242,7 @@ export class PersonWrites {
 }
 
 /**
- * Rule 1's fences, delete side, riding in the statement that deletes the old row (no extra
+ * The delete's side of rules `delete-fence` and `range-fence`, riding in the statement that deletes the old row (no extra
  * round trip):
  * - the delete fence: a data-modifying CTE on the fence table that touches no row still takes
  *   the table `ROW EXCLUSIVE` when the statement starts (before its snapshot), held until the
@@ -325,4 +289,44 @@ async function executeFenced(statement: RawBuilder<unknown>, trx: AnyDb, control
       error,
     );
   }
+}
+
+/**
+ * Column values of a new person as SQL fragments: only what the input gives and the table
+ * has. @internal
+ *
+ * @example
+ * ```ts
+ * const values = personValues({ teamId: 1, distinctIds: ['a'] }, columns);
+ * ```
+ */
+export function personValues(
+  input: CreatePersonInput,
+  columns: PersonColumns,
+): Record<string, RawBuilder<unknown>> {
+  const values: Record<string, RawBuilder<unknown>> = {
+    team_id: sql`${input.teamId}`,
+    uuid: input.uuid === undefined ? sql`gen_random_uuid()` : sql`${input.uuid}::uuid`,
+    properties: sql`${JSON.stringify(input.properties ?? {})}::jsonb`,
+    version: sql`${input.version ?? 0}::int8`,
+  };
+  const optional: [string, unknown, (v: unknown) => RawBuilder<unknown>][] = [
+    [
+      'properties_last_updated_at',
+      input.propertiesLastUpdatedAt,
+      (v) => sql`${JSON.stringify(v)}::jsonb`,
+    ],
+    [
+      'properties_last_operation',
+      input.propertiesLastOperation,
+      (v) => sql`${JSON.stringify(v)}::jsonb`,
+    ],
+    ['created_at', input.createdAt, (v) => sql`${v}::timestamptz`],
+    ['is_identified', input.isIdentified, (v) => sql`${v}::boolean`],
+    ['is_user_id', input.isUserId, (v) => sql`${v}`],
+  ];
+  for (const [column, value, toSql] of optional) {
+    if (value !== undefined && columns.has.has(column)) values[column] = toSql(value);
+  }
+  return values;
 }

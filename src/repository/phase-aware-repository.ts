@@ -1,4 +1,4 @@
-import { type RawBuilder, sql } from 'kysely';
+import type { RawBuilder } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { toQueryFailedError } from '../db/query-failed.js';
@@ -18,7 +18,7 @@ import type { PhaseStore } from '../phases/phase-store.js';
 import type { PhaseWatcher } from '../phases/phase-watcher.js';
 import { epochColumn, foundColumn, fromOldColumn, PersonReads } from './person-reads.js';
 import { toPersonRow } from './person-row.js';
-import { PersonWrites } from './person-writes.js';
+import { PersonWrites, personValues } from './person-writes.js';
 import type {
   AddDistinctIdResult,
   AssertVersionResult,
@@ -503,38 +503,6 @@ export class PhaseAwareRepository implements PersonsRepository {
       );
     }
   }
-}
-
-/** Column values of a new person: only what the input gives and the table has. */
-function personValues(
-  input: CreatePersonInput,
-  columns: PersonColumns,
-): Record<string, RawBuilder<unknown>> {
-  const values: Record<string, RawBuilder<unknown>> = {
-    team_id: sql`${input.teamId}`,
-    uuid: input.uuid === undefined ? sql`gen_random_uuid()` : sql`${input.uuid}::uuid`,
-    properties: sql`${JSON.stringify(input.properties ?? {})}::jsonb`,
-    version: sql`${input.version ?? 0}::int8`,
-  };
-  const optional: [string, unknown, (v: unknown) => RawBuilder<unknown>][] = [
-    [
-      'properties_last_updated_at',
-      input.propertiesLastUpdatedAt,
-      (v) => sql`${JSON.stringify(v)}::jsonb`,
-    ],
-    [
-      'properties_last_operation',
-      input.propertiesLastOperation,
-      (v) => sql`${JSON.stringify(v)}::jsonb`,
-    ],
-    ['created_at', input.createdAt, (v) => sql`${v}::timestamptz`],
-    ['is_identified', input.isIdentified, (v) => sql`${v}::boolean`],
-    ['is_user_id', input.isUserId, (v) => sql`${v}`],
-  ];
-  for (const [column, value, toSql] of optional) {
-    if (value !== undefined && columns.has.has(column)) values[column] = toSql(value);
-  }
-  return values;
 }
 
 function compareIds(a: string, b: string): number {

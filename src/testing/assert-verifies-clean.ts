@@ -1,6 +1,6 @@
 import type { PersonsMigration } from '../migration/persons-migration.js';
+import { isAgreeing } from '../model/mismatch-class.js';
 import type { VerifyOptions } from '../options/verify-options.js';
-import { isAgreeing } from '../verify/mismatch-class.js';
 import type { VerificationResult } from '../verify/run-verify.js';
 
 /**

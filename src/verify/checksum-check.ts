@@ -1,11 +1,11 @@
 import { type RawBuilder, sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
 import type { KeyRange } from '../model/key.js';
+import { isAgreeing } from '../model/mismatch-class.js';
 import { inRange, splitRange } from '../persons/key-range.js';
 import type { ComparedColumn } from './compared-columns.js';
 import { canonical, contentHash } from './compared-columns.js';
 import type { ChunkCounts } from './join-check.js';
-import { isAgreeing } from './mismatch-class.js';
 
 /**
  * What a checksum comparison needs beyond the two sides: the compared columns, the id

@@ -1,69 +1,19 @@
 import { sql } from 'kysely';
-import { z } from 'zod';
 import { regclassText } from '../db/identifiers.js';
 import { sanitizeErrors } from '../db/query-failed.js';
-import { readTableShape } from '../db/table-shape.js';
+import { readTableShape, type TableShape } from '../db/table-shape.js';
 import { VerifyRefusedError } from '../errors.js';
 import { everyKey } from '../model/key.js';
-import { databaseHandle } from '../options/database-handle-option.js';
+import type { AgreeingClass } from '../model/mismatch-class.js';
+import {
+  type DiffedKey,
+  type DiffTablesOptions,
+  type ResolvedDiffTablesOptions,
+  resolveDiffTablesOptions,
+} from '../options/diff-tables-options.js';
 import { estimateRows, splitRange } from '../persons/key-range.js';
-import { integerIn, parseOptions } from '../util/parse-options.js';
 import { type ChecksumContext, type ChecksumSide, checkRangeByChecksum } from './checksum-check.js';
 import { comparedColumns } from './compared-columns.js';
-import type { AgreeingClass, MismatchClass } from './mismatch-class.js';
-
-const side = (name: string) =>
-  z
-    .object({
-      db: databaseHandle,
-      schema: z
-        .string({ error: `${name}.schema must be a string` })
-        .min(1)
-        .default('public'),
-      table: z.string({ error: `${name}.table must be a table name` }).min(1),
-    })
-    .strict();
-
-const diffTablesSchema = z
-  .object({
-    old: side('old'),
-    new: side('new'),
-    columns: z
-      .array(z.string())
-      .min(1, { error: 'columns must name at least one column' })
-      .optional(),
-    chunkRows: integerIn('chunkRows', 1_000, 100_000_000).default(1_000_000),
-    leafRows: integerIn('leafRows', 1, 1_000_000).default(2_000),
-    fanout: integerIn('fanout', 2, 1_024).default(16),
-    maxKeys: integerIn('maxKeys', 0, 1_000_000).default(1_000),
-    onMismatch: z
-      .custom<(key: DiffedKey) => void | Promise<void>>((v) => typeof v === 'function', {
-        error: 'onMismatch must be a function',
-      })
-      .optional(),
-  })
-  .strict();
-
-/**
- * Options of {@link diffTables}.
- *
- * @example
- * ```ts
- * const options: DiffTablesOptions = {
- *   old: { db: primary, table: 'posthog_person' },
- *   new: { db: archive, schema: 'persons', table: 'posthog_person' },
- *   onMismatch: (key) => console.log(key.class, key.teamId, key.personId),
- * };
- * ```
- */
-export type DiffTablesOptions = z.input<typeof diffTablesSchema>;
-
-/** One key that differs between the two tables of {@link diffTables}. */
-export interface DiffedKey {
-  readonly teamId: number;
-  readonly personId: string;
-  readonly class: Extract<MismatchClass, 'missing_in_new' | 'older_in_new' | 'content_differs'>;
-}
 
 /**
  * What {@link diffTables} found: rows on each side, keys per class, and the differing keys
@@ -109,51 +59,18 @@ export interface DiffTablesResult {
  * ```
  */
 export async function diffTables(options: DiffTablesOptions): Promise<DiffTablesResult> {
-  const resolved = parseOptions(diffTablesSchema, options, 'diffTables()');
+  const resolved = resolveDiffTablesOptions(options);
   const started = performance.now();
   return sanitizeErrors('diffTables()', async () => {
     const [oldShape, newShape] = await Promise.all([
-      readTableShape(resolved.old.db.db, resolved.old.schema, resolved.old.table),
-      readTableShape(resolved.new.db.db, resolved.new.schema, resolved.new.table),
+      personsTableShape('old', resolved.old),
+      personsTableShape('new', resolved.new),
     ]);
-    for (const [which, shape, given] of [
-      ['old', oldShape, resolved.old],
-      ['new', newShape, resolved.new],
-    ] as const) {
-      if (!shape) {
-        throw new VerifyRefusedError(
-          `diffTables(): the ${which} table ${given.schema}.${given.table} does not exist in its database.`,
-        );
-      }
-      const missing = ['team_id', 'id', 'version'].filter(
-        (c) => !shape.columns.some((column) => column.name === c),
-      );
-      if (missing.length > 0) {
-        throw new VerifyRefusedError(
-          `diffTables(): the ${which} table ${given.schema}.${given.table} lacks ${missing.join(', ')}: ` +
-            'it compares persons tables keyed by (team_id, id) with a version.',
-        );
-      }
-    }
-    if (!oldShape || !newShape) throw new Error('unreachable');
-    const columns = comparedColumns(oldShape, newShape, resolved.columns);
-    const keys: DiffedKey[] = [];
-    let mismatches = 0;
+    const found = keyCollector(resolved);
     const context: ChecksumContext = {
-      columns,
+      columns: comparedColumns(oldShape, newShape, resolved.columns),
       highWater: null,
-      record: async (teams, ids, classes) => {
-        for (const [i, cls] of classes.entries()) {
-          const key = {
-            teamId: Number(teams[i]),
-            personId: ids[i] ?? '',
-            class: cls as DiffedKey['class'],
-          };
-          mismatches++;
-          if (keys.length <= resolved.maxKeys) keys.push(key);
-          await resolved.onMismatch?.(key);
-        }
-      },
+      record: found.record,
     };
     const old: ChecksumSide = {
       db: resolved.old.db.db,
@@ -168,34 +85,71 @@ export async function diffTables(options: DiffTablesOptions): Promise<DiffTables
       old.table,
       regclassText(resolved.old.schema, resolved.old.table),
     );
-    const chunks = await splitRange(
-      old.db,
-      old.table,
-      everyKey,
-      rows,
-      Math.max(1, Math.ceil(rows / resolved.chunkRows)),
-    );
+    const parts = Math.max(1, Math.ceil(rows / resolved.chunkRows));
     const counts: Record<string, number> = {};
     let oldRows = 0;
     let newRows = 0;
-    for (const chunk of chunks) {
-      const found = await checkRangeByChecksum(context, old, fresh, chunk, {
+    for (const chunk of await splitRange(old.db, old.table, everyKey, rows, parts)) {
+      const chunkCounts = await checkRangeByChecksum(context, old, fresh, chunk, {
         leafRows: resolved.leafRows,
         fanout: resolved.fanout,
       });
-      oldRows += found.oldRows;
-      newRows += found.newRows;
-      for (const [cls, n] of Object.entries(found.byClass)) counts[cls] = (counts[cls] ?? 0) + n;
+      oldRows += chunkCounts.oldRows;
+      newRows += chunkCounts.newRows;
+      for (const [cls, n] of Object.entries(chunkCounts.byClass))
+        counts[cls] = (counts[cls] ?? 0) + n;
     }
     return {
-      clean: mismatches === 0,
+      clean: found.mismatches() === 0,
       oldRows,
       newRows,
       counts,
-      mismatches,
-      keys: keys.slice(0, resolved.maxKeys),
-      truncated: keys.length > resolved.maxKeys,
+      mismatches: found.mismatches(),
+      keys: found.keys.slice(0, resolved.maxKeys),
+      truncated: found.keys.length > resolved.maxKeys,
       ms: performance.now() - started,
     };
   });
+}
+
+/** The shape of one side, refused when it is missing or is not a persons table. */
+async function personsTableShape(
+  which: 'old' | 'new',
+  side: ResolvedDiffTablesOptions['old'],
+): Promise<TableShape> {
+  const shape = await readTableShape(side.db.db, side.schema, side.table);
+  if (!shape) {
+    throw new VerifyRefusedError(
+      `diffTables(): the ${which} table ${side.schema}.${side.table} does not exist in its database.`,
+    );
+  }
+  const missing = ['team_id', 'id', 'version'].filter(
+    (c) => !shape.columns.some((column) => column.name === c),
+  );
+  if (missing.length > 0) {
+    throw new VerifyRefusedError(
+      `diffTables(): the ${which} table ${side.schema}.${side.table} lacks ${missing.join(', ')}: ` +
+        'it compares persons tables keyed by (team_id, id) with a version.',
+    );
+  }
+  return shape;
+}
+
+/** Counts the differing keys, keeps the first `maxKeys` (and one more) and hands each to `onMismatch`. */
+function keyCollector(resolved: ResolvedDiffTablesOptions) {
+  const keys: DiffedKey[] = [];
+  let mismatches = 0;
+  const record = async (teams: string[], ids: string[], classes: string[]) => {
+    for (const [i, cls] of classes.entries()) {
+      const key = {
+        teamId: Number(teams[i]),
+        personId: ids[i] ?? '',
+        class: cls as DiffedKey['class'],
+      };
+      mismatches++;
+      if (keys.length <= resolved.maxKeys) keys.push(key);
+      await resolved.onMismatch?.(key);
+    }
+  };
+  return { keys, record, mismatches: () => mismatches };
 }

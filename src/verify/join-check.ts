@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { KeyRange } from '../model/key.js';
+import { personClasses } from '../model/mismatch-class.js';
 import { inRange } from '../persons/key-range.js';
-import { personClasses } from './mismatch-class.js';
 import { checkedColumns, classArray, classOf, type VerifyContext } from './verify-context.js';
 
 /** What one chunk of a check found: rows seen on each side and keys per class. @internal */

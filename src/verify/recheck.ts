@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
-import { personClasses } from './mismatch-class.js';
+import { personClasses } from '../model/mismatch-class.js';
 import { classArray, classOf, type VerifyContext } from './verify-context.js';
 
 /**

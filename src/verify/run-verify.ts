@@ -7,6 +7,7 @@ import { readTableShape } from '../db/table-shape.js';
 import { NotInstalledError, VerifyRefusedError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import { everyKey, type KeyRange } from '../model/key.js';
+import { type AgreeingClass, isAgreeing, type MismatchClass } from '../model/mismatch-class.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import type { ResolvedVerifyOptions } from '../options/verify-options.js';
 import { estimateRows, splitRange } from '../persons/key-range.js';
@@ -16,7 +17,6 @@ import { type ControlRowWithHighWater, PhaseStore } from '../phases/phase-store.
 import { type ChecksumContext, checkRangeByChecksum } from './checksum-check.js';
 import { type ComparedColumn, comparedColumns } from './compared-columns.js';
 import { type ChunkCounts, checkRangeByJoin } from './join-check.js';
-import { type AgreeingClass, isAgreeing, type MismatchClass } from './mismatch-class.js';
 import { confirmRepairs, recheckUntilSettled } from './recheck.js';
 import { checkDistinctIds } from './referential-check.js';
 import { type RepairResult, repairMismatches } from './repair.js';

@@ -1,8 +1,10 @@
 import { sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
 import { UnexpectedResultError } from '../errors.js';
+import type { Key } from '../model/key.js';
+import { failingClasses, type MismatchClass, repairableClasses } from '../model/mismatch-class.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
-import { failingClasses, type MismatchClass } from './mismatch-class.js';
+import { keyAfter } from '../persons/key-range.js';
 import { classArray } from './verify-context.js';
 
 /** Outcome of a stored verification run. */
@@ -214,6 +216,39 @@ export class VerificationStore {
       class: r.class as MismatchClass,
       repaired: r.repaired,
     }));
+  }
+
+  /**
+   * A page of the run's open keys in classes a repair copies (`missing_in_new`,
+   * `older_in_new`), each key once, in key order after `after`.
+   */
+  async openRepairableKeys(
+    db: AnyDb,
+    id: string,
+    after: Key | undefined,
+    limit: number,
+  ): Promise<Key[]> {
+    const { rows } = await sql<{ team: string; id: string }>`
+      SELECT m.team_id::text AS team, m.person_id::text AS id
+      FROM ${this.mismatchTable} AS m
+      WHERE m.verification_id = ${id}::bigint AND m.repaired_at IS NULL
+        AND m.class = ANY(${classArray(repairableClasses)})
+        AND ${keyAfter('m', after, 'person_id')}
+      GROUP BY m.team_id, m.person_id
+      ORDER BY m.team_id, m.person_id -- qualified: the text aliases would sort as text
+      LIMIT ${limit}`.execute(db);
+    return rows.map((r) => ({ team: r.team, id: r.id }));
+  }
+
+  /** Marks the run's open repairable keys among `keys` as repaired. */
+  async markRepaired(db: AnyDb, id: string, keys: readonly Key[]): Promise<void> {
+    await sql`UPDATE ${this.mismatchTable} AS m SET repaired_at = clock_timestamp()
+      WHERE m.verification_id = ${id}::bigint AND m.repaired_at IS NULL
+        AND m.class = ANY(${classArray(repairableClasses)})
+        AND (m.team_id, m.person_id) IN (
+          SELECT k.team_id, k.person_id
+          FROM unnest(${keys.map((k) => k.team)}::bigint[], ${keys.map((k) => k.id)}::bigint[])
+            AS k(team_id, person_id))`.execute(db);
   }
 
   /** Number of open keys in classes that make a run unclean. */

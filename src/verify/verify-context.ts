@@ -1,9 +1,9 @@
 import { type RawBuilder, sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
+import type { MismatchClass } from '../model/mismatch-class.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import type { MigrationTables } from '../persons/tables.js';
 import { type ComparedColumn, contentDiffers } from './compared-columns.js';
-import type { MismatchClass } from './mismatch-class.js';
 
 /** What every step of one verification run shares. @internal */
 export interface VerifyContext {

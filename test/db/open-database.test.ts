@@ -56,6 +56,23 @@ describe('database URLs', () => {
       code: 'INVALID_OPTIONS',
     });
   });
+
+  it('refuses each bad option with an InvalidOptionsError naming it, before connecting', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ maxConnections: 1.5 }, 'maxConnections must be an integer from 1 to 10000'],
+      [{ connectTimeoutMs: 0 }, 'connectTimeoutMs must be an integer from 1 to 3600000'],
+      [{ preparedStatements: 'yes' }, 'preparedStatements must be true or false'],
+      [{ poolSize: 3 }, 'unknown option(s) poolSize'],
+    ];
+    for (const [options, message] of cases) {
+      // An unreachable port: a check made after connecting would fail differently.
+      const error = await openDatabase('postgres://nobody@127.0.0.1:1/none', options).catch(
+        (e: unknown) => e,
+      );
+      expect(error, message).toMatchObject({ code: 'INVALID_OPTIONS' });
+      expect((error as Error).message, message).toContain(message);
+    }
+  });
 });
 
 describe('openDatabase on PGlite', () => {
