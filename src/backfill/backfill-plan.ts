@@ -1,5 +1,4 @@
 import createDebug from 'debug';
-import { sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
 import { regclassText } from '../db/identifiers.js';
 import { sanitizeErrors } from '../db/query-failed.js';
@@ -11,7 +10,7 @@ import { estimateRows, keyAtOffset, lastKey, splitRange } from '../persons/key-r
 import { migrationTables } from '../persons/tables.js';
 import { PhaseStore } from '../phases/phase-store.js';
 import { takeDeleteFence } from './delete-fence.js';
-import { PlanStore, planLockKey, type StoredPlan } from './plan-store.js';
+import { PlanStore, type StoredPlan } from './plan-store.js';
 
 const debug = createDebug('pg-dual-read:backfill');
 
@@ -57,9 +56,9 @@ export async function planBackfill(
 ): Promise<PlanOutcome> {
   return sanitizeErrors(`backfill planning of migration "${options.name}"`, () =>
     db.transaction().execute(async (trx) => {
-      await sql`SELECT pg_advisory_xact_lock(${planLockKey(options)})`.execute(trx);
-      await refuseUnlessDualRead(trx, options);
       const plans = new PlanStore(options);
+      await plans.lock(trx);
+      await refuseUnlessDualRead(trx, options);
       const existing = await plans.read(trx);
       if (existing) {
         refuseOtherRangeCount(options, existing, requestedRanges);

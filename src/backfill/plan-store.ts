@@ -52,8 +52,16 @@ export interface PlannedRange extends KeyRange {
 export class PlanStore {
   private readonly tables: MigrationTables;
 
-  constructor(options: ResolvedMigrationOptions) {
+  constructor(private readonly options: ResolvedMigrationOptions) {
     this.tables = migrationTables(options);
+  }
+
+  /**
+   * Takes the plan lock until the transaction ends: plans and splits of one migration take
+   * turns (rule `plan-from-keys`).
+   */
+  async lock(trx: AnyDb): Promise<void> {
+    await sql`SELECT pg_advisory_xact_lock(${planLockKey(this.options)})`.execute(trx);
   }
 
   /** The plan's head, or undefined when there is no plan. */

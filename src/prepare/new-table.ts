@@ -4,6 +4,23 @@ import { readTableShape, type TableShape } from '../db/table-shape.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 
 /**
+ * Takes the lock under which `prepare()` looks for the new table and creates it, until the
+ * transaction ends: two `prepare()` calls at once would both find it missing. @internal
+ *
+ * @example
+ * ```ts
+ * await lockNewTableCreation(trx, options);
+ * ```
+ */
+export async function lockNewTableCreation(
+  trx: AnyDb,
+  options: ResolvedMigrationOptions,
+): Promise<void> {
+  const key = `pg-dual-read:prepare:${options.schema}.${options.newTable}`;
+  await sql`SELECT pg_advisory_xact_lock(hashtextextended(${key}, 0))`.execute(trx);
+}
+
+/**
  * Creates the new table from the old one: same columns, defaults, constraints, generated
  * columns, storage and comments; primary key `(team_id, id)` (it includes `team_id` so the
  * table can be hash-partitioned by team); a unique `(team_id, uuid)` index when the old table

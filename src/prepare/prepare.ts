@@ -1,5 +1,4 @@
 import createDebug from 'debug';
-import { sql } from 'kysely';
 import { requireCurrentControlSchema } from '../control/install.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { sanitizeErrors } from '../db/query-failed.js';
@@ -8,7 +7,7 @@ import { PreflightError, type PreflightProblem } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import type { ResolvedPrepareOptions } from '../options/prepare-options.js';
 import { type MigrationRegistration, PhaseStore } from '../phases/phase-store.js';
-import { createNewTable, shareIdSequence } from './new-table.js';
+import { createNewTable, lockNewTableCreation, shareIdSequence } from './new-table.js';
 import { runPreflight } from './preflight.js';
 
 const debug = createDebug('pg-dual-read:prepare');
@@ -56,10 +55,7 @@ async function prepareInTransaction(
   await requireCurrentControlSchema(handle, options.controlSchema, 'prepare()');
   const phases = new PhaseStore(options);
   return handle.db.transaction().execute(async (trx) => {
-    // Two prepare() calls at once would both find the new table missing.
-    await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`pg-dual-read:prepare:${options.schema}.${options.newTable}`}, 0))`.execute(
-      trx,
-    );
+    await lockNewTableCreation(trx, options);
     const report = await runPreflight(trx, options);
     const registration = registrationProblem(options, await phases.registration(trx));
     if (registration) report.problems.push(registration);
