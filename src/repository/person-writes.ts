@@ -3,6 +3,7 @@ import { controlSchemaNotInstalled, isMissingObject } from '../control/control-s
 import type { AnyDb } from '../db/any-db.js';
 import { tagged } from '../db/statement-tag.js';
 import type { Phase } from '../model/phase.js';
+import { keyValue } from '../persons/key-range.js';
 import { columnList, type PersonColumns } from '../persons/person-columns.js';
 import type { MigrationTables } from '../persons/tables.js';
 import type { CreatePersonInput, PersonUpdate } from './persons-repository.js';
@@ -261,7 +262,7 @@ function withDeleteFences(
   personId: string,
   deleteOld: RawBuilder<unknown>,
 ) {
-  const key = sql`(${teamId}::int8, ${personId}::int8)`;
+  const key = keyValue({ team: String(teamId), id: personId });
   return sql`WITH delete_fence AS (DELETE FROM ${tables.deleteFence} WHERE false),
     range_fence AS (
       SELECT 1 FROM ${tables.backfillRange} AS r
