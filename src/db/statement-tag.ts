@@ -33,7 +33,9 @@ export type StatementTag =
   /** A phase change's lock of the control table (it waits for the writes in flight). */
   | 'phase-change'
   /** A shadow read of the new table alone. */
-  | 'shadow-read';
+  | 'shadow-read'
+  /** A shadow read's transaction setting its `statement_timeout`, before the read. */
+  | 'shadow-read-timeout';
 
 /**
  * The comment that starts a tagged statement, e.g. `/* pg-dual-read:backfill-batch *\/ `.

@@ -2,6 +2,7 @@ import { type RawBuilder, sql } from 'kysely';
 import { controlSchemaNotInstalled, isMissingObject } from '../control/control-schema-missing.js';
 import type { AnyDb } from '../db/any-db.js';
 import { regclassText } from '../db/identifiers.js';
+import { setLocal } from '../db/local-settings.js';
 import { isSqlState, sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
 import { tagged } from '../db/statement-tag.js';
 import { ControlStateError, NotInstalledError, PhaseTransitionError } from '../errors.js';
@@ -150,9 +151,7 @@ export class PhaseStore {
     to: Phase,
   ): Promise<PhaseState> {
     return db.transaction().execute(async (trx) => {
-      await sql`SELECT set_config('lock_timeout', ${`${this.options.phaseChangeLockTimeoutMs}ms`}, true)`.execute(
-        trx,
-      );
+      await setLocal(trx, { lock_timeout: `${this.options.phaseChangeLockTimeoutMs}ms` });
       // Row locks are not queued fairly: a new FOR KEY SHARE never waits behind a waiting
       // FOR UPDATE, so a steady stream of overlapping writes would starve the phase change
       // (and lock_timeout would restart with each new holder). Every fence also holds ROW

@@ -1,6 +1,6 @@
 import createDebug from 'debug';
-import { sql } from 'kysely';
 import type { DatabaseHandle } from '../db/database-handle.js';
+import { setLocal } from '../db/local-settings.js';
 import { toQueryFailedError } from '../db/query-failed.js';
 import { QueryFailedError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
@@ -153,9 +153,7 @@ export class ShadowReads {
       .execute(async (trx) => {
         // Waited too long for a connection (or for PGlite's session): give up before reading.
         if (Date.now() >= deadline) throw timedOut();
-        await sql`SELECT set_config('statement_timeout', ${String(config.timeoutMs)}, true)`.execute(
-          trx,
-        );
+        await setLocal(trx, { statement_timeout: String(config.timeoutMs) }, 'shadow-read-timeout');
         return (await query.execute(trx)).rows as Record<string, unknown>[];
       });
     let timer: NodeJS.Timeout | undefined;

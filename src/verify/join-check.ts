@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { setLocal } from '../db/local-settings.js';
 import type { KeyRange } from '../model/key.js';
 import { personClasses } from '../model/mismatch-class.js';
 import { inRange } from '../persons/key-range.js';
@@ -33,8 +34,7 @@ export async function checkRangeByJoin(
 ): Promise<ChunkCounts> {
   if (!keyOrder) return joinStatement(context, range, context.db);
   return context.db.transaction().execute(async (trx) => {
-    await sql`SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_sort', 'off', true),
-      set_config('jit', 'off', true)`.execute(trx);
+    await setLocal(trx, { enable_hashjoin: 'off', enable_sort: 'off', jit: 'off' });
     return joinStatement(context, range, trx);
   });
 }

@@ -24,8 +24,8 @@ import {
   openBackend,
 } from '../support/test-database.js';
 
-/** The first statement of every shadow read's transaction. */
-const shadowTimeoutStatement = "set_config('statement_timeout'";
+/** The first statement of every shadow read's transaction (it sets the read's timeout). */
+const shadowTimeoutStatement = statementTagText('shadow-read-timeout');
 
 /**
  * `handle` with a plugin that records the SQL of every statement sent through it and, when
