@@ -57,8 +57,8 @@ export type BackfillOptions = z.input<typeof backfillOptionsSchema>;
 
 /**
  * How a backfill batch keeps deletes of the old rows it copies away (rule
- * `copy-excludes-delete` in docs/correctness.md; both are safe, and workers in different modes can share one
- * backfill):
+ * `copy-excludes-delete` in docs/correctness.md; both are safe, and workers in different modes
+ * can share one backfill):
  *
  * - `'ranges'` (default): each batch locks its own range's control row `FOR UPDATE` before it
  *   copies, and writes nothing into the old rows; a delete in `dual_read` locks the control

@@ -48,8 +48,9 @@ export class PersonWrites {
 
   /**
    * Copy-on-write (`dual_read` only): copies the old rows of `keys` (a subquery yielding
-   * `team_id`, `person_id`) that the new table lacks, reading them `FOR SHARE` (rule `copy-excludes-delete`).
-   * Versions carry over unchanged, so later updates continue from the old row's version.
+   * `team_id`, `person_id`) that the new table lacks, reading them `FOR SHARE` (rule
+   * `copy-excludes-delete`). Versions carry over unchanged, so later updates continue from the
+   * old row's version.
    */
   async copyOldRows(trx: AnyDb, phase: Phase, keys: RawBuilder<unknown>): Promise<void> {
     if (phase !== 'dual_read') return;
@@ -156,10 +157,10 @@ export class PersonWrites {
   }
 
   /**
-   * Deletes a person and its distinct ids (rules `delete-order` and `distinct-id-lock`): three statements in this
-   * order, each with a fresh snapshot (in `dual_read` the first one also takes the delete
-   * fence and the range fence, see `withDeleteFences`). Returns whether a person row was
-   * deleted.
+   * Deletes a person and its distinct ids (rules `delete-order` and `distinct-id-lock`): three
+   * statements in this order, each with a fresh snapshot (in `dual_read` the first one also
+   * takes the delete fence and the range fence, see `withDeleteFences`). Returns whether a
+   * person row was deleted.
    */
   async deletePerson(trx: AnyDb, phase: Phase, teamId: number, personId: string): Promise<boolean> {
     const deleteFrom = (table: RawBuilder<unknown>) =>
@@ -243,8 +244,8 @@ export class PersonWrites {
 }
 
 /**
- * The delete's side of rules `delete-fence` and `range-fence`, riding in the statement that deletes the old row (no extra
- * round trip):
+ * The delete's side of rules `delete-fence` and `range-fence`, riding in the statement that
+ * deletes the old row (no extra round trip):
  * - the delete fence: a data-modifying CTE on the fence table that touches no row still takes
  *   the table `ROW EXCLUSIVE` when the statement starts (before its snapshot), held until the
  *   transaction ends; it never waits for another delete, only for a plan or a split being
