@@ -83,7 +83,8 @@ export class ConfigurationError extends DualReadError {
 }
 
 /**
- * One failed preflight check, with the SQL or step that fixes it when there is one.
+ * One finding of preflight (a problem that makes `prepare()` refuse, or a warning that only
+ * needs attention), with the SQL or step that fixes it when there is one.
  *
  * @example
  * ```ts
@@ -111,7 +112,11 @@ export interface PreflightProblem {
  */
 export class PreflightError extends DualReadError {
   readonly code = 'PREFLIGHT_FAILED' as const;
-  constructor(readonly problems: readonly PreflightProblem[]) {
+  constructor(
+    readonly problems: readonly PreflightProblem[],
+    /** What needs attention besides (not a reason for the refusal). */
+    readonly warnings: readonly PreflightProblem[] = [],
+  ) {
     super(
       `prepare() found ${problems.length} problem(s) and changed nothing:\n${problems
         .map((p) => `- [${p.check}] ${p.message}${p.fix ? `\n  fix: ${p.fix}` : ''}`)

@@ -61,6 +61,8 @@ export interface CliInvocation {
   readonly migration: CliMigrationOptions;
   /** `prepare --partitions N`. */
   readonly partitions: number | undefined;
+  /** `prepare --dry-run`. */
+  readonly dryRun: boolean;
   /** `status --json`, `verify --json`. */
   readonly json: boolean;
   /** `backfill --workers N ...`: only the flags given (the library applies its defaults). */
@@ -141,6 +143,7 @@ export function flagFor(optionPath: string, command?: CommandName): string | und
 const parseOptions = {
   'database-url': { type: 'string' },
   partitions: { type: 'string' },
+  'dry-run': { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   name: { type: 'string' },
@@ -169,6 +172,7 @@ const parseOptions = {
 // Flags that only some commands take.
 const commandsOfFlag: Partial<Record<keyof typeof parseOptions, readonly CommandName[]>> = {
   partitions: ['prepare'],
+  'dry-run': ['prepare'],
   json: ['status', 'verify'],
   'worker-id': ['backfill'],
   'lock-mode': ['backfill'],
@@ -231,6 +235,7 @@ export function parseCliArguments(
     databaseUrl,
     migration: migrationOptionsOf(values),
     partitions: partitionsOf(values),
+    dryRun: values['dry-run'] ?? false,
     json: values.json ?? false,
     backfill: first === 'backfill' ? backfillOptionsOf(values) : {},
     rate,
@@ -352,6 +357,7 @@ function helpInvocation(): CliInvocation {
     databaseUrl: undefined,
     migration: {},
     partitions: undefined,
+    dryRun: false,
     json: false,
     backfill: {},
     rate: undefined,

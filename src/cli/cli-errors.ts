@@ -14,8 +14,9 @@
  * @internal
  */
 import { toQueryFailedError } from '../db/query-failed.js';
-import { DualReadError, InvalidOptionsError } from '../errors.js';
+import { DualReadError, InvalidOptionsError, PreflightError } from '../errors.js';
 import { type CommandName, flagFor } from './arguments.js';
+import { findingLines } from './finding-format.js';
 import { UsageError, usage } from './usage.js';
 
 /** What to print for a failure, and the exit status. @internal */
@@ -55,6 +56,10 @@ export function describeFailure(error: unknown, command?: CommandName): CliFailu
     const lines = [`error [${error.code}]: ${error.message}`];
     if (flags.length > 0) lines.push(`check ${flags.join(', ')} (pg-dual-read help)`);
     return { lines, exitCode: 2 };
+  }
+  if (error instanceof PreflightError) {
+    const warnings = findingLines('warning', error.warnings);
+    return { lines: [`error [${error.code}]: ${error.message}`, ...warnings], exitCode: 1 };
   }
   if (error instanceof DualReadError) {
     return { lines: [`error [${error.code}]: ${error.message}`], exitCode: 1 };

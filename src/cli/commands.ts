@@ -6,10 +6,12 @@
  */
 
 import type { PersonsMigration } from '../migration/persons-migration.js';
+import type { PrepareResult } from '../prepare/prepare.js';
 import type { CliInvocation } from './arguments.js';
 import { backfill } from './backfill-command.js';
 import { count, statusJson, statusLines } from './backfill-format.js';
-import type { Command, CommandIo, DatabaseCommand } from './command.js';
+import type { Command, CommandIo, DatabaseCommand, Print } from './command.js';
+import { findingLines } from './finding-format.js';
 import { verify } from './verify-command.js';
 import { verificationJson, verificationStatusLines } from './verify-format.js';
 
@@ -44,8 +46,10 @@ export async function install(
 }
 
 /**
- * `prepare [--partitions N]`: preflight, create the new table, register the migration.
- * A failed check throws `PreflightError`, whose message lists each problem with its fix.
+ * `prepare [--partitions N] [--dry-run]`: preflight, create the new table, register the
+ * migration, then every warning with its fix. A failed check throws `PreflightError`, whose
+ * message lists each problem with its fix. `--dry-run` changes nothing and prints every
+ * finding and the DDL it would run; it exits 1 when `prepare` would refuse.
  *
  * @example
  * ```ts
@@ -57,11 +61,42 @@ export async function prepare(
   migration: PersonsMigration,
   invocation: CliInvocation,
   { print }: CommandIo,
-): Promise<undefined> {
+): Promise<number | undefined> {
+  const result = await migration.prepare({
+    ...(invocation.partitions === undefined ? {} : { partitions: invocation.partitions }),
+    dryRun: invocation.dryRun,
+  });
+  if (result.dryRun) return printDryRun(migration, result, print);
+  printPrepared(migration, result, print);
+  for (const line of findingLines('warning', result.warnings)) print(line);
+  print('next: deploy the services with migration.repository(), then run start-dual-read');
+  return undefined;
+}
+
+/** What `prepare --dry-run` found and would run; exit 1 when prepare would refuse. */
+function printDryRun(
+  migration: PersonsMigration,
+  result: PrepareResult,
+  print: Print,
+): number | undefined {
+  print(`dry run of prepare for migration "${migration.options.name}": nothing was changed`);
+  for (const line of findingLines('problem', result.problems)) print(line);
+  for (const line of findingLines('warning', result.warnings)) print(line);
+  if (result.ddl.length === 0) print('DDL: none');
+  else {
+    print(`DDL prepare would run (${result.ddl.length} statements):`);
+    for (const statement of result.ddl) print(`${statement.replace(/\s+/g, ' ')};`);
+  }
+  if (result.problems.length === 0) {
+    print('prepare would succeed: run it without --dry-run');
+    return undefined;
+  }
+  print(`prepare would refuse: ${result.problems.length} problem(s) to fix first`);
+  return 1;
+}
+
+function printPrepared(migration: PersonsMigration, result: PrepareResult, print: Print): void {
   const { name, schema, newTable } = migration.options;
-  const result = await migration.prepare(
-    invocation.partitions === undefined ? {} : { partitions: invocation.partitions },
-  );
   const layout =
     result.partitions > 0 ? `${result.partitions} hash partitions by team_id` : 'not partitioned';
   print(
@@ -71,8 +106,6 @@ export async function prepare(
   print(
     `migration "${name}": ${result.registered ? 'registered in phase old' : 'already registered'}`,
   );
-  print('next: deploy the services with migration.repository(), then run start-dual-read');
-  return undefined;
 }
 
 /**
@@ -221,6 +254,7 @@ export async function status(
   print(`  distinct ids  ${s.distinctIdsTable}`);
   for (const line of statusLines(s.backfill)) print(line);
   for (const line of verificationStatusLines(s.verification, s.backfill)) print(line);
+  for (const line of findingLines('warning', s.warnings)) print(line);
   return undefined;
 }
 

@@ -42,6 +42,7 @@ Commands:
   prepare                 check the tables, create the new table, register the
                           migration in phase old; changes nothing when a check fails
     --partitions N        hash-partition the new table by team_id (2 to 1024)
+    --dry-run             change nothing: print every finding and the DDL it would run
   start-dual-read         old -> dual_read: reads merge both tables, writes go to new
   backfill                copy the old rows the new table lacks (phase dual_read);
                           resumable, and processes on other hosts can join it.

@@ -80,33 +80,6 @@ export async function readTableShape(
   };
 }
 
-/** Foreign keys of `fromOid` that reference `toOid`. @internal */
-export async function foreignKeysBetween(
-  db: AnyDb,
-  fromOid: number,
-  toOid: number,
-): Promise<{ name: string }[]> {
-  const { rows } = await sql<{ name: string }>`
-    SELECT conname AS name FROM pg_constraint
-    WHERE contype = 'f' AND conrelid = ${fromOid} AND confrelid = ${toOid}
-    ORDER BY conname`.execute(db);
-  return rows;
-}
-
-/** The sequence that feeds `schema.table.column`, as a quoted regclass text, if any. @internal */
-export async function sequenceOf(
-  db: AnyDb,
-  schema: string,
-  table: string,
-  column: string,
-): Promise<string | undefined> {
-  const { rows } = await sql<{ sequence: string | null }>`
-    SELECT pg_get_serial_sequence(${regclassText(schema, table)}, ${column}) AS sequence`.execute(
-    db,
-  );
-  return rows[0]?.sequence ?? undefined;
-}
-
 /** @internal */
 export function columnNamed(shape: TableShape, name: string): ColumnShape | undefined {
   return shape.columns.find((c) => c.name === name);

@@ -5,7 +5,7 @@ import { isMissingObject } from '../control/control-schema-missing.js';
 import { type InstallResult, installControlSchema } from '../control/install.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { sanitizeErrors } from '../db/query-failed.js';
-import { BackfillRefusedError, VerifyRefusedError } from '../errors.js';
+import { BackfillRefusedError, type PreflightProblem, VerifyRefusedError } from '../errors.js';
 import { DualReadEmitter } from '../events.js';
 import type { PhaseState } from '../model/phase.js';
 import { type BackfillOptions, resolveBackfillOptions } from '../options/backfill-options.js';
@@ -19,6 +19,7 @@ import { type PrepareOptions, resolvePrepareOptions } from '../options/prepare-o
 import { resolveVerifyOptions, type VerifyOptions } from '../options/verify-options.js';
 import { PhaseStore } from '../phases/phase-store.js';
 import { PhaseWatcher } from '../phases/phase-watcher.js';
+import { catalogFindings } from '../prepare/catalog-findings.js';
 import { type PrepareResult, prepareMigration } from '../prepare/prepare.js';
 import type { PersonsRepository } from '../repository/persons-repository.js';
 import { PhaseAwareRepository } from '../repository/phase-aware-repository.js';
@@ -55,6 +56,14 @@ export interface MigrationStatus {
    * answered from the old table, per method (see `repository().readStats()`).
    */
   readonly reads: ReadStats;
+  /**
+   * What needs attention in the tables' neighbourhood, from the catalog (the findings of
+   * `prepare()` except its scan of the data): views and triggers on the old table,
+   * publications, foreign keys, indexes, grants or row security the new table lacks...
+   */
+  readonly warnings: readonly PreflightProblem[];
+  /** Indexes of the old table that the new table has no equivalent of (by name, old table's). */
+  readonly missingIndexes: readonly string[];
 }
 
 /**
@@ -111,13 +120,21 @@ export class PersonsMigration {
   }
 
   /**
-   * Runs the preflight checks, creates the new table if it is missing (optionally
-   * hash-partitioned by `team_id`), makes its ids come from the old table's sequence, and
-   * registers the migration in phase `old`. Changes nothing when a check fails
-   * ({@link PreflightError} lists each problem with its fix).
+   * Reads the whole neighbourhood of the old table and tells the truth about it before
+   * anything changes: the tables and columns, the sequence behind `id` (however the table got
+   * it), the old rows against the keys the new table will enforce, and everything that
+   * references or hangs off the old table (foreign keys from any table, views, triggers, rules,
+   * publications, inheritance). Then creates the new table if it is missing (optionally
+   * hash-partitioned by `team_id`) with every index, grant and row-security policy of the old
+   * one, makes its ids come from the old table's sequence, and registers the migration in phase
+   * `old`. Changes nothing when a check fails ({@link PreflightError} lists each problem with its
+   * fix); `warnings` list what needs attention. `dryRun: true` changes nothing and says what it
+   * would do (`ddl`) and every finding.
    *
    * @example
    * ```ts
+   * const plan = await migration.prepare({ partitions: 8, dryRun: true });
+   * console.log(plan.ddl.join(';\n'), plan.problems, plan.warnings);
    * await migration.prepare({ partitions: 8 });
    * ```
    */
@@ -154,6 +171,9 @@ export class PersonsMigration {
     this.watcher.observe(state);
     const backfill = await this.backfillStatus();
     const verification = await this.verification();
+    const { warnings, missingIndexes } = await sanitizeErrors('status()', () =>
+      catalogFindings(this.handle.db, this.options),
+    );
     return {
       name: this.options.name,
       phase: state.phase,
@@ -165,6 +185,8 @@ export class PersonsMigration {
       backfill,
       verification,
       reads: this.repository().readStats(),
+      warnings,
+      missingIndexes,
     };
   }
 

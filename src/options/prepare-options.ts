@@ -4,6 +4,7 @@ import { integerIn, parseOptions } from '../util/parse-options.js';
 const prepareOptionsSchema = z
   .object({
     partitions: integerIn('partitions', 2, 1024).optional(),
+    dryRun: z.boolean({ error: 'dryRun must be true or false' }).default(false),
   })
   .strict();
 
@@ -13,6 +14,7 @@ const prepareOptionsSchema = z
  * @example
  * ```ts
  * await migration.prepare({ partitions: 16 }); // new table hash-partitioned by team_id
+ * const plan = await migration.prepare({ dryRun: true }); // the DDL and findings, nothing changed
  * ```
  */
 export type PrepareOptions = z.input<typeof prepareOptionsSchema>;

@@ -1,7 +1,7 @@
 import { type RawBuilder, sql } from 'kysely';
 import { controlSchemaNotInstalled, isMissingObject } from '../control/control-schema-missing.js';
 import type { AnyDb } from '../db/any-db.js';
-import { regclassText } from '../db/identifiers.js';
+import { idSequenceOf } from '../db/id-sequence.js';
 import { setLocal } from '../db/local-settings.js';
 import { isSqlState, sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
 import { tagged } from '../db/statement-tag.js';
@@ -179,10 +179,11 @@ export class PhaseStore {
       if (to === 'dual_read') {
         // Rule `id-high-water`: every id the old table holds was issued by its sequence before
         // this point (writes in phase old hold the fence we now wait out).
-        const oldTable = regclassText(this.options.schema, this.options.oldTable);
+        // The sequence however the table got it (a default on a sequence it does not own too).
+        const sequence = await idSequenceOf(trx, this.options.schema, this.options.oldTable, 'id');
         await sql`UPDATE ${this.table}
           SET dual_read_id_high_water = coalesce(dual_read_id_high_water, coalesce(
-            pg_sequence_last_value(pg_get_serial_sequence(${oldTable}, 'id')::regclass), 0))
+            pg_sequence_last_value(${sequence ?? null}::regclass), 0))
           WHERE name = ${this.options.name}`.execute(trx);
       }
       await sql`INSERT INTO ${sql.id(this.options.controlSchema, 'phase_change')}

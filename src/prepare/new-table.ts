@@ -1,7 +1,9 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
-import { readTableShape, type TableShape } from '../db/table-shape.js';
+import type { PreflightProblem } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import { mirrorPlan, missingInNew } from './mirror.js';
+import type { PreflightReport } from './preflight.js';
 
 /**
  * Takes the lock under which `prepare()` looks for the new table and creates it, until the
@@ -20,66 +22,102 @@ export async function lockNewTableCreation(
   await sql`SELECT pg_advisory_xact_lock(hashtextextended(${key}, 0))`.execute(trx);
 }
 
-/**
- * Creates the new table from the old one: same columns, defaults, constraints, generated
- * columns, storage and comments; primary key `(team_id, id)` (it includes `team_id` so the
- * table can be hash-partitioned by team); a unique `(team_id, uuid)` index when the old table
- * has a uuid; `partitions` hash partitions by `team_id` when asked. @internal
- *
- * @example
- * ```ts
- * await createNewTable(trx, options, 8);
- * ```
- */
-export async function createNewTable(
-  trx: AnyDb,
-  options: ResolvedMigrationOptions,
-  partitions: number | undefined,
-): Promise<void> {
-  const oldRef = sql.id(options.schema, options.oldTable);
-  const newRef = sql.id(options.schema, options.newTable);
-  // Not INCLUDING IDENTITY: an identity column would get a sequence of its own, and ids of
-  // the two tables could collide. The id default is pointed at the old sequence below.
-  const partitionClause = partitions ? sql`PARTITION BY HASH (team_id)` : sql``;
-  await sql`CREATE TABLE ${newRef} (LIKE ${oldRef}
-    INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE
-    INCLUDING COMMENTS) ${partitionClause}`.execute(trx);
-  // The key includes team_id so the table can be hash-partitioned by team.
-  await sql`ALTER TABLE ${newRef} ADD PRIMARY KEY (team_id, id)`.execute(trx);
-  const oldShape = await readTableShape(trx, options.schema, options.oldTable);
-  if (oldShape?.columns.some((c) => c.name === 'uuid')) {
-    await sql`CREATE UNIQUE INDEX ${sql.id(`${options.newTable}_team_id_uuid_key`.slice(0, 63))}
-      ON ${newRef} (team_id, uuid)`.execute(trx);
-  }
-  for (let remainder = 0; remainder < (partitions ?? 0); remainder++) {
-    const name = `${options.newTable}_p${remainder}`;
-    await sql`CREATE TABLE ${sql.id(options.schema, name)} PARTITION OF ${newRef}
-      FOR VALUES WITH (MODULUS ${sql.lit(partitions ?? 0)}, REMAINDER ${sql.lit(remainder)})`.execute(
-      trx,
-    );
-  }
+/** The DDL `prepare()` runs on the new table, and what it could not mirror. @internal */
+export interface NewTablePlan {
+  readonly statements: readonly RawBuilder<unknown>[];
+  readonly warnings: readonly PreflightProblem[];
 }
 
+/** Index bodies the new table gets from its own definition. */
+const ownIndexBodies = ['USING btree (team_id, id)', 'USING btree (team_id, uuid)'];
+
 /**
- * Makes the new table's `id` default draw from the old table's sequence (rule
- * `shared-sequence`), dropping an identity of its own first. @internal
+ * The statements that make the new table, when it is missing: created from the old one (same
+ * columns, defaults, `NOT NULL` and `CHECK` constraints, generated columns, storage and
+ * comments), primary key `(team_id, id)` (it includes `team_id` so the table can be
+ * hash-partitioned by team), a unique `(team_id, uuid)` index, its partitions, **every other
+ * index of the old table** (expression and partial indexes included), the old table's grants,
+ * row-level security and policies, and an `id` default drawing from the old table's sequence
+ * (rule `shared-sequence`; not `INCLUDING IDENTITY`: an identity column would get a sequence of
+ * its own, and ids of the two tables could collide).
+ *
+ * When the new table exists, only its `id` default is fixed if it draws from another sequence
+ * (`newIdSequence`); the indexes, grants and policies it lacks are warnings, whose fixes create
+ * them concurrently: building an index on a table in use is the operator's call. @internal
  *
  * @example
  * ```ts
- * await shareIdSequence(trx, options, '"public"."posthog_person_id_seq"', newShape);
+ * for (const statement of newTablePlan(options, report, 8, undefined).statements) await statement.execute(trx);
  * ```
  */
-export async function shareIdSequence(
-  trx: AnyDb,
+export function newTablePlan(
   options: ResolvedMigrationOptions,
-  sequence: string,
-  newShape: TableShape | undefined,
-): Promise<void> {
+  report: PreflightReport,
+  partitions: number | undefined,
+  newIdSequence: string | undefined,
+): NewTablePlan {
   const newRef = sql.id(options.schema, options.newTable);
-  const idColumn = newShape?.columns.find((c) => c.name === 'id');
-  if (idColumn?.identity)
-    await sql`ALTER TABLE ${newRef} ALTER COLUMN id DROP IDENTITY`.execute(trx);
-  await sql`ALTER TABLE ${newRef} ALTER COLUMN id SET DEFAULT nextval(${sql.lit(sequence)}::regclass)`.execute(
-    trx,
+  const sequence = report.idSequence ?? '';
+  const target = {
+    partitioned: report.newShape ? report.newShape.partitioned : (partitions ?? 0) > 0,
+    oldTable: options.oldTable,
+    newTable: options.newTable,
+  };
+  if (report.newShape && report.fresh) {
+    const plan = mirrorPlan(report.names, report.old, report.fresh, { ...target, planned: [] });
+    const idColumn = report.newShape.columns.find((c) => c.name === 'id');
+    const statements: RawBuilder<unknown>[] = [];
+    if (idColumn?.identity)
+      statements.push(sql`ALTER TABLE ${newRef} ALTER COLUMN id DROP IDENTITY`);
+    if (idColumn?.identity || newIdSequence !== sequence)
+      statements.push(idDefault(newRef, sequence));
+    return { statements, warnings: missingInNew(plan, report.names) };
+  }
+  const hasUuid = report.oldShape?.columns.some((c) => c.name === 'uuid') ?? false;
+  const plan = mirrorPlan(
+    report.names,
+    report.old,
+    { indexes: [], dependents: { grants: [], policies: [], rowSecurity: false } },
+    { ...target, planned: hasUuid ? ownIndexBodies : ownIndexBodies.slice(0, 1) },
   );
+  return {
+    statements: [
+      ...createStatements(options, newRef, partitions, hasUuid),
+      ...[...plan.indexes.map((i) => i.statement), ...plan.grants, ...plan.rowSecurity].map(
+        (statement) => sql.raw(statement),
+      ),
+      idDefault(newRef, sequence),
+    ],
+    warnings: plan.warnings,
+  };
+}
+
+function createStatements(
+  options: ResolvedMigrationOptions,
+  newRef: RawBuilder<unknown>,
+  partitions: number | undefined,
+  hasUuid: boolean,
+): RawBuilder<unknown>[] {
+  const oldRef = sql.id(options.schema, options.oldTable);
+  const partitionClause = partitions ? sql` PARTITION BY HASH (team_id)` : sql``;
+  const statements = [
+    sql`CREATE TABLE ${newRef} (LIKE ${oldRef}
+      INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE
+      INCLUDING COMMENTS)${partitionClause}`,
+    sql`ALTER TABLE ${newRef} ADD PRIMARY KEY (team_id, id)`,
+  ];
+  if (hasUuid) {
+    statements.push(sql`CREATE UNIQUE INDEX ${sql.id(`${options.newTable}_team_id_uuid_key`.slice(0, 63))}
+      ON ${newRef} (team_id, uuid)`);
+  }
+  for (let remainder = 0; remainder < (partitions ?? 0); remainder++) {
+    statements.push(sql`CREATE TABLE ${sql.id(options.schema, `${options.newTable}_p${remainder}`)}
+      PARTITION OF ${newRef}
+      FOR VALUES WITH (MODULUS ${sql.lit(partitions ?? 0)}, REMAINDER ${sql.lit(remainder)})`);
+  }
+  return statements;
+}
+
+function idDefault(newRef: RawBuilder<unknown>, sequence: string): RawBuilder<unknown> {
+  return sql`ALTER TABLE ${newRef} ALTER COLUMN id SET DEFAULT nextval(${sql.lit(sequence)}::regclass)`;
 }

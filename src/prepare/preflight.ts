@@ -1,15 +1,15 @@
 import type { AnyDb } from '../db/any-db.js';
+import { idSequenceOf } from '../db/id-sequence.js';
 import { displayName, quoteIdent, regclassText } from '../db/identifiers.js';
-import {
-  columnNamed,
-  foreignKeysBetween,
-  hasUniqueKey,
-  readTableShape,
-  sequenceOf,
-  type TableShape,
-} from '../db/table-shape.js';
+import { readDependents, type TableDependents } from '../db/table-dependents.js';
+import { readIndexes } from '../db/table-indexes.js';
+import { columnNamed, hasUniqueKey, readTableShape, type TableShape } from '../db/table-shape.js';
 import type { PreflightProblem } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import { migrationTables } from '../persons/tables.js';
+import { dataProblems } from './data-checks.js';
+import { dependentFindings, type FindingNames } from './dependent-findings.js';
+import type { MirroredTable } from './mirror.js';
 
 /** Columns the repository reads and writes; every other column is carried along. @internal */
 export const requiredPersonColumns = ['id', 'team_id', 'uuid', 'properties', 'version'] as const;
@@ -18,28 +18,38 @@ export const requiredDistinctIdColumns = ['team_id', 'distinct_id', 'person_id']
 
 /** What preflight learnt, for prepare() to act on. @internal */
 export interface PreflightReport {
+  /** What would break the migration: prepare() refuses, changing nothing. */
   readonly problems: PreflightProblem[];
+  /** What needs attention but does not block (shown by prepare(), status() and the CLI). */
+  readonly warnings: PreflightProblem[];
   readonly oldShape: TableShape | undefined;
   readonly newShape: TableShape | undefined;
   readonly distinctIdsShape: TableShape | undefined;
   /** Quoted regclass text of the sequence behind the old table's `id`. */
   readonly idSequence: string | undefined;
+  /** The old table's indexes and dependents (empty when it does not exist). */
+  readonly old: MirroredTable & { readonly dependents: TableDependents };
+  /** The new table's, when it exists. */
+  readonly fresh: MirroredTable | undefined;
+  readonly names: FindingNames;
 }
 
 /**
- * Checks that the migration can run, without changing anything: both tables exist, the new
- * table has every column of the old one with the same type and a unique `(team_id, id)` key,
- * the old `id` has a sequence, and no foreign key ties the distinct-ids table to the old
- * table only (persons created in the new table would violate it). @internal
+ * Checks that the migration can run, without changing anything: the tables and their columns,
+ * the new table's key, the sequence behind the old `id` (however the table got it), what
+ * references or hangs off the old table (foreign keys from any table, views, triggers, rules,
+ * publications, inheritance), and, with `data`, the old table's rows against the keys the new
+ * table will enforce. @internal
  *
  * @example
  * ```ts
- * const { problems } = await runPreflight(trx, options);
+ * const { problems, warnings } = await runPreflight(trx, options, { data: true });
  * ```
  */
 export async function runPreflight(
   db: AnyDb,
   options: ResolvedMigrationOptions,
+  checks: { readonly data: boolean },
 ): Promise<PreflightReport> {
   const { schema, oldTable, newTable, distinctIdsTable } = options;
   const [oldShape, newShape, distinctIdsShape] = await Promise.all([
@@ -47,59 +57,91 @@ export async function runPreflight(
     readTableShape(db, schema, newTable),
     readTableShape(db, schema, distinctIdsTable),
   ]);
-  const names = preflightNames(options);
+  const names = findingNames(options);
   const problems = [
     ...oldTableProblems(oldShape, names),
     ...distinctIdsTableProblems(distinctIdsShape, names),
     ...(oldShape && newShape ? newTableProblems(oldShape, newShape, names) : []),
   ];
+  const warnings: PreflightProblem[] = [];
+  const old = oldShape
+    ? await tableSide(db, oldShape.oid)
+    : { indexes: [], dependents: noDependents };
+  const fresh = newShape ? await tableSide(db, newShape.oid) : undefined;
   let idSequence: string | undefined;
   if (oldShape && columnNamed(oldShape, 'id')) {
-    idSequence = await sequenceOf(db, schema, oldTable, 'id');
-    if (!idSequence) {
-      problems.push({
-        check: 'old_id_sequence_missing',
-        message: `${names.old}.id is not fed by a sequence, so new persons could not share the id space.`,
-        fix: `Create a sequence owned by ${names.old}.id (a serial or identity column).`,
-      });
+    idSequence = await idSequenceOf(db, schema, oldTable, 'id');
+    if (!idSequence) problems.push(noSequence(names));
+  }
+  if (oldShape) {
+    const found = dependentFindings(old.dependents, names, {
+      oldPartitioned: oldShape.partitioned,
+      distinctIdsOid: distinctIdsShape?.oid,
+    });
+    problems.push(...found.problems);
+    warnings.push(...found.warnings);
+    if (checks.data && problems.length === 0) {
+      problems.push(
+        ...(await dataProblems(db, migrationTables(options).old, oldShape, old.indexes, names)),
+      );
     }
   }
-  if (oldShape && distinctIdsShape) {
-    for (const fk of await foreignKeysBetween(db, distinctIdsShape.oid, oldShape.oid)) {
-      problems.push({
-        check: 'foreign_key_to_old_table',
-        message: `Foreign key "${fk.name}" ties ${names.distinctIds} to ${names.old} only: distinct ids of persons created in ${names.new} would violate it. The repository keeps the same guarantee with row locks.`,
-        fix: `ALTER TABLE ${names.quotedDistinctIds} DROP CONSTRAINT ${quoteIdent(fk.name)};`,
-      });
-    }
-  }
-  return { problems, oldShape, newShape, distinctIdsShape, idSequence };
+  return {
+    problems,
+    warnings,
+    oldShape,
+    newShape,
+    distinctIdsShape,
+    idSequence,
+    old,
+    fresh,
+    names,
+  };
 }
 
-/** How the tables are named in messages, and quoted in fixes (SQL to copy and run). */
-interface PreflightNames {
-  readonly old: string;
-  readonly new: string;
-  readonly distinctIds: string;
-  readonly quotedNew: string;
-  readonly quotedDistinctIds: string;
+async function tableSide(db: AnyDb, oid: number) {
+  const [indexes, dependents] = await Promise.all([readIndexes(db, oid), readDependents(db, oid)]);
+  return { indexes, dependents };
 }
 
-function preflightNames(options: ResolvedMigrationOptions): PreflightNames {
+const noDependents: TableDependents = {
+  referencingForeignKeys: [],
+  foreignKeys: [],
+  views: [],
+  triggers: [],
+  rules: [],
+  rowSecurity: false,
+  policies: [],
+  publications: [],
+  parents: [],
+  children: [],
+  grants: [],
+};
+
+function noSequence(names: FindingNames): PreflightProblem {
+  return {
+    check: 'old_id_sequence_missing',
+    message:
+      `${names.old}.id has no sequence behind it (no serial or identity column, and no default ` +
+      'calling nextval()), so new persons could not share the id space.',
+    fix: `Give ${names.old}.id a default from a sequence above its largest id: CREATE SEQUENCE ...; ALTER TABLE ${names.quotedOld} ALTER COLUMN id SET DEFAULT nextval('...');`,
+  };
+}
+
+/** How the tables are named in messages, and quoted in fixes (SQL to copy and run). @internal */
+export function findingNames(options: ResolvedMigrationOptions): FindingNames {
   const { schema, oldTable, newTable, distinctIdsTable } = options;
   return {
     old: displayName(schema, oldTable),
     new: displayName(schema, newTable),
     distinctIds: displayName(schema, distinctIdsTable),
+    quotedOld: regclassText(schema, oldTable),
     quotedNew: regclassText(schema, newTable),
     quotedDistinctIds: regclassText(schema, distinctIdsTable),
   };
 }
 
-function oldTableProblems(
-  shape: TableShape | undefined,
-  names: PreflightNames,
-): PreflightProblem[] {
+function oldTableProblems(shape: TableShape | undefined, names: FindingNames): PreflightProblem[] {
   if (!shape) {
     return [
       {
@@ -120,7 +162,7 @@ function oldTableProblems(
 
 function distinctIdsTableProblems(
   shape: TableShape | undefined,
-  names: PreflightNames,
+  names: FindingNames,
 ): PreflightProblem[] {
   if (!shape) {
     return [
@@ -144,7 +186,7 @@ function distinctIdsTableProblems(
 function newTableProblems(
   oldShape: TableShape,
   newShape: TableShape,
-  names: PreflightNames,
+  names: FindingNames,
 ): PreflightProblem[] {
   const problems: PreflightProblem[] = [];
   for (const oldColumn of oldShape.columns) {

@@ -1,79 +1,158 @@
 import createDebug from 'debug';
+import { type RawBuilder, sql } from 'kysely';
 import { requireCurrentControlSchema } from '../control/install.js';
+import type { AnyDb } from '../db/any-db.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
-import { sanitizeErrors } from '../db/query-failed.js';
+import { idSequenceOf } from '../db/id-sequence.js';
+import { sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
 import { partitionCount, readTableShape } from '../db/table-shape.js';
 import { PreflightError, type PreflightProblem } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import type { ResolvedPrepareOptions } from '../options/prepare-options.js';
 import { type MigrationRegistration, PhaseStore } from '../phases/phase-store.js';
-import { createNewTable, lockNewTableCreation, shareIdSequence } from './new-table.js';
+import { lockNewTableCreation, newTablePlan } from './new-table.js';
 import { runPreflight } from './preflight.js';
 
 const debug = createDebug('pg-dual-read:prepare');
 
 /**
- * What `prepare()` did.
+ * What `prepare()` did (or, with `dryRun`, would do).
  *
  * @example
  * ```ts
  * const result = await migration.prepare({ partitions: 8 });
  * console.log(result.createdNewTable ? 'created' : 'reused', result.idSequence);
+ * for (const w of result.warnings) console.warn(w.check, w.message, w.fix ?? '');
  * ```
  */
 export interface PrepareResult {
-  /** True when this call created the new table. */
+  /** True when this call created the new table (with `dryRun`: would create it). */
   readonly createdNewTable: boolean;
   /** Hash partitions of the new table by `team_id` (0 when not partitioned). */
   readonly partitions: number;
-  /** The sequence that now feeds `id` in both tables. */
+  /** The sequence that feeds `id` in both tables (empty when none was found: see problems). */
   readonly idSequence: string;
   /** True when this call registered the migration in the control schema. */
   readonly registered: boolean;
+  /** True for `prepare({ dryRun: true })`: nothing was changed. */
+  readonly dryRun: boolean;
+  /** The schema changes run (or, with `dryRun`, that would run), in order. */
+  readonly ddl: readonly string[];
+  /**
+   * What would make `prepare()` refuse: always empty after a real run (it throws
+   * {@link PreflightError} instead); with `dryRun`, every problem found.
+   */
+  readonly problems: readonly PreflightProblem[];
+  /** What needs attention but does not block: views, triggers, publications, indexes the new table lacks... */
+  readonly warnings: readonly PreflightProblem[];
 }
 
 /**
- * Preflight, then create the new table if missing, point its `id` default at the old id
- * sequence and register the migration, all in one transaction: when a check fails, nothing
- * changed. @internal (use `migration.prepare()`)
+ * Preflight, then create the new table if missing (or fix the `id` default of an existing
+ * one) and register the migration, all in one transaction: when a check fails, nothing
+ * changed. With `dryRun`, the same transaction is rolled back and the result says what would
+ * have been done. @internal (use `migration.prepare()`)
  */
 export async function prepareMigration(
   handle: DatabaseHandle,
   options: ResolvedMigrationOptions,
   prepareOptions: ResolvedPrepareOptions,
 ): Promise<PrepareResult> {
-  return sanitizeErrors(`prepare() of migration "${options.name}"`, () =>
-    prepareInTransaction(handle, options, prepareOptions),
-  );
+  return sanitizeErrors(`prepare() of migration "${options.name}"`, async () => {
+    await requireCurrentControlSchema(handle, options.controlSchema, 'prepare()');
+    return handle.db.connection().execute(async (connection) => {
+      await sql`BEGIN`.execute(connection);
+      let result: PrepareResult;
+      try {
+        result = await prepareInTransaction(connection, options, prepareOptions);
+      } catch (error) {
+        await sql`ROLLBACK`.execute(connection).catch(() => undefined);
+        throw error;
+      }
+      await sql`${sql.raw(result.dryRun ? 'ROLLBACK' : 'COMMIT')}`.execute(connection);
+      return result;
+    });
+  });
 }
 
 async function prepareInTransaction(
-  handle: DatabaseHandle,
+  trx: AnyDb,
   options: ResolvedMigrationOptions,
   prepareOptions: ResolvedPrepareOptions,
 ): Promise<PrepareResult> {
-  await requireCurrentControlSchema(handle, options.controlSchema, 'prepare()');
+  const dryRun = prepareOptions.dryRun;
   const phases = new PhaseStore(options);
-  return handle.db.transaction().execute(async (trx) => {
-    await lockNewTableCreation(trx, options);
-    const report = await runPreflight(trx, options);
-    const registration = registrationProblem(options, await phases.registration(trx));
-    if (registration) report.problems.push(registration);
-    if (report.problems.length > 0 || !report.oldShape || !report.idSequence) {
-      throw new PreflightError(report.problems);
-    }
-    let newShape = report.newShape;
-    if (!newShape) {
-      await createNewTable(trx, options, prepareOptions.partitions);
-      newShape = await readTableShape(trx, options.schema, options.newTable);
-    }
-    await shareIdSequence(trx, options, report.idSequence, newShape);
-    const registered = await phases.register(trx);
-    const partitions = newShape?.partitioned ? await partitionCount(trx, newShape.oid) : 0;
-    const createdNewTable = report.newShape === undefined;
-    debug('prepared %s (created=%s, partitions=%d)', options.name, createdNewTable, partitions);
-    return { createdNewTable, partitions, idSequence: report.idSequence, registered };
+  await lockNewTableCreation(trx, options);
+  const report = await runPreflight(trx, options, {
+    // A scan of the old table: when the new table (and its keys) does not exist yet, or asked.
+    data: dryRun || (await readTableShape(trx, options.schema, options.newTable)) === undefined,
   });
+  const registration = registrationProblem(options, await phases.registration(trx));
+  if (registration) report.problems.push(registration);
+  const createdNewTable = report.newShape === undefined;
+  if (!dryRun && report.problems.length > 0) {
+    throw new PreflightError(report.problems, report.warnings);
+  }
+  let ddl: string[] = [];
+  let warnings = report.warnings;
+  if (report.oldShape && report.idSequence) {
+    const newIdSequence = report.newShape
+      ? await idSequenceOf(trx, options.schema, options.newTable, 'id')
+      : undefined;
+    const plan = newTablePlan(options, report, prepareOptions.partitions, newIdSequence);
+    ddl = plan.statements.map((statement) => statement.compile(trx).sql);
+    warnings = [...warnings, ...plan.warnings];
+    const failed = await runDdl(trx, plan.statements, dryRun);
+    if (failed) report.problems.push(failed);
+  }
+  const newShape = await readTableShape(trx, options.schema, options.newTable);
+  const registered = dryRun
+    ? (await phases.registration(trx)) === undefined
+    : await phases.register(trx);
+  const partitions = newShape?.partitioned ? await partitionCount(trx, newShape.oid) : 0;
+  debug(
+    'prepared %s (created=%s, partitions=%d, dry run=%s)',
+    options.name,
+    createdNewTable,
+    partitions,
+    dryRun,
+  );
+  return {
+    createdNewTable,
+    partitions,
+    idSequence: report.idSequence ?? '',
+    registered,
+    dryRun,
+    ddl,
+    problems: report.problems,
+    warnings,
+  };
+}
+
+/**
+ * Runs the new table's DDL. A dry run runs it inside a savepoint and reports a statement that
+ * fails as a problem (the caller rolls everything back anyway); a real run lets it fail.
+ */
+async function runDdl(
+  trx: AnyDb,
+  statements: readonly RawBuilder<unknown>[],
+  dryRun: boolean,
+): Promise<PreflightProblem | undefined> {
+  if (dryRun) await sql`SAVEPOINT pg_dual_read_prepare`.execute(trx);
+  for (const statement of statements) {
+    try {
+      await statement.execute(trx);
+    } catch (error) {
+      if (!dryRun) throw error;
+      await sql`ROLLBACK TO SAVEPOINT pg_dual_read_prepare`.execute(trx);
+      const failed = toQueryFailedError(error, statement.compile(trx).sql, 0);
+      return {
+        check: 'ddl_would_fail',
+        message: `prepare() would fail at: ${failed.message}`,
+      };
+    }
+  }
+  return undefined;
 }
 
 /** A migration of this name registered for other tables is a preflight problem. */
