@@ -25,6 +25,7 @@ export type DualReadErrorCode =
   | 'CONTROL_STATE'
   | 'BACKFILL_REFUSED'
   | 'BACKFILL_STOPPED'
+  | 'BACKFILL_DATA'
   | 'VERIFY_REFUSED'
   | 'UUID_TAKEN'
   | 'UNEXPECTED_RESULT';
@@ -246,6 +247,38 @@ export class BackfillRefusedError extends DualReadError {
  */
 export class BackfillStoppedError extends DualReadError {
   readonly code = 'BACKFILL_STOPPED' as const;
+}
+
+/**
+ * A backfill batch failed on the data, not on a race: rows of the old table violate a
+ * constraint of the new table (a unique key other than the copy's own, a `CHECK` or
+ * `NOT NULL`), or a value cannot be stored. The backfill stopped at once (no retries) after
+ * its last committed batch; the failing batch copied nothing. The message names the range, the
+ * constraint and the statement that lists the offending keys (never their values); fix the rows
+ * or the constraint, then call `backfill()` again: the range resumes from its checkpoint.
+ *
+ * @example
+ * ```ts
+ * try { await migration.backfill(); } catch (err) {
+ *   if (err instanceof BackfillDataError) console.error(err.constraint, err.listing);
+ * }
+ * ```
+ */
+export class BackfillDataError extends DualReadError {
+  readonly code = 'BACKFILL_DATA' as const;
+  constructor(
+    message: string,
+    /** The backfill range the batch was copying. */
+    readonly rangeId: number,
+    /** The violated constraint (or, for `NOT NULL`, the column), when Postgres named it. */
+    readonly constraint: string | undefined,
+    readonly sqlState: string | undefined,
+    /** A statement that lists the keys of the old rows at fault in the range. */
+    readonly listing: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
 }
 
 /**

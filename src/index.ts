@@ -5,6 +5,7 @@ export type { DatabaseBackend, DatabaseHandle, StopListening } from './db/databa
 export { type OpenDatabaseOptions, openDatabase } from './db/open-database.js';
 export { PGliteDialect, type PGliteDialectConfig } from './db/pglite-dialect.js';
 export {
+  BackfillDataError,
   BackfillRefusedError,
   BackfillStoppedError,
   ConfigurationError,

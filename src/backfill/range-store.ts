@@ -8,6 +8,7 @@ import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { keyAtOffset } from '../persons/key-range.js';
 import type { PersonColumns } from '../persons/person-columns.js';
 import { type MigrationTables, migrationTables } from '../persons/tables.js';
+import { batchDataError } from './batch-data-error.js';
 import {
   type BatchArbiter,
   type BatchOutcome,
@@ -102,7 +103,10 @@ export class RangeStore {
     return rows[0] ? toLeased(rows[0]) : undefined;
   }
 
-  /** Copies the next keys of a leased range and checkpoints them, in one transaction. */
+  /**
+   * Copies the next keys of a leased range and checkpoints them, in one transaction. A failure
+   * on the data is a {@link BackfillDataError} (not retried); any other failure is the driver's.
+   */
   async batch(
     db: AnyDb,
     workerId: string,
@@ -128,11 +132,16 @@ export class RangeStore {
               WHERE migration = ${tables.migration} AND range_id = ${range.rangeId} FOR UPDATE`,
           )
         : undefined;
-    const { rows } = await batchTransaction(db, statement, {
-      lockTimeoutMs: settings.lockTimeoutMs,
-      rangeFence,
-    });
-    return batchOutcome(rows[0]);
+    try {
+      const { rows } = await batchTransaction(db, statement, {
+        lockTimeoutMs: settings.lockTimeoutMs,
+        rangeFence,
+      });
+      return batchOutcome(rows[0]);
+    } catch (error) {
+      // A batch that failed on the data is not retried: it says which rows to fix.
+      throw (await batchDataError(db, this.options, range, error).catch(() => undefined)) ?? error;
+    }
   }
 
   /** Extends a lease this worker still holds (while paused, or during a long pacing wait). */

@@ -100,6 +100,28 @@ export function sqlStateOf(err: unknown): string | undefined {
 }
 
 /**
+ * A field of a driver error that names something, never a row value: the `constraint`, `column`
+ * or `table` Postgres reports with a constraint violation (read from a {@link QueryFailedError}'s
+ * sanitised cause too). @internal
+ *
+ * @example
+ * ```ts
+ * errorField(error, 'constraint'); // 'posthog_person_new_team_id_uuid_key'
+ * ```
+ */
+export function errorField(
+  err: unknown,
+  field: 'constraint' | 'column' | 'table',
+): string | undefined {
+  const source = err instanceof QueryFailedError ? err.cause : err;
+  const value =
+    typeof source === 'object' && source !== null
+      ? (source as Record<string, unknown>)[field]
+      : undefined;
+  return typeof value === 'string' ? value : undefined;
+}
+
+/**
  * Runs `fn`, passing {@link DualReadError}s through and turning any other error (a driver
  * error whose `detail` may hold row values) into a {@link QueryFailedError} described by
  * `operation`. For control-plane calls that run several statements. @internal

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { planBackfill } from '../../src/backfill/backfill-plan.js';
 import { RangeStore } from '../../src/backfill/range-store.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
-import { BackfillRefusedError } from '../../src/index.js';
+import { BackfillDataError, BackfillRefusedError } from '../../src/index.js';
 import { resolveMigrationOptions } from '../../src/options/migration-options.js';
 import { loadPersonColumns } from '../../src/persons/person-columns.js';
 import { createMigrationFixture, type MigrationFixture } from '../support/migration-fixture.js';
@@ -197,13 +197,64 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
     expect(await contents('new')).toHaveLength(20);
   });
 
-  it("a different person holding an old person's uuid in the new table: the batch fails with 23505 after its retries, naming no value, and resumes once it is gone", async () => {
+  it.each([
+    {
+      kind: 'CHECK',
+      sqlState: '23514',
+      constraint: 'version_below_1000',
+      add: sql`ADD CONSTRAINT version_below_1000 CHECK (version < 1000)`,
+      spoil: sql`version = 5000`,
+      fix: sql`version = 7`,
+    },
+    {
+      kind: 'NOT NULL',
+      sqlState: '23502',
+      constraint: 'is_user_id',
+      add: sql`ALTER COLUMN is_user_id SET NOT NULL`,
+      spoil: sql`is_user_id = NULL`,
+      fix: sql`is_user_id = 0`,
+    },
+  ])(
+    'an old row violating a $kind constraint of the new table stops the backfill at once with the constraint, the range and the listing of its key; it finishes after the fix',
+    async ({ sqlState, constraint, add, spoil, fix }) => {
+      fixture = await createMigrationFixture(handle, { seed: 20, dualRead: true });
+      await sql`UPDATE ${fixture.oldTable()} SET is_user_id = 0`.execute(handle.db);
+      await sql`ALTER TABLE ${fixture.newTable()} ${add}`.execute(handle.db);
+      const { rows } = await sql<{ id: string }>`
+      UPDATE ${fixture.oldTable()} SET ${spoil}
+      WHERE id = (SELECT id FROM ${fixture.oldTable()} ORDER BY id OFFSET 12 LIMIT 1)
+      RETURNING id::text`.execute(handle.db);
+      const spoilt = rows[0]?.id as string;
+      const retries: number[] = [];
+      fixture.migration.events.on('backfill:retry', ({ attempt }) => retries.push(attempt));
+      const error = await fixture.migration
+        .backfill({ workers: 1, ranges: 1, batchSize: 5, targetBatchMs: 0, retryBaseMs: 1 })
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BackfillDataError);
+      expect(error).toMatchObject({ code: 'BACKFILL_DATA', sqlState, constraint, rangeId: 1 });
+      expect(retries).toEqual([]);
+      const { rows: listed } = await sql
+        .raw<{ id: string }>((error as BackfillDataError).listing)
+        .execute(handle.db);
+      expect(listed.map((r) => String(r.id))).toEqual([spoilt]);
+      expect((await fixture.migration.backfillStatus())?.rowsScanned).toBe(10);
+
+      await sql`UPDATE ${fixture.oldTable()} SET ${fix} WHERE id = ${spoilt}::bigint`.execute(
+        handle.db,
+      );
+      expect(await fixture.migration.backfill()).toMatchObject({ finished: true, rowsScanned: 10 });
+      expect(await contents('new')).toEqual(await contents('old'));
+    },
+  );
+
+  it("a different person holding an old person's uuid in the new table: the backfill stops at once naming the index, the range and the listing, never a value, and resumes once it is gone", async () => {
     fixture = await createMigrationFixture(handle, { seed: 20, dualRead: true });
-    const { rows } = await sql<{ uuid: string }>`
-      SELECT uuid::text FROM ${fixture.oldTable()} ORDER BY id OFFSET 10 LIMIT 1`.execute(
+    const { rows } = await sql<{ uuid: string; id: string }>`
+      SELECT o.uuid::text, o.id::text FROM ${fixture.oldTable()} AS o ORDER BY o.id OFFSET 10 LIMIT 1`.execute(
       handle.db,
     );
     const uuid = rows[0]?.uuid as string;
+    const oldId = rows[0]?.id as string;
     await sql`INSERT INTO ${fixture.newTable()} (id, team_id, uuid, version)
       VALUES (999999, 1, ${uuid}::uuid, 0)`.execute(handle.db);
     const retries: number[] = [];
@@ -218,9 +269,23 @@ describe.each(availableBackends())('backfill on %s', (backend) => {
         retryBaseMs: 1,
       })
       .catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: 'QUERY_FAILED', sqlState: '23505' });
+    expect(error).toBeInstanceOf(BackfillDataError);
+    expect(error).toMatchObject({
+      code: 'BACKFILL_DATA',
+      sqlState: '23505',
+      rangeId: 1,
+      constraint: 'posthog_person_new_team_id_uuid_key',
+    });
     expect((error as Error).message).not.toContain(uuid);
-    expect(retries).toEqual([1, 2]);
+    expect((error as Error).message).toContain('range 1');
+    expect(retries).toEqual([]);
+    // The listing names the key at fault and the person holding its uuid.
+    const { rows: listed } = await sql
+      .raw<{ id: string; holder_id: string }>((error as BackfillDataError).listing)
+      .execute(handle.db);
+    expect(listed.map((r) => [String(r.id), String(r.holder_id)])).toEqual([
+      [String(oldId), '999999'],
+    ]);
     // The batches before the conflict committed; the one with the conflict did not.
     expect((await fixture.migration.backfillStatus())?.rowsScanned).toBe(10);
 
