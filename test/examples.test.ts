@@ -56,6 +56,30 @@ describeOnRealServer('the quickstart example on postgres', () => {
       await client.end();
     }
   }, 90_000);
+  it('the prepare example shows the duplicate, the view and the DDL in a dry run, then creates the new table with the email index', async () => {
+    const schema = uniqueSchemaName('demo');
+    const url = realServerUrl() ?? '';
+    try {
+      const { stdout } = await run('npx', ['tsx', 'examples/prepare/main.ts'], {
+        env: { ...process.env, DATABASE_URL: url, DEMO_SCHEMA: schema },
+        timeout: 60_000,
+      });
+      expect(stdout).toContain('dry run: 1 problem(s), 1 warning(s), nothing changed');
+      expect(stdout).toContain('problem [duplicate_keys_in_old]');
+      expect(stdout).toContain('warning [view_reads_old_table]');
+      expect(stdout).toContain("USING btree (((properties ->> 'email'::text)))");
+      expect(stdout).toContain(`ids from ${schema}.person_ids_2019`);
+      expect(stdout).toContain('indexes the new table lacks: none');
+      expect(stdout).not.toContain('@example.com');
+    } finally {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await client.query(`DROP SCHEMA IF EXISTS "${schema}_control" CASCADE`);
+      await client.end();
+    }
+  }, 90_000);
+
   it('the verify example finds each planted key, repairs the copyable ones and stores the run', async () => {
     const schema = uniqueSchemaName('demo');
     const url = realServerUrl() ?? '';
