@@ -19,7 +19,7 @@ export async function catalogFindings(
   db: AnyDb,
   options: ResolvedMigrationOptions,
 ): Promise<{ warnings: PreflightProblem[]; missingIndexes: string[] }> {
-  const report = await runPreflight(db, options, { data: false });
+  const report = await runPreflight(db, options, { data: 'never' });
   if (!report.newShape || !report.fresh) {
     return { warnings: [...report.problems, ...report.warnings], missingIndexes: [] };
   }

@@ -38,18 +38,18 @@ export interface PreflightReport {
  * Checks that the migration can run, without changing anything: the tables and their columns,
  * the new table's key, the sequence behind the old `id` (however the table got it), what
  * references or hangs off the old table (foreign keys from any table, views, triggers, rules,
- * publications, inheritance), and, with `data`, the old table's rows against the keys the new
- * table will enforce. @internal
+ * publications, inheritance), and (`data`: always, only while the new table does not exist, or
+ * never) the old table's rows against the keys the new table will enforce. @internal
  *
  * @example
  * ```ts
- * const { problems, warnings } = await runPreflight(trx, options, { data: true });
+ * const { problems, warnings } = await runPreflight(trx, options, { data: 'always' });
  * ```
  */
 export async function runPreflight(
   db: AnyDb,
   options: ResolvedMigrationOptions,
-  checks: { readonly data: boolean },
+  checks: { readonly data: 'always' | 'before-new-table' | 'never' },
 ): Promise<PreflightReport> {
   const { schema, oldTable, newTable, distinctIdsTable } = options;
   const [oldShape, newShape, distinctIdsShape] = await Promise.all([
@@ -80,7 +80,11 @@ export async function runPreflight(
     });
     problems.push(...found.problems);
     warnings.push(...found.warnings);
-    if (checks.data && problems.length === 0) {
+    // A dry run reports everything; a real run does not scan the data when it refuses anyway.
+    const data =
+      checks.data === 'always' ||
+      (checks.data === 'before-new-table' && !newShape && problems.length === 0);
+    if (data) {
       problems.push(
         ...(await dataProblems(db, migrationTables(options).old, oldShape, old.indexes, names)),
       );

@@ -83,10 +83,8 @@ async function prepareInTransaction(
   const dryRun = prepareOptions.dryRun;
   const phases = new PhaseStore(options);
   await lockNewTableCreation(trx, options);
-  const report = await runPreflight(trx, options, {
-    // A scan of the old table: when the new table (and its keys) does not exist yet, or asked.
-    data: dryRun || (await readTableShape(trx, options.schema, options.newTable)) === undefined,
-  });
+  // The scan of the old rows: when the new table (and its keys) does not exist yet, or asked.
+  const report = await runPreflight(trx, options, { data: dryRun ? 'always' : 'before-new-table' });
   const registration = registrationProblem(options, await phases.registration(trx));
   if (registration) report.problems.push(registration);
   const createdNewTable = report.newShape === undefined;
