@@ -66,15 +66,16 @@ describe.skipIf(!required && postgresBinDir() === undefined)(
           ).rows[0]?.n,
         );
 
-      // The standby is streaming and caught up: a lag well under the limit.
-      await waitFor(
-        'the standby to report',
-        async () => (await cluster.replicationLagMs()) !== null,
-      );
+      // The standby is streaming and caught up: a lag well under the limit. A standby with
+      // nothing to replay reports NULL lags after a while, so the wait writes WAL.
+      await sql`CREATE TABLE lag.heartbeat (at timestamptz)`.execute(handle.db);
+      await waitFor('the standby to report', async () => {
+        await sql`INSERT INTO lag.heartbeat VALUES (now())`.execute(handle.db);
+        return (await cluster.replicationLagMs()) !== null;
+      });
 
       // Replay paused, WAL still flowing: the primary sees the replay lag grow past 500 ms.
       await cluster.pauseReplay();
-      await sql`CREATE TABLE lag.heartbeat (at timestamptz)`.execute(handle.db);
       await waitFor('a replay lag over 500 ms', async () => {
         await sql`INSERT INTO lag.heartbeat VALUES (now())`.execute(handle.db);
         return ((await cluster.replicationLagMs()) ?? 0) > 500;
