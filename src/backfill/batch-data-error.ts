@@ -84,7 +84,7 @@ async function uniqueClash(
   const index = (await readIndexes(db, shape.oid)).find((i) => i.name === constraint);
   if (!index || index.primary || index.expression || index.partial) return undefined;
   const tables = migrationTables(options);
-  const pair = (alias: string) => sql.join(index.columns.map((c) => sql.ref(`${alias}.${c}`)));
+  const pair = (alias: string) => sql.join(index.columns.map((c) => sql.id(alias, c)));
   const { rows } = await sql<{ found: number }>`
     SELECT 1 AS found FROM ${tables.old} AS o
     JOIN ${tables.new} AS n ON (${pair('n')}) = (${pair('o')})

@@ -131,3 +131,59 @@ export async function partitionCount(db: AnyDb, oid: number): Promise<number> {
     SELECT count(*)::int AS count FROM pg_inherits WHERE inhparent = ${oid}`.execute(db);
   return rows[0]?.count ?? 0;
 }
+
+/**
+ * What holds a name in a schema, as {@link takenNames} finds it. @internal
+ *
+ * @example
+ * ```ts
+ * const taken: TakenName = { name: 'persons_new_p1', kind: 'view' };
+ * ```
+ */
+export interface TakenName {
+  readonly name: string;
+  /** `table`, `index`, `view`, `sequence`, ... or `type` for a type of its own. */
+  readonly kind: string;
+}
+
+const relationKinds: Record<string, string> = {
+  r: 'table',
+  p: 'partitioned table',
+  i: 'index',
+  I: 'partitioned index',
+  S: 'sequence',
+  v: 'view',
+  m: 'materialized view',
+  c: 'composite type',
+  f: 'foreign table',
+  t: 'TOAST table',
+};
+
+/**
+ * Which of `relations` name a relation of `schema` (a table, index, sequence, view...), and
+ * which of `tables` name a type there: a new table takes its name as a row type too. Array
+ * types are left out (Postgres renames them out of the way). @internal
+ *
+ * @example
+ * ```ts
+ * const taken = await takenNames(db, 'public', ['persons_new', 'persons_new_pkey'], ['persons_new']);
+ * ```
+ */
+export async function takenNames(
+  db: AnyDb,
+  schema: string,
+  relations: readonly string[],
+  tables: readonly string[],
+): Promise<TakenName[]> {
+  const { rows } = await sql<{ name: string; kind: string }>`
+    SELECT c.relname::text AS name, c.relkind::text AS kind
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ${schema} AND c.relname = ANY(${[...relations]}::text[])
+    UNION ALL
+    SELECT t.typname::text, 'type'
+    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname = ${schema} AND t.typname = ANY(${[...tables]}::text[])
+      AND t.typrelid = 0 AND t.typcategory <> 'A'
+    ORDER BY 1`.execute(db);
+  return rows.map((r) => ({ name: r.name, kind: relationKinds[r.kind] ?? r.kind }));
+}

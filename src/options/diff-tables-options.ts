@@ -1,17 +1,15 @@
 import { z } from 'zod';
 import type { MismatchClass } from '../model/mismatch-class.js';
-import { integerIn, parseOptions } from '../util/parse-options.js';
+import { identifier, integerIn, parseOptions } from '../util/parse-options.js';
 import { databaseHandle } from './database-handle-option.js';
 
 const side = (name: string) =>
   z
     .object({
       db: databaseHandle,
-      schema: z
-        .string({ error: `${name}.schema must be a string` })
-        .min(1)
-        .default('public'),
-      table: z.string({ error: `${name}.table must be a table name` }).min(1),
+      // Names over 63 bytes are refused: Postgres would compare the truncated name's table.
+      schema: identifier(`${name}.schema`).default('public'),
+      table: identifier(`${name}.table`),
     })
     .strict();
 
@@ -20,7 +18,7 @@ const diffTablesSchema = z
     old: side('old'),
     new: side('new'),
     columns: z
-      .array(z.string())
+      .array(identifier('columns[]'), { error: 'columns must be an array of column names' })
       .min(1, { error: 'columns must name at least one column' })
       .optional(),
     chunkRows: integerIn('chunkRows', 1_000, 100_000_000).default(1_000_000),

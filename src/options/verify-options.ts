@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { integerIn, parseOptions } from '../util/parse-options.js';
+import { identifier, integerIn, parseOptions } from '../util/parse-options.js';
 
 const verifyOptionsSchema = z
   .object({
@@ -7,7 +7,7 @@ const verifyOptionsSchema = z
       .enum(['join', 'checksum'], { error: "method must be 'join' or 'checksum'" })
       .default('join'),
     columns: z
-      .array(z.string({ error: 'columns must be column names' }), {
+      .array(identifier('columns[]'), {
         error: 'columns must be an array of column names',
       })
       .min(1, { error: 'columns must name at least one column' })

@@ -12,7 +12,7 @@ import type { Key, KeyRange } from '../model/key.js';
  * ```
  */
 export function keyColumns(alias: string, idColumn = 'id'): RawBuilder<unknown> {
-  return sql`(${sql.ref(`${alias}.team_id`)}, ${sql.ref(`${alias}.${idColumn}`)})`;
+  return sql`(${sql.id(alias, 'team_id')}, ${sql.id(alias, idColumn)})`;
 }
 
 /**

@@ -24,6 +24,25 @@ export interface PersonColumns {
 }
 
 /**
+ * Names the repository's statements give columns of their own, beside a person's columns in
+ * the same result row (`fetchPersonsByDistinctIds`'s `distinct_id`, `createPerson`'s
+ * `inserted_count`, the `pg_dual_read_*` markers of merged reads): a persons column of one of
+ * these names would be confused with them, so `prepare()` refuses it. @internal
+ *
+ * @example
+ * ```ts
+ * const clash = shape.columns.filter((c) => reservedColumnNames.includes(c.name));
+ * ```
+ */
+export const reservedColumnNames: readonly string[] = [
+  'distinct_id',
+  'inserted_count',
+  'pg_dual_read_from_old',
+  'pg_dual_read_epoch',
+  'pg_dual_read_found',
+];
+
+/**
  * Reads the columns of the old persons table and of the distinct-ids table. @internal
  *
  * @example
@@ -63,5 +82,5 @@ export async function loadPersonColumns(
  * ```
  */
 export function columnList(columns: readonly string[], alias?: string): RawBuilder<unknown> {
-  return sql.join(columns.map((c) => (alias ? sql.ref(`${alias}.${c}`) : sql.id(c))));
+  return sql.join(columns.map((c) => (alias ? sql.id(alias, c) : sql.id(c))));
 }

@@ -1,5 +1,6 @@
 import { type RawBuilder, sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
+import { quoteIdent } from '../db/identifiers.js';
 import type { TableIndex } from '../db/table-indexes.js';
 import type { ColumnShape, TableShape } from '../db/table-shape.js';
 import type { PreflightProblem } from '../errors.js';
@@ -71,14 +72,14 @@ async function nullKeys(
   columns: readonly string[],
 ): Promise<PreflightProblem | undefined> {
   const anyNull = sql.join(
-    columns.map((c) => sql`${sql.ref(`o.${c}`)} IS NULL`),
+    columns.map((c) => sql`${sql.id('o', c)} IS NULL`),
     sql` OR `,
   );
   const { rows } = await sql<{ n: string }>`
     SELECT count(*)::text AS n FROM ${old} AS o WHERE ${anyNull}`.execute(db);
   const count = Number(rows[0]?.n ?? 0);
   if (count === 0) return undefined;
-  const where = columns.map((c) => `${c} IS NULL`).join(' OR ');
+  const where = columns.map((c) => `${quoteIdent(c)} IS NULL`).join(' OR ');
   return {
     check: 'null_keys_in_old',
     message:
@@ -94,9 +95,9 @@ async function duplicateKeys(
   names: FindingNames,
   key: readonly string[],
 ): Promise<PreflightProblem | undefined> {
-  const columns = sql.join(key.map((c) => sql.ref(`o.${c}`)));
+  const columns = sql.join(key.map((c) => sql.id('o', c)));
   const notNull = sql.join(
-    key.map((c) => sql`${sql.ref(`o.${c}`)} IS NOT NULL`),
+    key.map((c) => sql`${sql.id('o', c)} IS NOT NULL`),
     sql` AND `,
   );
   const { rows } = await sql<{ groups: string; rows: string }>`
@@ -107,6 +108,7 @@ async function duplicateKeys(
   const groups = Number(rows[0]?.groups ?? 0);
   if (groups === 0) return undefined;
   const list = key.join(', ');
+  const quotedList = key.map(quoteIdent).join(', ');
   const uuidKey = key.includes('uuid');
   return {
     check: 'duplicate_keys_in_old',
@@ -114,8 +116,8 @@ async function duplicateKeys(
       `${groups} group(s) of rows of ${names.old} (${rows[0]?.rows} rows) share a (${list}), ` +
       `which the new table keeps unique: the backfill would stop at the first of them.`,
     fix:
-      `List them: SELECT ${list}, array_agg(id ORDER BY id) AS ids FROM ${names.quotedOld} ` +
-      `GROUP BY ${list} HAVING count(*) > 1; then ` +
+      `List them: SELECT ${quotedList}, array_agg(id ORDER BY id) AS ids FROM ${names.quotedOld} ` +
+      `GROUP BY ${quotedList} HAVING count(*) > 1; then ` +
       (uuidKey
         ? 'merge each group into one person (moveDistinctIds() to the one kept, then deletePerson() of the others), or give the others new uuids (UPDATE ... SET uuid = gen_random_uuid() WHERE id = ...), '
         : 'merge or delete the duplicates, ') +

@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import { quoteIdent } from '../db/identifiers.js';
 import type { TableDependents } from '../db/table-dependents.js';
 import type { TableIndex } from '../db/table-indexes.js';
 import type { PreflightProblem } from '../errors.js';
 import type { FindingNames } from './dependent-findings.js';
+import { relationName } from './new-table-names.js';
 
 /**
  * What the new table lacks of the old one's indexes, grants and row-level security, as the
@@ -18,7 +18,12 @@ import type { FindingNames } from './dependent-findings.js';
  */
 export interface MirrorPlan {
   /** Old indexes the new table has no equivalent of (same body), with the statement for each. */
-  readonly indexes: readonly { readonly index: TableIndex; readonly statement: string }[];
+  readonly indexes: readonly {
+    readonly index: TableIndex;
+    /** The name the new table's copy gets (at most 63 bytes, not taken). */
+    readonly name: string;
+    readonly statement: string;
+  }[];
   /** `GRANT` statements for privileges on the old table the new one lacks. */
   readonly grants: readonly string[];
   /** `ALTER TABLE ... ENABLE ROW LEVEL SECURITY` and `CREATE POLICY` statements. */
@@ -32,12 +37,10 @@ export interface MirroredTable {
   readonly dependents: Pick<TableDependents, 'grants' | 'policies' | 'rowSecurity'>;
 }
 
-/** Postgres truncates names at 63 bytes. */
-const maxNameBytes = 63;
-
 /**
  * The statements that give the new table what it lacks of the old one. `planned` lists index
- * bodies the new table gets anyway (its primary key, the `(team_id, uuid)` index). An old
+ * bodies the new table gets anyway (its primary key, the `(team_id, uuid)` index), `reserved`
+ * the names its own key, index and partitions take (no mirrored index gets one). An old
  * unique index without `team_id` cannot be unique on a table hash-partitioned by `team_id`:
  * it is mirrored as a plain index, with a warning. @internal
  *
@@ -55,16 +58,17 @@ export function mirrorPlan(
     readonly oldTable: string;
     readonly newTable: string;
     readonly planned: readonly string[];
+    readonly reserved?: readonly string[];
   },
 ): MirrorPlan {
   const warnings: PreflightProblem[] = [];
   const have = new Set([...fresh.indexes.map((i) => i.body), ...target.planned]);
   const taken = new Set([
+    target.newTable,
     ...fresh.indexes.map((i) => i.name),
-    `${target.newTable}_pkey`,
-    `${target.newTable}_team_id_uuid_key`,
+    ...(target.reserved ?? []),
   ]);
-  const indexes: { index: TableIndex; statement: string }[] = [];
+  const indexes: { index: TableIndex; name: string; statement: string }[] = [];
   for (const index of old.indexes) {
     if (have.has(index.body)) continue;
     have.add(index.body);
@@ -86,6 +90,7 @@ export function mirrorPlan(
     taken.add(name);
     indexes.push({
       index,
+      name,
       statement: `CREATE ${unique ? 'UNIQUE ' : ''}INDEX ${quoteIdent(name)} ON ${names.quotedNew} ${index.body}`,
     });
   }
@@ -158,12 +163,5 @@ function mirroredIndexName(
   taken: ReadonlySet<string>,
 ): string {
   const suffix = oldName.startsWith(`${oldTable}_`) ? oldName.slice(oldTable.length + 1) : oldName;
-  let name = `${newTable}_${suffix}`;
-  if (Buffer.byteLength(name, 'utf8') > maxNameBytes || taken.has(name)) {
-    const hash = createHash('sha1').update(`${newTable}:${oldName}`).digest('hex').slice(0, 8);
-    let head = name;
-    while (Buffer.byteLength(`${head}_${hash}`, 'utf8') > maxNameBytes) head = head.slice(0, -1);
-    name = `${head}_${hash}`;
-  }
-  return name;
+  return relationName(newTable, suffix, taken);
 }

@@ -3,6 +3,12 @@ import type { AnyDb } from '../db/any-db.js';
 import type { PreflightProblem } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { mirrorPlan, missingInNew } from './mirror.js';
+import {
+  allNewTableNames,
+  type CreatedRelation,
+  type NewTableNames,
+  newTableNames,
+} from './new-table-names.js';
 import type { PreflightReport } from './preflight.js';
 
 /**
@@ -26,6 +32,8 @@ export async function lockNewTableCreation(
 export interface NewTablePlan {
   readonly statements: readonly RawBuilder<unknown>[];
   readonly warnings: readonly PreflightProblem[];
+  /** The relations the statements create (none when the new table exists). */
+  readonly created: readonly CreatedRelation[];
 }
 
 /** Index bodies the new table gets from its own definition. */
@@ -35,11 +43,13 @@ const ownIndexBodies = ['USING btree (team_id, id)', 'USING btree (team_id, uuid
  * The statements that make the new table, when it is missing: created from the old one (same
  * columns, defaults, `NOT NULL` and `CHECK` constraints, generated columns, storage and
  * comments), primary key `(team_id, id)` (it includes `team_id` so the table can be
- * hash-partitioned by team), a unique `(team_id, uuid)` index, its partitions, **every other
- * index of the old table** (expression and partial indexes included), the old table's grants,
- * row-level security and policies, and an `id` default drawing from the old table's sequence
- * (rule `shared-sequence`; not `INCLUDING IDENTITY`: an identity column would get a sequence of
- * its own, and ids of the two tables could collide).
+ * hash-partitioned by team), a unique `(team_id, uuid)` index, **every other index of the old
+ * table** (expression and partial indexes included), its partitions (after the indexes: the
+ * names Postgres picks for the partitions' indexes then avoid the mirrored ones), the old
+ * table's grants, row-level security and policies, and an `id` default drawing from the old
+ * table's sequence (rule `shared-sequence`; not `INCLUDING IDENTITY`: an identity column would
+ * get a sequence of its own, and ids of the two tables could collide). Every name it gives fits
+ * in 63 bytes and differs from the others ({@link newTableNames}).
  *
  * When the new table exists, only its `id` default is fixed if it draws from another sequence
  * (`newIdSequence`); the indexes, grants and policies it lacks are warnings, whose fixes create
@@ -71,51 +81,89 @@ export function newTablePlan(
       statements.push(sql`ALTER TABLE ${newRef} ALTER COLUMN id DROP IDENTITY`);
     if (idColumn?.identity || newIdSequence !== sequence)
       statements.push(idDefault(newRef, sequence));
-    return { statements, warnings: missingInNew(plan, report.names) };
+    return { statements, warnings: missingInNew(plan, report.names), created: [] };
   }
   const hasUuid = report.oldShape?.columns.some((c) => c.name === 'uuid') ?? false;
+  const names = newTableNames(options.newTable, partitions ?? 0);
   const plan = mirrorPlan(
     report.names,
     report.old,
     { indexes: [], dependents: { grants: [], policies: [], rowSecurity: false } },
-    { ...target, planned: hasUuid ? ownIndexBodies : ownIndexBodies.slice(0, 1) },
+    {
+      ...target,
+      planned: hasUuid ? ownIndexBodies : ownIndexBodies.slice(0, 1),
+      reserved: allNewTableNames(names),
+    },
   );
+  const raw = (statements: readonly string[]) => statements.map((s) => sql.raw(s));
   return {
     statements: [
-      ...createStatements(options, newRef, partitions, hasUuid),
-      ...[...plan.indexes.map((i) => i.statement), ...plan.grants, ...plan.rowSecurity].map(
-        (statement) => sql.raw(statement),
-      ),
+      ...createStatements(options, newRef, names, hasUuid),
+      ...raw(plan.indexes.map((i) => i.statement)),
+      ...partitionStatements(options, newRef, names),
+      ...raw([...plan.grants, ...plan.rowSecurity]),
       idDefault(newRef, sequence),
     ],
     warnings: plan.warnings,
+    created: [
+      ...createdRelations(names, hasUuid),
+      ...plan.indexes.map(({ index, name }) => ({
+        name,
+        what: `the new table's copy of index "${index.name}"`,
+        table: false,
+      })),
+    ],
   };
 }
 
 function createStatements(
   options: ResolvedMigrationOptions,
   newRef: RawBuilder<unknown>,
-  partitions: number | undefined,
+  names: NewTableNames,
   hasUuid: boolean,
 ): RawBuilder<unknown>[] {
   const oldRef = sql.id(options.schema, options.oldTable);
-  const partitionClause = partitions ? sql` PARTITION BY HASH (team_id)` : sql``;
+  const partitionClause = names.partitions.length > 0 ? sql` PARTITION BY HASH (team_id)` : sql``;
   const statements = [
     sql`CREATE TABLE ${newRef} (LIKE ${oldRef}
       INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE
       INCLUDING COMMENTS)${partitionClause}`,
-    sql`ALTER TABLE ${newRef} ADD PRIMARY KEY (team_id, id)`,
+    sql`ALTER TABLE ${newRef} ADD CONSTRAINT ${sql.id(names.primaryKey)} PRIMARY KEY (team_id, id)`,
   ];
   if (hasUuid) {
-    statements.push(sql`CREATE UNIQUE INDEX ${sql.id(`${options.newTable}_team_id_uuid_key`.slice(0, 63))}
-      ON ${newRef} (team_id, uuid)`);
-  }
-  for (let remainder = 0; remainder < (partitions ?? 0); remainder++) {
-    statements.push(sql`CREATE TABLE ${sql.id(options.schema, `${options.newTable}_p${remainder}`)}
-      PARTITION OF ${newRef}
-      FOR VALUES WITH (MODULUS ${sql.lit(partitions ?? 0)}, REMAINDER ${sql.lit(remainder)})`);
+    statements.push(
+      sql`CREATE UNIQUE INDEX ${sql.id(names.uuidIndex)} ON ${newRef} (team_id, uuid)`,
+    );
   }
   return statements;
+}
+
+function partitionStatements(
+  options: ResolvedMigrationOptions,
+  newRef: RawBuilder<unknown>,
+  names: NewTableNames,
+): RawBuilder<unknown>[] {
+  const modulus = names.partitions.length;
+  return names.partitions.map(
+    (partition, remainder) => sql`CREATE TABLE ${sql.id(options.schema, partition)}
+      PARTITION OF ${newRef}
+      FOR VALUES WITH (MODULUS ${sql.lit(modulus)}, REMAINDER ${sql.lit(remainder)})`,
+  );
+}
+
+function createdRelations(names: NewTableNames, hasUuid: boolean): CreatedRelation[] {
+  return [
+    { name: names.table, what: 'the new table', table: true },
+    { name: names.primaryKey, what: "the new table's primary key", table: false },
+    ...(hasUuid
+      ? [{ name: names.uuidIndex, what: "the new table's (team_id, uuid) index", table: false }]
+      : []),
+    ...names.partitions.map((name, remainder) => ({
+      name,
+      what: `partition ${remainder} of the new table`,
+      table: true,
+    })),
+  ];
 }
 
 function idDefault(newRef: RawBuilder<unknown>, sequence: string): RawBuilder<unknown> {

@@ -6,6 +6,7 @@ import { readIndexes } from '../db/table-indexes.js';
 import { columnNamed, hasUniqueKey, readTableShape, type TableShape } from '../db/table-shape.js';
 import type { PreflightProblem } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import { reservedColumnNames } from '../persons/person-columns.js';
 import { migrationTables } from '../persons/tables.js';
 import { dataProblems } from './data-checks.js';
 import { dependentFindings, type FindingNames } from './dependent-findings.js';
@@ -155,13 +156,23 @@ function oldTableProblems(shape: TableShape | undefined, names: FindingNames): P
       },
     ];
   }
-  return requiredPersonColumns
+  const missing = requiredPersonColumns
     .filter((column) => !columnNamed(shape, column))
     .map((column) => ({
       check: 'old_column_missing',
       message: `The old persons table ${names.old} has no column "${column}".`,
       fix: `pg-dual-read needs the columns ${requiredPersonColumns.join(', ')}.`,
     }));
+  const reserved = shape.columns
+    .filter((column) => reservedColumnNames.includes(column.name))
+    .map((column) => ({
+      check: 'reserved_column_name',
+      message:
+        `Column "${column.name}" of ${names.old} has a name the repository's statements give a ` +
+        `column of their own (${reservedColumnNames.join(', ')}): reads and writes would confuse them.`,
+      fix: `ALTER TABLE ${names.quotedOld} RENAME COLUMN ${quoteIdent(column.name)} TO ...; then run prepare() again.`,
+    }));
+  return [...missing, ...reserved];
 }
 
 function distinctIdsTableProblems(

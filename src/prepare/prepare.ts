@@ -11,6 +11,7 @@ import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import type { ResolvedPrepareOptions } from '../options/prepare-options.js';
 import { type MigrationRegistration, PhaseStore } from '../phases/phase-store.js';
 import { lockNewTableCreation, newTablePlan } from './new-table.js';
+import { takenNameProblems } from './new-table-names.js';
 import { runPreflight } from './preflight.js';
 
 const debug = createDebug('pg-dual-read:prepare');
@@ -100,6 +101,8 @@ async function prepareInTransaction(
     const plan = newTablePlan(options, report, prepareOptions.partitions, newIdSequence);
     ddl = plan.statements.map((statement) => statement.compile(trx).sql);
     warnings = [...warnings, ...plan.warnings];
+    report.problems.push(...(await takenNameProblems(trx, options.schema, plan.created)));
+    if (!dryRun && report.problems.length > 0) throw new PreflightError(report.problems, warnings);
     const failed = await runDdl(trx, plan.statements, dryRun);
     if (failed) report.problems.push(failed);
   }

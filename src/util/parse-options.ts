@@ -3,8 +3,9 @@ import { InvalidOptionsError } from '../errors.js';
 
 /**
  * A Postgres identifier option whose messages name it. Postgres truncates identifiers at 63
- * bytes: refusing longer names avoids silently addressing a different table than the one
- * configured. @internal
+ * bytes (of UTF-8, not characters): refusing longer names avoids silently addressing a
+ * different table than the one configured. Any other name Postgres accepts is accepted (dots,
+ * quotes, spaces, upper case, any Unicode): it is always quoted, never split. @internal
  *
  * @example
  * ```ts
@@ -18,7 +19,11 @@ export const identifier = (what: string) =>
     .refine((value) => Buffer.byteLength(value, 'utf8') <= 63, {
       error: `${what} must be at most 63 bytes (Postgres truncates longer identifiers)`,
     })
-    .refine((value) => !value.includes('\u0000'), { error: `${what} must not contain NUL` });
+    .refine((value) => !value.includes('\u0000'), { error: `${what} must not contain NUL` })
+    // A lone surrogate reaches the server as U+FFFD: the name stored would differ from this one.
+    .refine((value) => !/\p{Cs}/u.test(value), {
+      error: `${what} must be valid Unicode (it has a lone surrogate)`,
+    });
 
 /**
  * A schema name option: an {@link identifier} that does not start with `pg_` (Postgres reserves

@@ -58,7 +58,7 @@ const isTimestampTz = (type: string) => type === 'timestamp with time zone';
  * count), everything else as stored (timestamptz compares as an instant). @internal
  */
 export function comparable(alias: string, column: ComparedColumn): RawBuilder<unknown> {
-  const ref = sql.ref(`${alias}.${column.name}`);
+  const ref = sql.id(alias, column.name);
   return column.type === 'json' ? sql`${ref}::jsonb` : ref;
 }
 
@@ -71,7 +71,7 @@ export function comparable(alias: string, column: ComparedColumn): RawBuilder<un
  * DateStyle. @internal
  */
 export function canonical(alias: string, column: ComparedColumn): RawBuilder<unknown> {
-  const ref = sql.ref(`${alias}.${column.name}`);
+  const ref = sql.id(alias, column.name);
   if (isJson(column.type)) return sql`jsonb_hash_extended(${ref}::jsonb, 0)`;
   if (isTimestampTz(column.type)) return sql`extract(epoch FROM ${ref})`;
   return ref;

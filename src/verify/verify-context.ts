@@ -44,5 +44,5 @@ export function classOf(context: VerifyContext): RawBuilder<MismatchClass | stri
 /** The columns a check reads from a persons table: key, version and compared columns. @internal */
 export function checkedColumns(context: VerifyContext, alias: string): RawBuilder<unknown> {
   const names = ['team_id', 'id', 'version', ...context.columns.map((c) => c.name)];
-  return sql.join(names.map((c) => sql.ref(`${alias}.${c}`)));
+  return sql.join(names.map((c) => sql.id(alias, c)));
 }

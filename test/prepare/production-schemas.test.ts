@@ -203,7 +203,7 @@ describe.each(availableBackends())('prepare() on production-shaped schemas on %s
     );
     expect(problem?.message).toContain('1 group(s)');
     expect(problem?.message).toContain('(3 rows)');
-    expect(problem?.fix).toContain('GROUP BY team_id, uuid HAVING count(*) > 1');
+    expect(problem?.fix).toContain('GROUP BY "team_id", "uuid" HAVING count(*) > 1');
     expect(await catalogSnapshot(handle, f.schema, f.controlSchema)).toEqual(before);
     const dry = await migration.prepare({ dryRun: true });
     expect(checks(dry.problems)).toEqual(['duplicate_keys_in_old']);
