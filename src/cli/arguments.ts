@@ -2,8 +2,8 @@
  * Turns the command line into a {@link CliInvocation}: which command, which database, which
  * migration, backfill and verify options. Only the shape of the command line is checked here; the
  * values themselves (identifier lengths, the partition range, the backfill's ranges) are
- * validated by the library, whose messages name the option ({@link flagFor} points back at
- * the flag).
+ * validated by the library's own schemas before the CLI connects (`runCli`), whose messages
+ * name the option ({@link flagFor} points back at the flag).
  * @internal
  */
 import { parseArgs } from 'node:util';

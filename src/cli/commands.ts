@@ -6,6 +6,7 @@
  */
 
 import type { PersonsMigration } from '../migration/persons-migration.js';
+import type { PrepareOptions } from '../options/prepare-options.js';
 import type { PrepareResult } from '../prepare/prepare.js';
 import type { CliInvocation } from './arguments.js';
 import { backfill } from './backfill-command.js';
@@ -62,15 +63,28 @@ export async function prepare(
   invocation: CliInvocation,
   { print }: CommandIo,
 ): Promise<number | undefined> {
-  const result = await migration.prepare({
-    ...(invocation.partitions === undefined ? {} : { partitions: invocation.partitions }),
-    dryRun: invocation.dryRun,
-  });
+  const result = await migration.prepare(prepareOptionsOf(invocation));
   if (result.dryRun) return printDryRun(migration, result, print);
   printPrepared(migration, result, print);
   for (const line of findingLines('warning', result.warnings)) print(line);
   print('next: deploy the services with migration.repository(), then run start-dual-read');
   return undefined;
+}
+
+/**
+ * The `prepare()` options of `prepare [--partitions N] [--dry-run]`: the CLI checks them
+ * before it connects, then passes them. @internal
+ *
+ * @example
+ * ```ts
+ * prepareOptionsOf({ ...invocation, partitions: 8 }); // { partitions: 8, dryRun: false }
+ * ```
+ */
+export function prepareOptionsOf(invocation: CliInvocation): PrepareOptions {
+  return {
+    ...(invocation.partitions === undefined ? {} : { partitions: invocation.partitions }),
+    dryRun: invocation.dryRun,
+  };
 }
 
 /** What `prepare --dry-run` found and would run; exit 1 when prepare would refuse. */

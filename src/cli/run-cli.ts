@@ -9,10 +9,13 @@ import type { DatabaseHandle } from '../db/database-handle.js';
 import { openDatabase } from '../db/open-database.js';
 import { createPersonsMigration, type PersonsMigration } from '../migration/persons-migration.js';
 import { resolveBackfillOptions } from '../options/backfill-options.js';
+import { callArguments, checkArgument } from '../options/call-arguments.js';
+import { checkMigrationOptionsWithoutDb } from '../options/migration-options.js';
+import { resolvePrepareOptions } from '../options/prepare-options.js';
 import { resolveVerifyOptions } from '../options/verify-options.js';
 import { type CliInvocation, parseCliArguments } from './arguments.js';
 import { describeFailure } from './cli-errors.js';
-import { commands } from './commands.js';
+import { commands, prepareOptionsOf } from './commands.js';
 import { passwordsOf, redactSecrets } from './redact.js';
 import { type OnStopSignal, onProcessStop } from './stop-signal.js';
 import { usage } from './usage.js';
@@ -97,13 +100,19 @@ export async function runCli(argv: readonly string[], io: Partial<CliIo> = {}): 
 }
 
 /**
- * The library's own validation of a command's options, before connecting: a bad flag value
- * is reported (`InvalidOptionsError`, exit 2, naming the flag) even when the database is
- * down, and at once. The command validates them again when it calls the library.
+ * The library's own validation of every flag, before connecting: a bad flag value is reported
+ * (`InvalidOptionsError`, exit 2, naming the flag) even when the database is down, and at
+ * once. The same schemas as the library's, so the CLI accepts exactly what the library does;
+ * the command validates them again when it calls the library.
  */
 function checkCommandOptions(invocation: CliInvocation): void {
+  checkMigrationOptionsWithoutDb(invocation.migration);
+  if (invocation.command === 'prepare') resolvePrepareOptions(prepareOptionsOf(invocation));
   if (invocation.command === 'backfill') resolveBackfillOptions(invocation.backfill);
   if (invocation.command === 'verify') resolveVerifyOptions(invocation.verify);
+  if (invocation.command === 'backfill-rate') {
+    checkArgument(callArguments.maxRowsPerSecond, invocation.rate ?? null, 'maxRowsPerSecond');
+  }
 }
 
 /**

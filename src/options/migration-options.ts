@@ -17,28 +17,40 @@ const shadowReadsSchema = z
   .strict()
   .transform((value) => Object.freeze(value));
 
-const migrationOptionsSchema = z
-  .object({
-    db: databaseHandle,
-    name: identifier('name').default('persons'),
-    schema: schemaName('schema').default('public'),
-    controlSchema: schemaName('controlSchema').default('dual_read'),
-    oldTable: identifier('oldTable').default('posthog_person'),
-    newTable: identifier('newTable').default('posthog_person_new'),
-    distinctIdsTable: identifier('distinctIdsTable').default('posthog_persondistinctid'),
-    phaseRefreshIntervalMs: integerIn('phaseRefreshIntervalMs', 50, 600_000).default(1_000),
-    phaseChangeLockTimeoutMs: integerIn('phaseChangeLockTimeoutMs', 1, 600_000).default(10_000),
-    shadowReads: shadowReadsSchema.optional(),
-  })
-  .strict()
-  .refine((o) => o.oldTable !== o.newTable, {
-    error: 'newTable must differ from oldTable',
-    path: ['newTable'],
-  })
-  .refine((o) => o.distinctIdsTable !== o.oldTable && o.distinctIdsTable !== o.newTable, {
-    error: 'distinctIdsTable must differ from oldTable and newTable',
-    path: ['distinctIdsTable'],
-  });
+// Every option but the database handle: the CLI checks them before it connects.
+const tableOptionsShape = {
+  name: identifier('name').default('persons'),
+  schema: schemaName('schema').default('public'),
+  controlSchema: schemaName('controlSchema').default('dual_read'),
+  oldTable: identifier('oldTable').default('posthog_person'),
+  newTable: identifier('newTable').default('posthog_person_new'),
+  distinctIdsTable: identifier('distinctIdsTable').default('posthog_persondistinctid'),
+  phaseRefreshIntervalMs: integerIn('phaseRefreshIntervalMs', 50, 600_000).default(1_000),
+  phaseChangeLockTimeoutMs: integerIn('phaseChangeLockTimeoutMs', 1, 600_000).default(10_000),
+  writeFenceTimeoutMs: integerIn('writeFenceTimeoutMs', 1, 600_000).default(15_000),
+  shadowReads: shadowReadsSchema.optional(),
+};
+
+/** The three tables must be three different tables. */
+function distinctTables<
+  T extends z.ZodType<{ oldTable: string; newTable: string; distinctIdsTable: string }>,
+>(schema: T): T {
+  return schema
+    .refine((o) => o.oldTable !== o.newTable, {
+      error: 'newTable must differ from oldTable',
+      path: ['newTable'],
+    })
+    .refine((o) => o.distinctIdsTable !== o.oldTable && o.distinctIdsTable !== o.newTable, {
+      error: 'distinctIdsTable must differ from oldTable and newTable',
+      path: ['distinctIdsTable'],
+    });
+}
+
+const migrationOptionsSchema = distinctTables(
+  z.object({ db: databaseHandle, ...tableOptionsShape }).strict(),
+);
+
+const migrationOptionsWithoutDbSchema = distinctTables(z.object(tableOptionsShape).strict());
 
 /**
  * Options of {@link createPersonsMigration}. Only `db` is required.
@@ -87,4 +99,17 @@ export type ResolvedMigrationOptions = Readonly<z.output<typeof migrationOptions
 /** @internal */
 export function resolveMigrationOptions(input: unknown): ResolvedMigrationOptions {
   return parseOptions(migrationOptionsSchema, input, 'createPersonsMigration()');
+}
+
+/**
+ * Checks every option of {@link createPersonsMigration} but `db`, with the same schema and
+ * messages, without a database: the CLI refuses a bad flag before it connects. @internal
+ *
+ * @example
+ * ```ts
+ * checkMigrationOptionsWithoutDb({ newTable: 'x'.repeat(64) }); // throws InvalidOptionsError
+ * ```
+ */
+export function checkMigrationOptionsWithoutDb(input: unknown): void {
+  parseOptions(migrationOptionsWithoutDbSchema, input, 'createPersonsMigration()');
 }
