@@ -3,10 +3,10 @@ import { controlSchemaNotInstalled, isMissingObject } from '../control/control-s
 import type { AnyDb } from '../db/any-db.js';
 import { tagged } from '../db/statement-tag.js';
 import type { Phase } from '../model/phase.js';
+import type { NewPerson, PersonChange } from '../options/person-input.js';
 import { keyValue } from '../persons/key-range.js';
 import { columnList, type PersonColumns } from '../persons/person-columns.js';
 import type { MigrationTables } from '../persons/tables.js';
-import type { CreatePersonInput, PersonUpdate } from './persons-repository.js';
 
 /**
  * SQL of the repository's writes. Every method runs inside a transaction that has already
@@ -124,29 +124,38 @@ export class PersonWrites {
       WHERE d.team_id = ${teamId} AND d.distinct_id = ANY(${distinctIds}::text[])`;
   }
 
-  /** `UPDATE ... SET ..., version = version + 1`, optionally only at `expectedVersion`. */
+  /**
+   * `UPDATE ... SET ..., version = version + 1`, optionally only at `expectedVersion`. `change`
+   * is checked (checkPersonUpdate): its JSON is text and `unsetProperties` an array of strings.
+   */
   updatePerson(
     phase: Phase,
     teamId: number,
     personId: string,
-    update: PersonUpdate,
+    change: PersonChange,
     expectedVersion?: number,
   ): RawBuilder<unknown> {
     const sets: RawBuilder<unknown>[] = [];
-    if (update.properties || update.unsetProperties) {
+    if (change.properties !== undefined || change.unsetProperties !== undefined) {
       sets.push(sql`properties = (COALESCE(properties, '{}'::jsonb)
-        || ${JSON.stringify(update.properties ?? {})}::jsonb) - ${[...(update.unsetProperties ?? [])]}::text[]`);
+        || ${change.properties ?? '{}'}::jsonb) - ${change.unsetProperties ?? []}::text[]`);
     }
-    if (update.propertiesLastUpdatedAt && this.columns.has.has('properties_last_updated_at')) {
+    if (
+      change.propertiesLastUpdatedAt !== undefined &&
+      this.columns.has.has('properties_last_updated_at')
+    ) {
       sets.push(sql`properties_last_updated_at = COALESCE(properties_last_updated_at, '{}'::jsonb)
-        || ${JSON.stringify(update.propertiesLastUpdatedAt)}::jsonb`);
+        || ${change.propertiesLastUpdatedAt}::jsonb`);
     }
-    if (update.propertiesLastOperation && this.columns.has.has('properties_last_operation')) {
+    if (
+      change.propertiesLastOperation !== undefined &&
+      this.columns.has.has('properties_last_operation')
+    ) {
       sets.push(sql`properties_last_operation = COALESCE(properties_last_operation, '{}'::jsonb)
-        || ${JSON.stringify(update.propertiesLastOperation)}::jsonb`);
+        || ${change.propertiesLastOperation}::jsonb`);
     }
-    if (update.isIdentified !== undefined && this.columns.has.has('is_identified')) {
-      sets.push(sql`is_identified = ${update.isIdentified}`);
+    if (change.isIdentified !== undefined && this.columns.has.has('is_identified')) {
+      sets.push(sql`is_identified = ${change.isIdentified}`);
     }
     sets.push(sql`version = COALESCE(version, 0) + 1`);
     const versionCheck =
@@ -295,37 +304,29 @@ async function executeFenced(statement: RawBuilder<unknown>, trx: AnyDb, control
 
 /**
  * Column values of a new person as SQL fragments: only what the input gives and the table
- * has. @internal
+ * has. `person` is checked (checkNewPerson): its JSON is text. @internal
  *
  * @example
  * ```ts
- * const values = personValues({ teamId: 1, distinctIds: ['a'] }, columns);
+ * const values = personValues(checkNewPerson({ teamId: 1, distinctIds: ['a'] }), columns);
  * ```
  */
 export function personValues(
-  input: CreatePersonInput,
+  person: NewPerson,
   columns: PersonColumns,
 ): Record<string, RawBuilder<unknown>> {
   const values: Record<string, RawBuilder<unknown>> = {
-    team_id: sql`${input.teamId}`,
-    uuid: input.uuid === undefined ? sql`gen_random_uuid()` : sql`${input.uuid}::uuid`,
-    properties: sql`${JSON.stringify(input.properties ?? {})}::jsonb`,
-    version: sql`${input.version ?? 0}::int8`,
+    team_id: sql`${person.teamId}`,
+    uuid: person.uuid === undefined ? sql`gen_random_uuid()` : sql`${person.uuid}::uuid`,
+    properties: sql`${person.properties}::jsonb`,
+    version: sql`${person.version}::int8`,
   };
   const optional: [string, unknown, (v: unknown) => RawBuilder<unknown>][] = [
-    [
-      'properties_last_updated_at',
-      input.propertiesLastUpdatedAt,
-      (v) => sql`${JSON.stringify(v)}::jsonb`,
-    ],
-    [
-      'properties_last_operation',
-      input.propertiesLastOperation,
-      (v) => sql`${JSON.stringify(v)}::jsonb`,
-    ],
-    ['created_at', input.createdAt, (v) => sql`${v}::timestamptz`],
-    ['is_identified', input.isIdentified, (v) => sql`${v}::boolean`],
-    ['is_user_id', input.isUserId, (v) => sql`${v}`],
+    ['properties_last_updated_at', person.propertiesLastUpdatedAt, (v) => sql`${v}::jsonb`],
+    ['properties_last_operation', person.propertiesLastOperation, (v) => sql`${v}::jsonb`],
+    ['created_at', person.createdAt, (v) => sql`${v}::timestamptz`],
+    ['is_identified', person.isIdentified, (v) => sql`${v}::boolean`],
+    ['is_user_id', person.isUserId, (v) => sql`${v}`],
   ];
   for (const [column, value, toSql] of optional) {
     if (value !== undefined && columns.has.has(column)) values[column] = toSql(value);

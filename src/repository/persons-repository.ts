@@ -113,7 +113,8 @@ export interface CreatePersonInput {
   properties?: Record<string, unknown>;
   propertiesLastUpdatedAt?: Record<string, unknown>;
   propertiesLastOperation?: Record<string, unknown>;
-  createdAt?: Date;
+  /** A Date, or an ISO 8601 timestamp with a time zone (`2024-01-31T12:00:00Z`). */
+  createdAt?: Date | string;
   isIdentified?: boolean;
   isUserId?: number | null;
   /** Starting version; defaults to 0. */
@@ -209,6 +210,14 @@ export interface PersonsPage {
 /**
  * What an ingestion service calls to read and write persons. `migration.repository()` returns
  * one whose behaviour follows the migration's phase.
+ *
+ * Every argument is checked before any statement runs; a bad one throws an
+ * `InvalidOptionsError` naming it (never echoing its value) and nothing is written: ids must be
+ * integers (person ids: a decimal string, a safe integer or a bigint within int8), distinct
+ * ids strings of at most 400 characters (PostHog's `varchar(400)`) without NUL, JSON arguments
+ * plain objects that `jsonb` stores as given (no BigInt, NaN, function, circular reference or
+ * NUL character), `unsetProperties` an array of strings, option and update objects only their
+ * documented keys.
  *
  * @example
  * ```ts
