@@ -28,7 +28,9 @@ export type DualReadErrorCode =
   | 'BACKFILL_DATA'
   | 'VERIFY_REFUSED'
   | 'UUID_TAKEN'
-  | 'UNEXPECTED_RESULT';
+  | 'UNEXPECTED_RESULT'
+  | 'OUTCOME_UNKNOWN'
+  | 'PHASE_FENCE_TIMEOUT';
 
 /**
  * Base class of every error thrown by pg-dual-read.
@@ -325,4 +327,39 @@ export class UuidTakenError extends DualReadError {
  */
 export class UnexpectedResultError extends DualReadError {
   readonly code = 'UNEXPECTED_RESULT' as const;
+}
+
+/**
+ * The connection was lost after `COMMIT` was sent and before its answer came back: the write
+ * may have been committed or not. Every other error of a repository write means nothing was
+ * written. Re-read the person before acting again: a retried create may find its own person
+ * (a conflict on its distinct ids), a retried update may apply twice.
+ *
+ * @example
+ * ```ts
+ * try { await repository.updatePerson(1, id, { properties }); } catch (err) {
+ *   if (err instanceof OutcomeUnknownError) await reconcile(1, id); // read, then decide
+ *   else throw err; // nothing was written: safe to retry
+ * }
+ * ```
+ */
+export class OutcomeUnknownError extends DualReadError {
+  readonly code = 'OUTCOME_UNKNOWN' as const;
+}
+
+/**
+ * A write waited `writeFenceTimeoutMs` for the phase fence (the migration's control row) and
+ * gave up: a phase change is in progress, or a session holds the control row's lock (a phase
+ * change whose client hung, someone in psql). Nothing was written; retry the call.
+ *
+ * @example
+ * ```ts
+ * try { await repository.createPerson(input); } catch (err) {
+ *   if (err instanceof PhaseFenceTimeoutError) return retryLater(input); // nothing written
+ *   throw err;
+ * }
+ * ```
+ */
+export class PhaseFenceTimeoutError extends DualReadError {
+  readonly code = 'PHASE_FENCE_TIMEOUT' as const;
 }

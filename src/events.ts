@@ -18,6 +18,14 @@ export interface DualReadEvents {
   'read:phase-retry': [{ readonly method: string; readonly from: string; readonly to: string }];
   /** A background refresh of the phase failed (the cached phase stays in use). */
   'phase:refresh-failed': [{ readonly error: unknown }];
+  /**
+   * The connection that LISTENs for phase changes broke: until `phase:listen-restored`, this
+   * instance learns of phase changes from its statements and the periodic re-read only.
+   * `reason` is the driver's message (never row values).
+   */
+  'phase:listen-lost': [{ readonly reason: string }];
+  /** The LISTEN connection is back (after `attempts` tries); the phase was re-read. */
+  'phase:listen-restored': [{ readonly attempts: number }];
   /** A backfill batch committed: rows read from the old table and rows inserted into the new one. */
   'backfill:batch': [
     {

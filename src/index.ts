@@ -1,7 +1,12 @@
 export type { BackfillRangeStatus, BackfillStatus } from './backfill/backfill-status.js';
 export type { BackfillResult } from './backfill/run-backfill.js';
 export type { InstallResult } from './control/install.js';
-export type { DatabaseBackend, DatabaseHandle, StopListening } from './db/database-handle.js';
+export type {
+  DatabaseBackend,
+  DatabaseHandle,
+  ListenConnectionEvent,
+  StopListening,
+} from './db/database-handle.js';
 export { type OpenDatabaseOptions, openDatabase } from './db/open-database.js';
 export { PGliteDialect, type PGliteDialectConfig } from './db/pglite-dialect.js';
 export {
@@ -15,6 +20,8 @@ export {
   type DualReadErrorCode,
   InvalidOptionsError,
   NotInstalledError,
+  OutcomeUnknownError,
+  PhaseFenceTimeoutError,
   PhaseTransitionError,
   PreflightError,
   type PreflightProblem,
@@ -36,6 +43,7 @@ export type { DiffedKey, DiffTablesOptions } from './options/diff-tables-options
 export type { PersonsMigrationOptions, ShadowReadsOptions } from './options/migration-options.js';
 export type { PrepareOptions } from './options/prepare-options.js';
 export type { VerifyOptions } from './options/verify-options.js';
+export type { PhaseListenerState } from './phases/phase-watcher.js';
 export type { PrepareResult } from './prepare/prepare.js';
 export type {
   AddDistinctIdResult,

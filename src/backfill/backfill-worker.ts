@@ -2,8 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import createDebug from 'debug';
 import type { AnyDb } from '../db/any-db.js';
 import { isSqlState, sqlStateOf, toQueryFailedError } from '../db/query-failed.js';
-import { replicationLagMs } from '../db/replication-lag.js';
-import { BackfillStoppedError, DualReadError } from '../errors.js';
+import { replicationLag } from '../db/replication-lag.js';
+import { BackfillRefusedError, BackfillStoppedError, DualReadError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import type { ResolvedBackfillOptions } from '../options/backfill-options.js';
 import { BatchPacer } from './batch-pacer.js';
@@ -15,7 +15,8 @@ const debug = createDebug('pg-dual-read:backfill');
 
 /**
  * SQLSTATEs worth a retry after a pause: lock timeout, deadlock, serialization, cancel,
- * connection, and a unique violation (a batch without an arbiter meeting a write that raced into
+ * connection (and any error without a SQLSTATE: a connection lost before the server answered),
+ * and a unique violation (a batch without an arbiter meeting a write that raced into
  * its window, or any batch meeting a copy-on-write of the same person on its uuid index: see
  * `RangeStore.batch`; one that persists is a real conflict, reported after `maxRetries`).
  */
@@ -267,7 +268,14 @@ export class BackfillWorker {
     const maxLag = this.options.maxReplicationLagMs;
     if (maxLag === undefined) return;
     while (!this.aborted()) {
-      const lagMs = await replicationLagMs(this.db);
+      const { lagMs, hiddenStandbys } = await replicationLag(this.db);
+      if (hiddenStandbys > 0) {
+        throw new BackfillRefusedError(
+          `maxReplicationLagMs is set, but ${hiddenStandbys} standby(s) in pg_stat_replication ` +
+            'hide their lag from this role: grant it pg_read_all_stats (GRANT pg_read_all_stats ' +
+            'TO <role>) or drop maxReplicationLagMs. The backfill stopped after its last batch.',
+        );
+      }
       if (lagMs <= maxLag) return;
       this.events.emit('backfill:throttled', {
         workerId: this.workerId,
@@ -285,7 +293,11 @@ export class BackfillWorker {
         return await fn();
       } catch (error) {
         if (error instanceof DualReadError && !(error.code === 'QUERY_FAILED')) throw error;
-        const retryable = retryableStates.some((state) => isSqlState(error, state));
+        // No SQLSTATE: the server never answered (a connection lost at the socket, a pool
+        // that could not connect); the batch is idempotent, so it is retried like 08006.
+        const retryable =
+          sqlStateOf(error) === undefined ||
+          retryableStates.some((state) => isSqlState(error, state));
         if (!retryable || attempt >= this.options.maxRetries) {
           throw error instanceof DualReadError
             ? error

@@ -2,11 +2,11 @@ import { sqlStateOf } from '../db/query-failed.js';
 import { NotInstalledError } from '../errors.js';
 
 /**
- * SQLSTATEs of a statement that names a table (42P01), a schema (3F000) or a column (42703)
- * that does not exist: what a statement on the control schema fails with when `install()` never
- * ran, or ran with an older version of the library.
+ * SQLSTATEs of a statement that names a table (42P01), a schema (3F000), a column (42703) or a
+ * function (42883) that does not exist: what a statement on the control schema fails with when
+ * `install()` never ran, or ran with an older version of the library.
  */
-const missingObjectStates: ReadonlySet<string> = new Set(['42P01', '3F000', '42703']);
+const missingObjectStates: ReadonlySet<string> = new Set(['42P01', '3F000', '42703', '42883']);
 
 /**
  * True when `error` says a table, schema or column the statement names does not exist (by

@@ -22,6 +22,22 @@ export type DatabaseBackend = 'postgres' | 'pglite';
 export type StopListening = () => Promise<void>;
 
 /**
+ * What happened to the connection that LISTENs: `lost` when it broke (notifications are
+ * missed until it is back), `restored` when it listens again (anything may have happened in
+ * between: re-read what the notifications were about).
+ *
+ * @example
+ * ```ts
+ * const onConnection = (event: ListenConnectionEvent) => {
+ *   if (event.state === 'restored') void refresh();
+ * };
+ * ```
+ */
+export type ListenConnectionEvent =
+  | { readonly state: 'lost'; readonly reason: string }
+  | { readonly state: 'restored'; readonly attempts: number };
+
+/**
  * An open database: a Kysely instance plus what the library needs beyond queries.
  *
  * Created by {@link openDatabase}. Every `bigint` (int8) column comes back as a decimal
@@ -42,12 +58,15 @@ export interface DatabaseHandle {
   readonly db: AnyDb;
   readonly backend: DatabaseBackend;
   /**
-   * Subscribe to `LISTEN channel`. Undefined when the handle cannot hold a dedicated
-   * listening session (a user-supplied `Kysely`): callers then rely on polling.
+   * Subscribe to `LISTEN channel`, on a connection of its own (never a slot of the pool),
+   * reopened with backoff when it breaks; `onConnection` hears of each loss and restoration.
+   * Undefined when the handle cannot hold a dedicated listening session (a user-supplied
+   * `Kysely`): callers then rely on polling.
    */
   readonly listen?: (
     channel: string,
     onNotify: (payload: string) => void,
+    onConnection?: (event: ListenConnectionEvent) => void,
   ) => Promise<StopListening>;
   /** Close what the handle opened. A handle wrapping a user's pool or Kysely leaves it open. */
   close(): Promise<void>;

@@ -7,10 +7,11 @@ import { z } from 'zod';
 import { ConfigurationError } from '../errors.js';
 import { integerIn, parseOptions } from '../util/parse-options.js';
 import type { AnyDb } from './any-db.js';
-import type { DatabaseHandle, StopListening } from './database-handle.js';
-import { PGliteDialect } from './pglite-dialect.js';
+import type { DatabaseHandle, ListenConnectionEvent, StopListening } from './database-handle.js';
+import { ListenConnection } from './listen-connection.js';
+import { PGliteDialect, registerPGliteSession } from './pglite-dialect.js';
 import { withPreparedStatements } from './prepared-statements.js';
-import { toQueryFailedError } from './query-failed.js';
+import { describeError, toQueryFailedError } from './query-failed.js';
 import { assertExactBigints, pgliteParsers, pgTypeOverrides } from './type-parsers.js';
 
 const log = createDebug('pg-dual-read:db');
@@ -124,14 +125,16 @@ export async function openDatabase(
         max,
         types: pgTypeOverrides,
         connectionTimeoutMillis: connectTimeoutMs,
+        // Dead peers (a failed-over server, a dropped NAT entry) are noticed by the kernel.
+        keepAlive: true,
       });
       // An idle client's error (server restart) must not crash the process.
-      pool.on('error', (err) => log('idle pool client error: %s', err.message));
+      pool.on('error', (err) => log('idle pool client error: %s', describeError(err)));
       // pg-pool listens for a client's errors only while it is idle: a connection dropped
       // while checked out (a terminated backend) would otherwise crash the process. The
       // failed query still rejects, and the pool discards the client.
       pool.on('connect', (client) =>
-        client.on('error', (err) => log('pooled connection error: %s', err.message)),
+        client.on('error', (err) => log('pooled connection error: %s', describeError(err))),
       );
       handle = poolHandle(pool, true, parsed.url, connectTimeoutMs, preparedStatements ?? true);
     } else {
@@ -151,8 +154,8 @@ export async function openDatabase(
   return handle;
 }
 
-// A pool we own gets a plain Client for LISTEN, so the listener never holds a pool slot;
-// a user's pool lends one of its clients, returned (destroyed) on close.
+// LISTEN gets a connection of its own, never a pool slot (a caller's pool of one would lose
+// its only connection for good), reopened when it breaks: see ListenConnection.
 function poolHandle(
   pool: pg.Pool,
   ownsPool: boolean,
@@ -165,70 +168,52 @@ function poolHandle(
       pool: preparedStatements ? withPreparedStatements(pool) : pool,
     }),
   });
-  let client: Promise<pg.Client | pg.PoolClient> | undefined; // opened on first listen()
-  const channels = new Map<string, { callbacks: Set<(p: string) => void>; ready: Promise<void> }>();
-
-  const connect = async (): Promise<pg.Client | pg.PoolClient> => {
-    let c: pg.Client | pg.PoolClient;
-    if (connectionString !== undefined) {
-      c = new pg.Client({ connectionString, connectionTimeoutMillis: connectTimeoutMs ?? 0 });
-      c.on('error', (err) => log('listener connection error: %s', err.message));
-      await c.connect();
-    } else {
-      c = await pool.connect();
-      c.on('error', (err) => log('listener connection error: %s', err.message));
+  const openListenClient = async (): Promise<pg.Client> => {
+    const client =
+      connectionString !== undefined
+        ? new pg.Client({
+            connectionString,
+            connectionTimeoutMillis: connectTimeoutMs ?? 0,
+            keepAlive: true,
+          })
+        : listenClientLike(pool);
+    try {
+      await client.connect();
+    } catch (error) {
+      client.end().catch(() => undefined);
+      throw error;
     }
-    c.on('notification', (msg) => {
-      for (const cb of channels.get(msg.channel)?.callbacks ?? []) cb(msg.payload ?? '');
-    });
-    return c;
+    return client;
   };
-
-  const listen = async (channel: string, onNotify: (payload: string) => void) => {
-    const ident = quoteChannel(channel);
-    if (!client) {
-      client = connect();
-      client.catch(() => {
-        client = undefined; // a failed connect is retried by the next listen()
-      });
-    }
-    const c = await client;
-    let entry = channels.get(channel);
-    if (!entry) {
-      const ready = c.query(`LISTEN ${ident}`).then(() => {});
-      entry = { callbacks: new Set(), ready };
-      channels.set(channel, entry);
-      ready.catch(() => channels.delete(channel));
-    }
-    await entry.ready;
-    const callback = guarded(channel, onNotify); // a new function: unique per subscription
-    entry.callbacks.add(callback);
-    const stop: StopListening = async () => {
-      if (!entry.callbacks.delete(callback) || entry.callbacks.size > 0) return;
-      channels.delete(channel);
-      await c
-        .query(`UNLISTEN ${ident}`)
-        .catch((err: Error) => log('UNLISTEN failed: %s', err.message));
-    };
-    return stop;
-  };
+  const listener = new ListenConnection(openListenClient, quoteChannel);
+  const listen = (
+    channel: string,
+    onNotify: (payload: string) => void,
+    onConnection?: (event: ListenConnectionEvent) => void,
+  ) => listener.listen(channel, guarded(channel, onNotify), onConnection);
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
-      const c = await client?.catch(() => undefined);
-      if (c && 'release' in c)
-        c.release(true); // destroyed: no LISTEN state goes back to the pool
-      else if (c) await c.end().catch((err: Error) => log('listener end failed: %s', err.message));
+      await listener.close();
       if (ownsPool) await db.destroy(); // ends the pool; a user's pool stays open
     })());
 
   return { db, backend: 'postgres', listen, close };
 }
 
+// A client with the settings of a caller's pool (its own Client class, host, credentials,
+// TLS), but outside the pool.
+function listenClientLike(pool: pg.Pool): pg.Client {
+  const { Client = pg.Client } = pool as unknown as { Client?: typeof pg.Client };
+  const options = (pool as unknown as { options: pg.ClientConfig }).options;
+  return new Client({ ...options, keepAlive: options.keepAlive ?? true });
+}
+
 async function pgliteHandle(dataDir: string | undefined): Promise<DatabaseHandle> {
   const pglite = await PGlite.create({ parsers: pgliteParsers, ...(dataDir ? { dataDir } : {}) });
   const db = new Kysely<unknown>({ dialect: new PGliteDialect({ pglite }) });
+  registerPGliteSession(db, pglite);
   // Take the dialect's session lock, so LISTEN never lands inside someone's open transaction.
   const exclusive = <T>(fn: () => Promise<T>) => db.connection().execute(fn);
 
@@ -258,7 +243,7 @@ function guarded(channel: string, onNotify: (payload: string) => void) {
     try {
       onNotify(payload);
     } catch (err) {
-      log('notification callback for %s threw: %O', channel, err);
+      log('notification callback for %s threw: %s', channel, describeError(err));
     }
   };
 }

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { PGliteInterface } from '@electric-sql/pglite';
 import {
   AbortedTransactionError,
@@ -68,6 +69,79 @@ export class PGliteDialect implements Dialect {
 // One queue per PGlite instance, so two Kysely instances over the same PGlite still take turns.
 const sessionQueues = new WeakMap<PGliteInterface, { tail: Promise<void> }>();
 
+// The PGlite sessions the current async call chain holds in an open transaction of this
+// library, and the PGlite behind each Kysely instance openDatabase() made.
+const heldSessions = new AsyncLocalStorage<ReadonlySet<PGliteInterface>>();
+const sessionOfDb = new WeakMap<AnyDb, PGliteInterface>();
+
+/**
+ * Records that `db` queries `pglite`, so {@link holdingSession} can tell a call made inside an
+ * open transaction on that session. @internal
+ *
+ * @example
+ * ```ts
+ * const db = new Kysely<unknown>({ dialect: new PGliteDialect({ pglite }) });
+ * registerPGliteSession(db, pglite);
+ * ```
+ */
+export function registerPGliteSession(db: AnyDb, pglite: PGliteInterface): void {
+  sessionOfDb.set(db, pglite);
+}
+
+/**
+ * Runs `fn` (the body of a transaction on `db`) marked as holding `db`'s PGlite session: any
+ * other query on that session started from inside `fn` throws at once instead of waiting for
+ * the transaction forever (PGlite is one session). A no-op on other backends. @internal
+ *
+ * @example
+ * ```ts
+ * await holdingSession(db, () => body(connection));
+ * ```
+ */
+export function holdingSession<T>(db: AnyDb, fn: () => Promise<T>): Promise<T> {
+  const pglite = sessionOfDb.get(db);
+  if (!pglite) return fn();
+  const held = new Set(heldSessions.getStore());
+  held.add(pglite);
+  return heldSessions.run(held, fn);
+}
+
+/**
+ * Throws what a query on `db` would throw from here: for work that will query `db` from
+ * outside this call's scope (and so would wait for the transaction this call is in). @internal
+ *
+ * @example
+ * ```ts
+ * assertSessionFree(handle.db); // before awaiting a listener started outside the scope
+ * ```
+ */
+export function assertSessionFree(db: AnyDb): void {
+  const pglite = sessionOfDb.get(db);
+  if (pglite && heldSessions.getStore()?.has(pglite)) throw sessionHeldError();
+}
+
+function sessionHeldError(): ConfigurationError {
+  return new ConfigurationError(
+    'This call runs inside an open transaction on the same PGlite database ' +
+      '(repository.inTransaction): PGlite is one session, so it would wait for that ' +
+      'transaction forever. Use the repository passed to inTransaction, or make the call ' +
+      'after the transaction.',
+  );
+}
+
+/**
+ * Runs `fn` outside any transaction scope of {@link holdingSession}: for timers and listeners
+ * that outlive the call that started them. @internal
+ *
+ * @example
+ * ```ts
+ * this.timer = outsideSessionScope(() => setInterval(refresh, 1_000));
+ * ```
+ */
+export function outsideSessionScope<T>(fn: () => T): T {
+  return heldSessions.exit(fn);
+}
+
 const AFFECTS_ROWS = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE']);
 
 // As in Kysely's PostgresDriver: the compiler quotes the savepoint name.
@@ -104,6 +178,7 @@ class PGliteDriver implements Driver {
         'This PGlite database was closed (its Kysely driver is destroyed): open it again to query it.',
       );
     }
+    if (heldSessions.getStore()?.has(this.pglite)) throw sessionHeldError();
     const previous = this.#queue.tail;
     let release!: () => void;
     this.#queue.tail = new Promise<void>((resolve) => {

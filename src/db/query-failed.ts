@@ -139,3 +139,23 @@ export async function sanitizeErrors<T>(operation: string, fn: () => Promise<T>)
     throw toQueryFailedError(error, operation, 0);
   }
 }
+
+/**
+ * An error described for a log line: its SQLSTATE (if any) and its message with class-22
+ * values redacted, never the driver's `detail`, `where` or parameters (they can carry row
+ * values). @internal
+ *
+ * @example
+ * ```ts
+ * debug('shadow read failed: %s', describeError(error));
+ * ```
+ */
+export function describeError(err: unknown): string {
+  if (err instanceof DualReadError && !(err instanceof QueryFailedError)) {
+    return `${err.name} (${err.code}): ${err.message}`;
+  }
+  const failed = toQueryFailedError(err, '', 0);
+  const cause = failed.cause instanceof Error ? failed.cause : undefined;
+  const message = cause?.message ?? failed.message;
+  return failed.sqlState ? `SQLSTATE ${failed.sqlState}: ${message}` : message;
+}

@@ -9,7 +9,7 @@ import { BackfillRefusedError, type PreflightProblem, VerifyRefusedError } from 
 import { DualReadEmitter } from '../events.js';
 import type { PhaseState } from '../model/phase.js';
 import { type BackfillOptions, resolveBackfillOptions } from '../options/backfill-options.js';
-import { callArguments, checkArgument } from '../options/call-arguments.js';
+import { callArguments, checkArgument, toMismatchesOptions } from '../options/call-arguments.js';
 import {
   type PersonsMigrationOptions,
   type ResolvedMigrationOptions,
@@ -18,7 +18,7 @@ import {
 import { type PrepareOptions, resolvePrepareOptions } from '../options/prepare-options.js';
 import { resolveVerifyOptions, type VerifyOptions } from '../options/verify-options.js';
 import { PhaseStore } from '../phases/phase-store.js';
-import { PhaseWatcher } from '../phases/phase-watcher.js';
+import { type PhaseListenerState, PhaseWatcher } from '../phases/phase-watcher.js';
 import { catalogFindings } from '../prepare/catalog-findings.js';
 import { type PrepareResult, prepareMigration } from '../prepare/prepare.js';
 import type { PersonsRepository } from '../repository/persons-repository.js';
@@ -64,6 +64,13 @@ export interface MigrationStatus {
   readonly warnings: readonly PreflightProblem[];
   /** Indexes of the old table that the new table has no equivalent of (by name, old table's). */
   readonly missingIndexes: readonly string[];
+  /**
+   * How this instance hears of phase changes: `listening` (LISTEN/NOTIFY), `reconnecting` (its
+   * LISTEN connection broke and is being reopened with backoff; events `phase:listen-lost` and
+   * `phase:listen-restored`), `polling` (no LISTEN: every `phaseRefreshIntervalMs`), or
+   * `not-started` (no read or write through this migration object yet).
+   */
+  readonly phaseListener: PhaseListenerState;
 }
 
 /**
@@ -187,6 +194,7 @@ export class PersonsMigration {
       reads: this.repository().readStats(),
       warnings,
       missingIndexes,
+      phaseListener: this.watcher.listenerState(),
     };
   }
 
@@ -248,9 +256,9 @@ export class PersonsMigration {
    */
   async *mismatches(
     verificationId: string,
-    options: { readonly pageSize?: number; readonly includeRepaired?: boolean } = {},
+    options?: { readonly pageSize?: number; readonly includeRepaired?: boolean },
   ): AsyncGenerator<MismatchedKey> {
-    const pageSize = checkArgument(callArguments.pageSize, options.pageSize ?? 1_000, 'pageSize');
+    const { pageSize, includeRepaired } = toMismatchesOptions(options);
     checkArgument(callArguments.verificationId, verificationId, 'verificationId');
     const store = this.verifications;
     const db = this.handle.db;
@@ -266,7 +274,7 @@ export class PersonsMigration {
     let after: { team: string; id: string; class: string } | undefined;
     for (;;) {
       const page = await sanitizeErrors('mismatches()', () =>
-        store.page(db, verificationId, after, pageSize, options.includeRepaired ?? false),
+        store.page(db, verificationId, after, pageSize, includeRepaired),
       );
       yield* page;
       const last = page.at(-1);

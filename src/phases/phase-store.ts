@@ -16,6 +16,13 @@ import {
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { type PhaseNotification, phaseChannel } from './phase-channel.js';
 
+/**
+ * How long a phase change's transaction may sit idle (its client not sending the next
+ * statement) before the server ends it. The library sends its statements back to back, so only
+ * a hung client comes near it; the writes it holds up wait at most this plus one statement.
+ */
+const phaseChangeIdleTimeoutMs = 5_000;
+
 interface ControlRow {
   phase: string;
   epoch: string;
@@ -74,10 +81,17 @@ export class PhaseStore {
   /**
    * Reads the phase and holds `FOR KEY SHARE` on the control row until the transaction ends,
    * so no phase change can commit while this transaction writes. Call inside a transaction.
+   * Waits at most `writeFenceTimeoutMs` for the row (SQLSTATE 55P03 after that), through the
+   * control schema's `phase_fence()` (control migration 6).
    */
   async fence(trx: AnyDb): Promise<PhaseState> {
     const { rows } = await this.controlQuery(() =>
-      tagged('phase-fence', this.selectRow(sql`FOR KEY SHARE`)).execute(trx),
+      tagged(
+        'phase-fence',
+        sql<ControlRow>`SELECT phase, epoch, phase_changed_at
+          FROM ${sql.id(this.options.controlSchema, 'phase_fence')}(
+            ${this.options.name}, ${this.options.writeFenceTimeoutMs}::int)`,
+      ).execute(trx),
     );
     return this.toState(rows[0]);
   }
@@ -151,7 +165,12 @@ export class PhaseStore {
     to: Phase,
   ): Promise<PhaseState> {
     return db.transaction().execute(async (trx) => {
-      await setLocal(trx, { lock_timeout: `${this.options.phaseChangeLockTimeoutMs}ms` });
+      await setLocal(trx, {
+        lock_timeout: `${this.options.phaseChangeLockTimeoutMs}ms`,
+        // Writes queue behind this transaction from the LOCK below to COMMIT: if its client
+        // hangs (a frozen process, a dead operator's laptop), the server ends it after this.
+        idle_in_transaction_session_timeout: `${phaseChangeIdleTimeoutMs}ms`,
+      });
       // Row locks are not queued fairly: a new FOR KEY SHARE never waits behind a waiting
       // FOR UPDATE, so a steady stream of overlapping writes would starve the phase change
       // (and lock_timeout would restart with each new holder). Every fence also holds ROW

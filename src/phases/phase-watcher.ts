@@ -1,5 +1,11 @@
 import createDebug from 'debug';
-import type { DatabaseHandle, StopListening } from '../db/database-handle.js';
+import type {
+  DatabaseHandle,
+  ListenConnectionEvent,
+  StopListening,
+} from '../db/database-handle.js';
+import { assertSessionFree, outsideSessionScope } from '../db/pglite-dialect.js';
+import { describeError } from '../db/query-failed.js';
 import type { DualReadEmitter } from '../events.js';
 import type { PhaseState } from '../model/phase.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
@@ -7,6 +13,16 @@ import { type PhaseNotification, phaseChannel } from './phase-channel.js';
 import type { PhaseStore } from './phase-store.js';
 
 const debug = createDebug('pg-dual-read:phase');
+
+/**
+ * How a service instance hears of phase changes (see `PhaseWatcher.listenerState`).
+ *
+ * @example
+ * ```ts
+ * if ((await migration.status()).phaseListener === 'reconnecting') log.warn('phase LISTEN down');
+ * ```
+ */
+export type PhaseListenerState = 'not-started' | 'listening' | 'reconnecting' | 'polling';
 
 /**
  * One service instance's cached view of the phase.
@@ -28,6 +44,7 @@ export class PhaseWatcher {
   private stopListening: StopListening | undefined;
   private started: Promise<void> | undefined;
   private closed = false;
+  private listening: PhaseListenerState = 'not-started';
 
   constructor(
     private readonly handle: DatabaseHandle,
@@ -38,7 +55,11 @@ export class PhaseWatcher {
 
   /** The cached phase, loading it (and starting LISTEN and the refresh timer) on first use. */
   async current(): Promise<PhaseState> {
-    if (!this.started) this.started = this.start();
+    // The listener and the timer outlive this call: they must not inherit its transaction
+    // scope (on PGlite, queries from inside one throw), and this call must not wait for them
+    // from inside one (they would wait for its transaction).
+    assertSessionFree(this.handle.db);
+    if (!this.started) this.started = outsideSessionScope(() => this.start());
     await this.started;
     if (this.cached) return this.cached;
     return this.refresh();
@@ -83,13 +104,19 @@ export class PhaseWatcher {
   private async start(): Promise<void> {
     if (this.handle.listen) {
       try {
-        const stop = await this.handle.listen(phaseChannel, (payload) => this.onNotify(payload));
+        const stop = await this.handle.listen(
+          phaseChannel,
+          (payload) => this.onNotify(payload),
+          (event) => this.onListenConnection(event),
+        );
+        this.listening = 'listening';
         if (this.closed) await stop();
         else this.stopListening = stop;
       } catch (error) {
-        debug('LISTEN failed, relying on periodic refresh: %s', (error as Error).message);
+        debug('LISTEN failed, relying on periodic refresh: %s', describeError(error));
       }
     }
+    if (this.listening === 'not-started') this.listening = 'polling';
     if (!this.closed) {
       this.timer = setInterval(() => {
         this.refresh().catch((error: unknown) =>
@@ -98,6 +125,29 @@ export class PhaseWatcher {
       }, this.options.phaseRefreshIntervalMs);
       this.timer.unref();
     }
+  }
+
+  /**
+   * How this instance hears of phase changes: `listening` (NOTIFY, within milliseconds),
+   * `reconnecting` (the LISTEN connection broke and is being reopened), `polling` (no LISTEN:
+   * a user-supplied Kysely, or LISTEN failed), `not-started` (no read or write yet).
+   */
+  listenerState(): PhaseListenerState {
+    return this.listening;
+  }
+
+  private onListenConnection(event: ListenConnectionEvent): void {
+    if (this.closed) return;
+    if (event.state === 'lost') {
+      this.listening = 'reconnecting';
+      debug('LISTEN connection lost: %s', event.reason);
+      this.events.emit('phase:listen-lost', { reason: event.reason });
+      return;
+    }
+    this.listening = 'listening';
+    this.events.emit('phase:listen-restored', { attempts: event.attempts });
+    // Notifications sent while the connection was down are lost: re-read the row.
+    this.refresh().catch((error: unknown) => this.events.emit('phase:refresh-failed', { error }));
   }
 
   private onNotify(payload: string): void {

@@ -1,17 +1,31 @@
 import type { RawBuilder } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
-import { toQueryFailedError } from '../db/query-failed.js';
+import { isSqlState, toQueryFailedError } from '../db/query-failed.js';
+import { runTransaction } from '../db/transaction.js';
 import {
   ControlStateError,
   DualReadError,
-  InvalidOptionsError,
+  PhaseFenceTimeoutError,
   UuidTakenError,
 } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import type { Phase, PhaseState } from '../model/phase.js';
-import { callArguments, checkArgument, toIdText, toTeamId } from '../options/call-arguments.js';
+import {
+  callArguments,
+  checkArgument,
+  checkFunction,
+  toDistinctId,
+  toDistinctIdPairs,
+  toFetchOptions,
+  toIdText,
+  toListOptions,
+  toPersonIdPairs,
+  toTeamId,
+  toVersion,
+} from '../options/call-arguments.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import { checkNewPerson, checkPersonUpdate, type PersonChange } from '../options/person-input.js';
 import { loadPersonColumns, type PersonColumns } from '../persons/person-columns.js';
 import { type MigrationTables, migrationTables } from '../persons/tables.js';
 import type { PhaseStore } from '../phases/phase-store.js';
@@ -130,12 +144,14 @@ export class PhaseAwareRepository implements PersonsRepository {
   async fetchPerson(
     teamId: number,
     distinctId: string,
-    options: { forUpdate?: boolean } = {},
+    options?: { forUpdate?: boolean },
   ): Promise<PersonRow | undefined> {
     toTeamId(teamId);
+    toDistinctId(distinctId);
+    const { forUpdate } = toFetchOptions(options);
     const s = await this.sqlPromise();
     const keys = s.reads.distinctIdKey(teamId, distinctId);
-    if (options.forUpdate) {
+    if (forUpdate) {
       return this.write(async ({ trx, phase }) => {
         await this.exec(trx, () => s.writes.copyOldRows(trx, phase, keys));
         const rows = await this.rows(trx, s.writes.lockForUpdate(phase, keys));
@@ -149,12 +165,10 @@ export class PhaseAwareRepository implements PersonsRepository {
   async fetchPersonsByDistinctIds(
     pairs: readonly TeamDistinctId[],
   ): Promise<PersonWithDistinctId[]> {
-    if (pairs.length === 0) return [];
+    const { teamIds, distinctIds } = toDistinctIdPairs(pairs);
+    if (teamIds.length === 0) return [];
     const s = await this.sqlPromise();
-    const keys = s.reads.distinctIdKeys(
-      pairs.map((p) => toTeamId(p.teamId, 'pairs[].teamId')),
-      pairs.map((p) => p.distinctId),
-    );
+    const keys = s.reads.distinctIdKeys(teamIds, distinctIds);
     const rows = await this.read('fetchPersonsByDistinctIds', (phase) =>
       s.reads.byKeys(phase, keys, ['distinct_id']),
     );
@@ -162,12 +176,10 @@ export class PhaseAwareRepository implements PersonsRepository {
   }
 
   async fetchPersonsByPersonIds(pairs: readonly TeamPersonId[]): Promise<PersonRow[]> {
-    if (pairs.length === 0) return [];
+    const { teamIds, personIds } = toPersonIdPairs(pairs);
+    if (teamIds.length === 0) return [];
     const s = await this.sqlPromise();
-    const keys = s.reads.personIdKeys(
-      pairs.map((p) => toTeamId(p.teamId, 'pairs[].teamId')),
-      pairs.map((p) => toIdText(p.personId, 'pairs[].personId')),
-    );
+    const keys = s.reads.personIdKeys(teamIds, personIds);
     const rows = await this.read('fetchPersonsByPersonIds', (phase) => s.reads.byKeys(phase, keys));
     return rows.map(toPersonRow);
   }
@@ -183,10 +195,9 @@ export class PhaseAwareRepository implements PersonsRepository {
   }
 
   async fetchDistinctIdsForPersons(pairs: readonly TeamPersonId[]): Promise<DistinctIdRow[]> {
-    if (pairs.length === 0) return [];
+    const { teamIds, personIds } = toPersonIdPairs(pairs);
+    if (teamIds.length === 0) return [];
     const s = await this.sqlPromise();
-    const teamIds = pairs.map((p) => toTeamId(p.teamId, 'pairs[].teamId'));
-    const personIds = pairs.map((p) => toIdText(p.personId, 'pairs[].personId'));
     const rows = await this.rows(
       this.bound?.trx ?? this.deps.handle.db,
       s.reads.distinctIdsOfPersons(teamIds, personIds),
@@ -207,11 +218,10 @@ export class PhaseAwareRepository implements PersonsRepository {
 
   async listPersons(
     teamId: number,
-    options: { after?: PersonId; limit?: number } = {},
+    options?: { after?: PersonId; limit?: number },
   ): Promise<PersonsPage> {
     toTeamId(teamId);
-    const limit = checkArgument(callArguments.limit, options.limit ?? 100, 'limit');
-    const after = options.after === undefined ? undefined : toIdText(options.after, 'after');
+    const { after, limit } = toListOptions(options);
     const s = await this.sqlPromise();
     const rows = await this.read('listPersons', (phase) =>
       s.reads.page(phase, teamId, after, limit),
@@ -224,25 +234,13 @@ export class PhaseAwareRepository implements PersonsRepository {
   // ---------------------------------------------------------------- writes
 
   async createPerson(input: CreatePersonInput): Promise<CreatePersonResult> {
-    const teamId = toTeamId(input.teamId, 'input.teamId');
-    const distinctIds = input.distinctIds.map((d) => (typeof d === 'string' ? d : d.distinctId));
-    const versions = input.distinctIds.map((d) => (typeof d === 'string' ? 0 : (d.version ?? 0)));
-    if (distinctIds.length === 0) {
-      throw new InvalidOptionsError('input.distinctIds must name at least one distinct id', [
-        { path: 'input.distinctIds', message: 'empty' },
-      ]);
-    }
-    if (new Set(distinctIds).size !== distinctIds.length) {
-      throw new InvalidOptionsError('input.distinctIds must not repeat a distinct id', [
-        { path: 'input.distinctIds', message: 'duplicates' },
-      ]);
-    }
-    if (input.uuid !== undefined) checkArgument(callArguments.uuid, input.uuid, 'input.uuid');
+    const person = checkNewPerson(input);
+    const { teamId, distinctIds, versions, uuid } = person;
     const s = await this.sqlPromise();
-    const values = personValues(input, s.columns);
+    const values = personValues(person, s.columns);
     return this.write(async ({ trx, phase }) => {
-      if (phase === 'dual_read' && input.uuid !== undefined) {
-        const taken = await this.rows(trx, s.writes.uuidInOldTable(teamId, input.uuid));
+      if (phase === 'dual_read' && uuid !== undefined) {
+        const taken = await this.rows(trx, s.writes.uuidInOldTable(teamId, uuid));
         if (taken.length > 0) {
           throw new UuidTakenError(
             'createPerson(): a person of this team in the old table already has this uuid; ' +
@@ -273,7 +271,7 @@ export class PhaseAwareRepository implements PersonsRepository {
     personId: PersonId,
     update: PersonUpdate,
   ): Promise<PersonRow | undefined> {
-    const result = await this.update(teamId, personId, update, undefined);
+    const result = await this.update(teamId, personId, checkPersonUpdate(update), undefined);
     return result;
   }
 
@@ -284,7 +282,8 @@ export class PhaseAwareRepository implements PersonsRepository {
     update: PersonUpdate,
   ): Promise<AssertVersionResult> {
     checkArgument(callArguments.expectedVersion, expectedVersion, 'expectedVersion');
-    const person = await this.update(teamId, personId, update, expectedVersion);
+    const change = checkPersonUpdate(update);
+    const person = await this.update(teamId, personId, change, expectedVersion);
     return person ? { status: 'updated', person } : { status: 'no_match' };
   }
 
@@ -305,6 +304,8 @@ export class PhaseAwareRepository implements PersonsRepository {
   ): Promise<AddDistinctIdResult> {
     toTeamId(teamId);
     const id = toIdText(personId, 'personId');
+    toDistinctId(distinctId);
+    toVersion(version, 'version');
     const [row] = await this.writePerson(teamId, id, (s, phase) =>
       s.writes.addDistinctId(phase, teamId, id, distinctId, version),
     );
@@ -329,6 +330,7 @@ export class PhaseAwareRepository implements PersonsRepository {
   }
 
   async inTransaction<T>(fn: (repository: PersonsRepository) => Promise<T>): Promise<T> {
+    checkFunction(fn, 'fn');
     return this.write(async (bound) => fn(this.bound ? this : this.bindTo(bound)));
   }
 
@@ -356,13 +358,13 @@ export class PhaseAwareRepository implements PersonsRepository {
   private async update(
     teamId: number,
     personId: PersonId,
-    update: PersonUpdate,
+    change: PersonChange,
     expectedVersion: number | undefined,
   ): Promise<PersonRow | undefined> {
     toTeamId(teamId);
     const id = toIdText(personId, 'personId');
     const [row] = await this.writePerson(teamId, id, (s, phase) =>
-      s.writes.updatePerson(phase, teamId, id, update, expectedVersion),
+      s.writes.updatePerson(phase, teamId, id, change, expectedVersion),
     );
     return row ? toPersonRow(row) : undefined;
   }
@@ -389,7 +391,11 @@ export class PhaseAwareRepository implements PersonsRepository {
     return new PhaseAwareRepository(this.deps, this.sqlPromise, this.readiness, bound);
   }
 
-  /** Runs `fn` in the bound transaction, or in a new one that starts with the phase fence. */
+  /**
+   * Runs `fn` in the bound transaction, or in a new one that starts with the phase fence. A
+   * write that throws wrote nothing, except with `OutcomeUnknownError` (see
+   * `runTransaction`).
+   */
   private async write<T>(fn: (bound: Bound) => Promise<T>): Promise<T> {
     if (this.bound) return fn(this.bound);
     // Column facts are read through the handle, outside the transaction: on PGlite's single
@@ -397,8 +403,8 @@ export class PhaseAwareRepository implements PersonsRepository {
     await this.sqlPromise();
     const fromCaller = new WeakSet<object>();
     try {
-      return await this.deps.handle.db.transaction().execute(async (trx) => {
-        const state = await this.exec(trx, () => this.deps.store.fence(trx));
+      return await runTransaction(this.deps.handle.db, async (trx) => {
+        const state = await this.fence(trx);
         this.deps.watcher.observe(state);
         try {
           return await fn({ trx, phase: state.phase });
@@ -408,11 +414,26 @@ export class PhaseAwareRepository implements PersonsRepository {
         }
       });
     } catch (error) {
-      // BEGIN and COMMIT fail too (a deferred constraint, a serialization failure, a lost
-      // connection): sanitise those like any statement, but leave the caller's errors alone.
+      // BEGIN fails too (no connection): sanitise it like any statement, but leave the
+      // caller's errors and the transaction's own (COMMIT, outcome unknown) alone.
       if (error instanceof DualReadError) throw error;
       if (typeof error === 'object' && error !== null && fromCaller.has(error)) throw error;
-      throw toQueryFailedError(error, 'BEGIN / COMMIT of a repository transaction', 0);
+      throw toQueryFailedError(error, 'BEGIN of a repository transaction', 0);
+    }
+  }
+
+  /** The phase fence, bounded by `writeFenceTimeoutMs`. */
+  private async fence(trx: AnyDb): Promise<PhaseState> {
+    try {
+      return await this.exec(trx, () => this.deps.store.fence(trx));
+    } catch (error) {
+      if (!isSqlState(error, '55P03')) throw error;
+      throw new PhaseFenceTimeoutError(
+        `A write waited writeFenceTimeoutMs (${this.deps.options.writeFenceTimeoutMs} ms) for ` +
+          `the phase fence of migration "${this.deps.options.name}" and gave up: a phase change ` +
+          'is in progress, or a session holds the control row lock. Nothing was written; retry.',
+        { cause: error },
+      );
     }
   }
 

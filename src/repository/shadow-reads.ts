@@ -1,7 +1,7 @@
 import createDebug from 'debug';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { setLocal } from '../db/local-settings.js';
-import { toQueryFailedError } from '../db/query-failed.js';
+import { describeError, toQueryFailedError } from '../db/query-failed.js';
 import { QueryFailedError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import type { PersonColumns } from '../persons/person-columns.js';
@@ -93,7 +93,9 @@ export class ShadowReads {
     const done = new Promise<void>((resolve) => {
       setImmediate(() => {
         this.compare(method, generation, expected, s, config)
-          .catch((error: unknown) => debug('shadow read bookkeeping failed: %O', error))
+          .catch((error: unknown) =>
+            debug('shadow read bookkeeping failed: %s', describeError(error)),
+          )
           .finally(resolve);
       }).unref();
     });
@@ -212,7 +214,7 @@ export class ShadowReads {
       this.stats.recordShadow(method, 'skipped', generation);
       return;
     }
-    debug('shadow read of %s failed: %s', method, (error as Error)?.message);
+    debug('shadow read of %s failed: %s', method, describeError(error));
     this.stats.recordShadow(method, 'failed', generation);
     this.events.emit('read:shadow-failed', { method, error });
   }

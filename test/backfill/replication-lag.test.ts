@@ -119,5 +119,49 @@ describe.skipIf(!required && postgresBinDir() === undefined)(
       expect(await newRows()).toBe(2_000);
       await migration.close();
     });
+
+    it('refuses, naming pg_read_all_stats, when the role cannot see the standbys’ lag (NULL is not "no lag")', {
+      timeout: 60_000,
+    }, async () => {
+      const schema = 'lag_role';
+      const controlSchema = 'lag_role_ctl';
+      await createPostHogPersonsSchema(handle, { schema });
+      await seedPersons(handle, { schema, teamId: 1, count: 50 });
+      const owner = createPersonsMigration({ db: handle, schema, controlSchema });
+      await owner.install();
+      await owner.prepare();
+      await owner.startDualRead();
+      await owner.close();
+      await sql
+        .raw(`CREATE ROLE lag_worker LOGIN;
+        GRANT USAGE ON SCHEMA ${schema}, ${controlSchema} TO lag_worker;
+        GRANT ALL ON ALL TABLES IN SCHEMA ${schema}, ${controlSchema} TO lag_worker;
+        GRANT ALL ON ALL SEQUENCES IN SCHEMA ${schema}, ${controlSchema} TO lag_worker;
+        GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${controlSchema} TO lag_worker`)
+        .execute(handle.db);
+      const url = cluster.primaryUrl.replace('postgres://postgres@', 'postgres://lag_worker@');
+      const worker = await openDatabase(url, { maxConnections: 2 });
+      const migration = createPersonsMigration({ db: worker, schema, controlSchema });
+      try {
+        await waitFor(
+          'a connected standby',
+          async () =>
+            (
+              await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_replication`.execute(
+                handle.db,
+              )
+            ).rows[0]?.n === 1,
+        );
+        const options = { workers: 1, batchSize: 10, maxReplicationLagMs: 60_000 };
+        const error = await migration.backfill(options).catch((e: unknown) => e);
+        expect(error).toMatchObject({ code: 'BACKFILL_REFUSED' });
+        expect((error as Error).message).toContain('pg_read_all_stats');
+        await sql`GRANT pg_read_all_stats TO lag_worker`.execute(handle.db);
+        expect(await migration.backfill(options)).toMatchObject({ finished: true, rowsCopied: 50 });
+      } finally {
+        await migration.close();
+        await worker.close();
+      }
+    });
   },
 );

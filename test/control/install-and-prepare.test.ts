@@ -88,6 +88,7 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     // As installed by the version before control migration 4.
     await sql`DROP TABLE ${sql.id(controlSchema, 'delete_fence')}`.execute(handle.db);
     await sql`DROP INDEX ${sql.id(controlSchema, 'backfill_range_end')}`.execute(handle.db);
+    await sql`DROP FUNCTION ${sql.id(controlSchema, 'phase_fence')}`.execute(handle.db);
     await sql`DELETE FROM ${sql.id(controlSchema, 'schema_version')} WHERE version >= 4`.execute(
       handle.db,
     );
@@ -105,7 +106,12 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     expect(await repo.countPersons(1)).toBe(3);
     expect((await migration.status()).backfill).toBeUndefined();
 
-    expect(await migration.install()).toMatchObject({ fromVersion: 3, applied: [4, 5] });
+    // Every write takes the phase fence of control migration 6.
+    const updateError = await repo
+      .updatePerson(1, victim, { properties: { a: 1 } })
+      .catch((e: unknown) => e);
+    expect(updateError).toMatchObject({ code: 'NOT_INSTALLED' });
+    expect(await migration.install()).toMatchObject({ fromVersion: 3, applied: [4, 5, 6] });
     expect(await repo.deletePerson(1, victim)).toBe(true);
     expect(await migration.backfill()).toMatchObject({ finished: true, rowsCopied: 2 });
     expect(await repo.countPersons(1)).toBe(2);

@@ -34,6 +34,7 @@ export interface InstanceOptions {
   readonly listen?: boolean;
   readonly phaseRefreshIntervalMs?: number;
   readonly phaseChangeLockTimeoutMs?: number;
+  readonly writeFenceTimeoutMs?: number;
   /** Reuse this handle instead of opening a pool (several migration objects on one pool). */
   readonly handle?: DatabaseHandle;
 }
@@ -150,6 +151,9 @@ export class MigrationEnv {
       ...(options.phaseChangeLockTimeoutMs === undefined
         ? {}
         : { phaseChangeLockTimeoutMs: options.phaseChangeLockTimeoutMs }),
+      ...(options.writeFenceTimeoutMs === undefined
+        ? {}
+        : { writeFenceTimeoutMs: options.writeFenceTimeoutMs }),
     });
     const instance = { handle, migration, repo: migration.repository() };
     this.instances.push(instance);
