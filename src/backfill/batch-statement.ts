@@ -127,8 +127,9 @@ export function batchStatement(request: BatchRequest): RawBuilder<BatchRow> {
   return tagged(
     'backfill-batch',
     sql<BatchRow>`WITH phase_fence AS (
-        SELECT phase FROM ${tables.control}
-        WHERE name = ${tables.migration} AND phase = 'dual_read' FOR KEY SHARE
+        -- FOR KEY SHARE on the control row, under the batch's own lock_timeout (NULL)
+        SELECT phase FROM ${tables.phaseFence}(${tables.migration}, NULL)
+        WHERE phase = 'dual_read'
       ), lease AS (${leaseOfRange(request)}
       ), batch_keys AS (
         -- the batch's keys, read from the (team_id, id) index alone; the rows themselves go

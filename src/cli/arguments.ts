@@ -23,6 +23,7 @@ export const commandNames = [
   'backfill-rate',
   'verify',
   'status',
+  'grants',
   'help',
 ] as const;
 
@@ -71,6 +72,8 @@ export interface CliInvocation {
   readonly rate: number | null | undefined;
   /** `verify --method M --columns a,b ...`: only the flags given (the library's defaults apply). */
   readonly verify: CliVerifyOptions;
+  /** `grants --role NAME`: the runtime role; undefined for other commands. */
+  readonly role: string | undefined;
 }
 
 // Flag -> option of createPersonsMigration().
@@ -167,6 +170,7 @@ const parseOptions = {
   repair: { type: 'boolean' },
   'max-keys': { type: 'string' },
   'no-distinct-ids': { type: 'boolean' },
+  role: { type: 'string' },
 } as const satisfies Record<string, { type: 'string' | 'boolean'; short?: string }>;
 
 // Flags that only some commands take.
@@ -179,6 +183,7 @@ const commandsOfFlag: Partial<Record<keyof typeof parseOptions, readonly Command
   ...Object.fromEntries(Object.keys(backfillNumberFlags).map((flag) => [flag, ['backfill']])),
   ...Object.fromEntries(Object.keys(verifyFlags).map((flag) => [flag, ['verify']])),
   ranges: ['backfill', 'verify'],
+  role: ['grants'],
 };
 
 function parse(argv: readonly string[]) {
@@ -226,6 +231,9 @@ export function parseCliArguments(
   }
   refuseFlagsOfOtherCommands(values, first);
   const rate = rateArgument(first, rest);
+  if (first === 'grants' && values.role === undefined) {
+    throw new UsageError('grants needs --role NAME: the role services and workers run as');
+  }
   const databaseUrl = values['database-url'] ?? nonEmpty(env.DATABASE_URL);
   if (databaseUrl === undefined) {
     throw new UsageError('no database: pass --database-url or set DATABASE_URL');
@@ -240,6 +248,7 @@ export function parseCliArguments(
     backfill: first === 'backfill' ? backfillOptionsOf(values) : {},
     rate,
     verify: first === 'verify' ? verifyOptionsOf(values) : {},
+    role: values.role,
   };
 }
 
@@ -362,6 +371,7 @@ function helpInvocation(): CliInvocation {
     backfill: {},
     rate: undefined,
     verify: {},
+    role: undefined,
   };
 }
 

@@ -1,6 +1,6 @@
 /**
  * The short CLI commands (install, prepare, start-dual-read, backfill-pause/-resume/-rate,
- * status) and the table of every command; `backfill` and `verify` have files of their own.
+ * status, grants) and the table of every command; `backfill` and `verify` have files of their own.
  * Each is a thin call of one `PersonsMigration` method (see `command.ts`).
  * @internal
  */
@@ -272,6 +272,29 @@ export async function status(
   return undefined;
 }
 
+/**
+ * `grants --role NAME`: prints the GRANT statements of a least-privilege runtime role (one per
+ * line, each ending with `;`), to review and run as the owner of the control schema. Changes
+ * nothing.
+ *
+ * @example
+ * ```ts
+ * await grants(migration, { ...invocation, role: 'persons_service' }, io);
+ * // GRANT USAGE ON SCHEMA "public", "dual_read" TO "persons_service";
+ * ```
+ * @internal
+ */
+export async function grants(
+  migration: PersonsMigration,
+  invocation: CliInvocation,
+  { print }: CommandIo,
+): Promise<undefined> {
+  for (const statement of await migration.runtimeGrants(invocation.role ?? '')) {
+    print(`${statement};`);
+  }
+  return undefined;
+}
+
 /** The command behind each name. @internal */
 export const commands: Record<DatabaseCommand, Command> = {
   install,
@@ -283,4 +306,5 @@ export const commands: Record<DatabaseCommand, Command> = {
   'backfill-rate': backfillRate,
   verify,
   status,
+  grants,
 };

@@ -113,6 +113,8 @@ function checkCommandOptions(invocation: CliInvocation): void {
   if (invocation.command === 'backfill-rate') {
     checkArgument(callArguments.maxRowsPerSecond, invocation.rate ?? null, 'maxRowsPerSecond');
   }
+  if (invocation.command === 'grants')
+    checkArgument(callArguments.roleName, invocation.role, 'role');
 }
 
 /**

@@ -91,6 +91,9 @@ Commands:
                           backfill range when there are at most 16, else the
                           running ones
     --json                as one JSON object (every range included)
+  grants                  print the GRANTs of a least-privilege runtime role
+                          (services, backfill workers, verify); changes nothing
+    --role NAME           the role to grant to
   help                    show this text
 
 Connection:

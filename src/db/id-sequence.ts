@@ -38,3 +38,37 @@ export async function idSequenceOf(
     ) AS sequence`.execute(db);
   return rows[0]?.sequence ?? undefined;
 }
+
+/**
+ * Every sequence that a column default (or an identity) of these tables draws from, as
+ * quoted, schema-qualified text, sorted: what a role that inserts rows needs `USAGE` on.
+ * @internal
+ *
+ * @example
+ * ```ts
+ * await sequencesOfTables(db, 'public', ['posthog_person', 'posthog_persondistinctid']);
+ * ```
+ */
+export async function sequencesOfTables(
+  db: AnyDb,
+  schema: string,
+  tables: readonly string[],
+): Promise<string[]> {
+  const regclasses = tables.map((table) => regclassText(schema, table));
+  // A default's dependency on the sequence (attrdef -> sequence), or the sequence's ownership
+  // by a column (serial: 'a', identity: 'i'; sequence -> table).
+  const { rows } = await sql<{ sequence: string }>`
+    SELECT DISTINCT quote_ident(sn.nspname) || '.' || quote_ident(s.relname) AS sequence
+    FROM pg_class s
+    JOIN pg_namespace sn ON sn.oid = s.relnamespace
+    WHERE s.relkind = 'S' AND (
+      EXISTS (SELECT 1 FROM pg_depend dep JOIN pg_attrdef d ON d.oid = dep.objid
+        WHERE dep.classid = 'pg_attrdef'::regclass AND dep.refclassid = 'pg_class'::regclass
+          AND dep.refobjid = s.oid AND d.adrelid = ANY(${regclasses}::regclass[]))
+      OR EXISTS (SELECT 1 FROM pg_depend dep
+        WHERE dep.classid = 'pg_class'::regclass AND dep.objid = s.oid
+          AND dep.refclassid = 'pg_class'::regclass AND dep.deptype IN ('a', 'i')
+          AND dep.refobjid = ANY(${regclasses}::regclass[])))
+    ORDER BY 1`.execute(db);
+  return rows.map((row) => row.sequence);
+}

@@ -3,6 +3,7 @@ import { PlanStore } from '../backfill/plan-store.js';
 import { type BackfillResult, runBackfill } from '../backfill/run-backfill.js';
 import { isMissingObject } from '../control/control-schema-missing.js';
 import { type InstallResult, installControlSchema } from '../control/install.js';
+import { runtimeGrants } from '../control/runtime-grants.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { sanitizeErrors } from '../db/query-failed.js';
 import { BackfillRefusedError, type PreflightProblem, VerifyRefusedError } from '../errors.js';
@@ -124,6 +125,27 @@ export class PersonsMigration {
    */
   install(): Promise<InstallResult> {
     return installControlSchema(this.handle, this.options.controlSchema);
+  }
+
+  /**
+   * The `GRANT` statements for a least-privilege runtime role (services, backfill workers,
+   * verify): it reads and writes persons and the workers' own state, takes the phase fence
+   * through the control schema's `phase_fence()`, and can neither change the phase, nor pause,
+   * re-rate or reset the backfill, nor run DDL. Run them as the owner of the control schema
+   * after `install()` and `prepare()` (CLI: `pg-dual-read grants --role NAME`). Changes nothing.
+   *
+   * @example
+   * ```ts
+   * for (const statement of await migration.runtimeGrants('persons_service')) {
+   *   await sql.raw(statement).execute(handle.db);
+   * }
+   * ```
+   */
+  async runtimeGrants(role: string): Promise<string[]> {
+    const name = checkArgument(callArguments.roleName, role, 'role');
+    return sanitizeErrors('runtimeGrants()', () =>
+      runtimeGrants(this.handle.db, this.options, name),
+    );
   }
 
   /**

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { InvalidOptionsError } from '../errors.js';
-import { integerIn } from '../util/parse-options.js';
+import { identifier, integerIn } from '../util/parse-options.js';
 
 /**
  * Checks of the positional arguments of the repository and of the migration's calls (the
@@ -12,6 +12,8 @@ const uuidPattern = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-
 
 /** Schemas of positional arguments, by the name the error gives. @internal */
 export const callArguments = {
+  /** `runtimeGrants(role)`: a role name, an identifier of at most 63 bytes. */
+  roleName: identifier('role'),
   /** `listPersons(teamId, { limit })`. */
   limit: integerIn('limit', 1, 10_000),
   /** `mismatches(id, { pageSize })`. */

@@ -16,6 +16,8 @@ export interface MigrationTables {
   readonly new: RawBuilder<unknown>;
   readonly distinctIds: RawBuilder<unknown>;
   readonly control: RawBuilder<unknown>;
+  /** The phase fence function (control migration 6): `phaseFence(name, lock_timeout_ms)`. */
+  readonly phaseFence: RawBuilder<unknown>;
   /** The control schema's delete fence (rule `delete-fence` in docs/correctness.md). */
   readonly deleteFence: RawBuilder<unknown>;
   /** The backfill's plan: one row per migration (pause flag, rate ceiling, status). */
@@ -44,6 +46,7 @@ export function migrationTables(options: ResolvedMigrationOptions): MigrationTab
     new: sql.id(options.schema, options.newTable),
     distinctIds: sql.id(options.schema, options.distinctIdsTable),
     control: sql.id(options.controlSchema, 'migration'),
+    phaseFence: sql.id(options.controlSchema, 'phase_fence'),
     deleteFence: sql.id(options.controlSchema, 'delete_fence'),
     backfill: sql.id(options.controlSchema, 'backfill'),
     backfillRange: sql.id(options.controlSchema, 'backfill_range'),

@@ -8,7 +8,8 @@ const bodyQuote = '$pg_dual_read_fence$';
  * Control migration 6: the phase fence as a function, `phase_fence(name, lock_timeout_ms)`.
  *
  * It reads the control row `FOR KEY SHARE` (rule `phase-fence`) with `lock_timeout` set for
- * that one statement, then restores the caller's `lock_timeout`: a write waits a bounded time
+ * that one statement (NULL: the transaction's own, as backfill batches use it), then restores
+ * the caller's `lock_timeout`: a write waits a bounded time
  * for a phase change (or a session that holds the control row and hangs), and its own row locks
  * on persons keep the session's setting. One round trip, as the plain `SELECT ... FOR KEY
  * SHARE` it replaces. PL/pgSQL, not SQL: a SQL function's statements are all parsed (and their
@@ -20,11 +21,14 @@ const bodyQuote = '$pg_dual_read_fence$';
  */
 export function migration000006(controlSchema: string): RawBuilder<unknown>[] {
   const fn = sql.id(controlSchema, 'phase_fence');
+  // Also the fence of backfill batches (inside their statement): no UPDATE privilege needed.
   const body = `
 DECLARE
   previous text := current_setting('lock_timeout');
 BEGIN
-  PERFORM set_config('lock_timeout', lock_timeout_ms::text || 'ms', true);
+  IF lock_timeout_ms IS NOT NULL THEN
+    PERFORM set_config('lock_timeout', lock_timeout_ms::text || 'ms', true);
+  END IF;
   RETURN QUERY
     SELECT m.phase, m.epoch::text, m.phase_changed_at
     FROM ${quoteIdent(controlSchema)}.migration m
