@@ -4,7 +4,8 @@ import { requireCurrentControlSchema } from '../control/install.js';
 import type { AnyDb } from '../db/any-db.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { idSequenceOf } from '../db/id-sequence.js';
-import { sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
+import { setLocal } from '../db/local-settings.js';
+import { isSqlState, sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
 import { partitionCount, readTableShape } from '../db/table-shape.js';
 import { PreflightError, type PreflightProblem } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
@@ -65,7 +66,17 @@ export async function prepareMigration(
       await sql`BEGIN`.execute(connection);
       let result: PrepareResult;
       try {
-        result = await prepareInTransaction(connection, options, prepareOptions);
+        // Bounded waits: a lock held by someone else's DDL on the old table, or this
+        // transaction's own client hanging while it holds the new table's locks.
+        await setLocal(connection, {
+          lock_timeout: `${options.phaseChangeLockTimeoutMs}ms`,
+          idle_in_transaction_session_timeout: '5000ms',
+        });
+        result = await prepareInTransaction(connection, options, prepareOptions).catch(
+          (error: unknown) => {
+            throw isSqlState(error, '55P03') ? lockTimeoutRefusal(options) : error;
+          },
+        );
       } catch (error) {
         await sql`ROLLBACK`.execute(connection).catch(() => undefined);
         throw error;
@@ -173,4 +184,20 @@ function registrationProblem(
     message: `Migration "${options.name}" is already registered for ${registered.schema}.${registered.oldTable} -> ${registered.schema}.${registered.newTable}.`,
     fix: 'Use the same table options as when it was prepared, or another migration name.',
   };
+}
+
+function lockTimeoutRefusal(options: ResolvedMigrationOptions): PreflightError {
+  return new PreflightError([
+    {
+      check: 'lock_timeout',
+      message:
+        `prepare() waited phaseChangeLockTimeoutMs (${options.phaseChangeLockTimeoutMs} ms) for ` +
+        'a lock on the persons tables or the control schema (another session holds one: DDL, ' +
+        'a long transaction) and changed nothing.',
+      fix:
+        'Find the holder (SELECT pid, query FROM pg_stat_activity WHERE cardinality(' +
+        'pg_blocking_pids(pid)) > 0), let it finish, and run prepare() again (or raise ' +
+        'phaseChangeLockTimeoutMs).',
+    },
+  ]);
 }
