@@ -3,6 +3,7 @@ import type { AnyDb } from '../db/any-db.js';
 import { regclassText } from '../db/identifiers.js';
 import { sanitizeErrors } from '../db/query-failed.js';
 import { hasIndexStartingWith, readTableShape } from '../db/table-shape.js';
+import { runTransaction } from '../db/transaction.js';
 import { BackfillRefusedError } from '../errors.js';
 import { everyKey, type Key } from '../model/key.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
@@ -55,7 +56,7 @@ export async function planBackfill(
   maxRowsPerSecond: number | undefined,
 ): Promise<PlanOutcome> {
   return sanitizeErrors(`backfill planning of migration "${options.name}"`, () =>
-    db.transaction().execute(async (trx) => {
+    runTransaction(db, async (trx) => {
       const plans = new PlanStore(options);
       await plans.lock(trx);
       await refuseUnlessDualRead(trx, options);

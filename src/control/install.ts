@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { quoteIdent } from '../db/identifiers.js';
 import { sanitizeErrors } from '../db/query-failed.js';
+import { runTransaction } from '../db/transaction.js';
 import { ControlSchemaTooNewError, NotInstalledError } from '../errors.js';
 import { controlMigrations, latestControlVersion } from './control-migrations.js';
 
@@ -50,7 +51,7 @@ async function applyControlMigrations(
   handle: DatabaseHandle,
   controlSchema: string,
 ): Promise<InstallResult> {
-  return handle.db.transaction().execute(async (trx) => {
+  return runTransaction(handle.db, async (trx) => {
     // The lock comes first: CREATE SCHEMA IF NOT EXISTS itself races between sessions.
     await sql`SELECT pg_advisory_xact_lock(${installLockKey(controlSchema)})`.execute(trx);
     await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(controlSchema)}`.execute(trx);

@@ -38,17 +38,34 @@ export async function runTransaction<T>(db: AnyDb, fn: (trx: AnyDb) => Promise<T
       await sql`ROLLBACK`.execute(connection).catch(() => undefined);
       throw error;
     }
-    try {
-      await sql`COMMIT`.execute(connection);
-    } catch (error) {
-      if (sqlStateOf(error) !== undefined) throw toQueryFailedError(error, 'COMMIT', 0);
-      throw new OutcomeUnknownError(
-        'The connection was lost after COMMIT was sent: the transaction may or may not have ' +
-          'been committed. Read the rows it wrote before acting again (a retried write may ' +
-          'apply twice or conflict with itself).',
-        { cause: toQueryFailedError(error, 'COMMIT', 0) },
-      );
-    }
+    await commit(connection);
     return result;
   });
+}
+
+/**
+ * Sends COMMIT on `connection` and classifies a failure as {@link runTransaction} does: an
+ * answer with a SQLSTATE (nothing committed) is a `QueryFailedError`, no answer (the
+ * connection was lost) an {@link OutcomeUnknownError}. For transactions run by hand on one
+ * connection. @internal
+ *
+ * @example
+ * ```ts
+ * await sql`BEGIN`.execute(connection);
+ * await work(connection);
+ * await commit(connection);
+ * ```
+ */
+export async function commit(connection: AnyDb): Promise<void> {
+  try {
+    await sql`COMMIT`.execute(connection);
+  } catch (error) {
+    if (sqlStateOf(error) !== undefined) throw toQueryFailedError(error, 'COMMIT', 0);
+    throw new OutcomeUnknownError(
+      'The connection was lost after COMMIT was sent: the transaction may or may not have ' +
+        'been committed. Read the rows it wrote before acting again (a retried write may ' +
+        'apply twice or conflict with itself).',
+      { cause: toQueryFailedError(error, 'COMMIT', 0) },
+    );
+  }
 }

@@ -5,6 +5,7 @@ import { idSequenceOf } from '../db/id-sequence.js';
 import { setLocal } from '../db/local-settings.js';
 import { isSqlState, sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
 import { tagged } from '../db/statement-tag.js';
+import { runTransaction } from '../db/transaction.js';
 import { ControlStateError, NotInstalledError, PhaseTransitionError } from '../errors.js';
 import {
   isPhase,
@@ -164,7 +165,7 @@ export class PhaseStore {
     from: readonly Phase[],
     to: Phase,
   ): Promise<PhaseState> {
-    return db.transaction().execute(async (trx) => {
+    return runTransaction(db, async (trx) => {
       await setLocal(trx, {
         lock_timeout: `${this.options.phaseChangeLockTimeoutMs}ms`,
         // Writes queue behind this transaction from the LOCK below to COMMIT: if its client

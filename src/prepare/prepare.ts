@@ -7,6 +7,7 @@ import { idSequenceOf } from '../db/id-sequence.js';
 import { setLocal } from '../db/local-settings.js';
 import { isSqlState, sanitizeErrors, toQueryFailedError } from '../db/query-failed.js';
 import { partitionCount, readTableShape } from '../db/table-shape.js';
+import { commit } from '../db/transaction.js';
 import { PreflightError, type PreflightProblem } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import type { ResolvedPrepareOptions } from '../options/prepare-options.js';
@@ -81,7 +82,8 @@ export async function prepareMigration(
         await sql`ROLLBACK`.execute(connection).catch(() => undefined);
         throw error;
       }
-      await sql`${sql.raw(result.dryRun ? 'ROLLBACK' : 'COMMIT')}`.execute(connection);
+      if (result.dryRun) await sql`ROLLBACK`.execute(connection);
+      else await commit(connection);
       return result;
     });
   });

@@ -123,4 +123,24 @@ describeOnRealServer('writes that lose their connection (real server, through a 
       expect(rows[0]?.n).toBe(60);
     });
   });
+
+  describe('a phase change whose COMMIT answer is lost', () => {
+    it('throws OutcomeUnknownError; the phase did change (the operator re-reads status())', async () => {
+      const other = await MigrationEnv.create('lost_phase');
+      const operator = createPersonsMigration({
+        db: handle,
+        schema: other.schema,
+        controlSchema: other.controlSchema,
+      });
+      try {
+        proxy.cutOn(isCommit, 'after-reply');
+        const error = await operator.startDualRead().catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(OutcomeUnknownError);
+        expect((await other.control.status()).phase).toBe('dual_read');
+      } finally {
+        await operator.close();
+        await other.close();
+      }
+    });
+  });
 });
