@@ -9,24 +9,14 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
 import { createPersonsMigration } from '../../src/migration/persons-migration.js';
-import { MigrationEnv, waitUntil } from '../support/concurrency.js';
+import { MigrationEnv, settlesWithin, waitUntil } from '../support/concurrency.js';
 import { describeOnRealServer, realServerUrl } from '../support/test-database.js';
-
-function settlesWithin<T>(promise: Promise<T>, ms: number): Promise<T> {
-  return Promise.race([
-    promise,
-    sleep(ms).then(() => {
-      throw new Error(`still waiting after ${ms} ms`);
-    }),
-  ]);
-}
 
 describeOnRealServer('the LISTEN connection (real server)', () => {
   let env: MigrationEnv;

@@ -4,7 +4,6 @@
  * same database) would wait for that transaction forever; it throws a ConfigurationError at
  * once instead, and everything works again after the transaction.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
@@ -14,16 +13,7 @@ import {
   type PersonsMigration,
 } from '../../src/migration/persons-migration.js';
 import { createPostHogPersonsSchema, seedPersons } from '../../src/testing/index.js';
-
-/** Rejects when `promise` has not settled after `ms`: a hang fails the test, not the run. */
-function settlesWithin<T>(promise: Promise<T>, ms: number): Promise<T> {
-  return Promise.race([
-    promise,
-    sleep(ms).then(() => {
-      throw new Error(`still waiting after ${ms} ms`);
-    }),
-  ]);
-}
+import { settlesWithin } from '../support/concurrency.js';
 
 describe('PGlite: a call made inside inTransaction that does not use its repository', () => {
   let handle: DatabaseHandle;

@@ -416,6 +416,15 @@ export function pick<T>(items: readonly T[], random: () => number): T {
   return item;
 }
 
+/** `promise`, or a rejection when it has not settled after `ms`: a hang fails the test, not the run. */
+export function settlesWithin<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still waiting after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** Resolves after `ms` (used only to spread random start times, never to wait for a state). */
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
