@@ -29,6 +29,8 @@ interface Subscription {
 export class ListenConnection {
   private client: Promise<pg.Client> | undefined;
   private readonly channels = new Map<string, Set<Subscription>>();
+  /** The first LISTEN of each channel on the current connection. */
+  private readonly ready = new Map<string, Promise<void>>();
   private retryTimer: NodeJS.Timeout | undefined;
   private attempts = 0;
   private closed = false;
@@ -48,17 +50,33 @@ export class ListenConnection {
     const ident = this.quote(channel);
     const client = await this.connected();
     const subscription: Subscription = { onNotify, onConnection };
+    // In the map before LISTEN is sent, so a reconnection meanwhile listens to it too; a
+    // second subscriber waits for the first one's LISTEN.
     let subscribers = this.channels.get(channel);
     if (!subscribers) {
-      await client.query(`LISTEN ${ident}`);
-      subscribers = this.channels.get(channel) ?? new Set();
+      subscribers = new Set();
       this.channels.set(channel, subscribers);
+      this.ready.set(
+        channel,
+        client.query(`LISTEN ${ident}`).then(() => undefined),
+      );
     }
     subscribers.add(subscription);
+    try {
+      await this.ready.get(channel);
+    } catch (error) {
+      subscribers.delete(subscription);
+      if (subscribers.size === 0 && this.channels.get(channel) === subscribers) {
+        this.channels.delete(channel);
+        this.ready.delete(channel);
+      }
+      throw error;
+    }
     return async () => {
       const current = this.channels.get(channel);
       if (!current?.delete(subscription) || current.size > 0) return;
       this.channels.delete(channel);
+      this.ready.delete(channel);
       const open = await this.client?.catch(() => undefined);
       await open?.query(`UNLISTEN ${ident}`).catch((err: unknown) => {
         log('UNLISTEN failed: %s', describeError(err));
