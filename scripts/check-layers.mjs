@@ -15,6 +15,7 @@ export const layers = [
   ['prepare', 'repository'],
   ['backfill'],
   ['verify'],
+  ['cutover'],
   ['migration'],
   ['cli', 'testing'],
   ['index'],

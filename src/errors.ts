@@ -30,7 +30,8 @@ export type DualReadErrorCode =
   | 'UUID_TAKEN'
   | 'UNEXPECTED_RESULT'
   | 'OUTCOME_UNKNOWN'
-  | 'PHASE_FENCE_TIMEOUT';
+  | 'PHASE_FENCE_TIMEOUT'
+  | 'TRANSITION_REFUSED';
 
 /**
  * Base class of every error thrown by pg-dual-read.
@@ -362,4 +363,49 @@ export class OutcomeUnknownError extends DualReadError {
  */
 export class PhaseFenceTimeoutError extends DualReadError {
   readonly code = 'PHASE_FENCE_TIMEOUT' as const;
+}
+
+/**
+ * One guard of a phase change that is not met, named by a stable `guard` identifier, with what
+ * is wrong and what to do. `overridable` guards can be waived with `force: true` (recorded in
+ * the phase history with the actor); the others cannot.
+ *
+ * @example
+ * ```ts
+ * for (const { guard, message, fix } of refusal.unmet) console.error(`[${guard}] ${message} ${fix}`);
+ * ```
+ */
+export interface UnmetGuard {
+  readonly guard: string;
+  readonly message: string;
+  readonly fix: string;
+  readonly overridable: boolean;
+}
+
+/**
+ * A phase change (`cutover()`, `finalize()`) refused because guards are not met; `unmet`
+ * lists every one of them, not the first. Nothing was changed.
+ *
+ * @example
+ * ```ts
+ * try { await migration.cutover(); } catch (err) {
+ *   if (err instanceof TransitionRefusedError) for (const g of err.unmet) console.error(g.guard, g.fix);
+ * }
+ * ```
+ */
+export class TransitionRefusedError extends DualReadError {
+  readonly code = 'TRANSITION_REFUSED' as const;
+  constructor(
+    readonly transition: string,
+    readonly unmet: readonly UnmetGuard[],
+  ) {
+    super(
+      `${transition}() refused, nothing was changed: ${unmet.length} guard(s) not met:\n${unmet
+        .map(
+          (g) =>
+            `- [${g.guard}] ${g.message}\n  fix: ${g.fix}${g.overridable ? ' (or force: true)' : ''}`,
+        )
+        .join('\n')}`,
+    );
+  }
 }

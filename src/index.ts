@@ -26,7 +26,9 @@ export {
   PreflightError,
   type PreflightProblem,
   QueryFailedError,
+  TransitionRefusedError,
   UnexpectedResultError,
+  type UnmetGuard,
   UuidTakenError,
   VerifyRefusedError,
 } from './errors.js';

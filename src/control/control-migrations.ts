@@ -5,6 +5,7 @@ import { migration000003 } from './sql/000003-verification.js';
 import { migration000004 } from './sql/000004-delete-fence.js';
 import { migration000005 } from './sql/000005-range-fences.js';
 import { migration000006 } from './sql/000006-bounded-fence.js';
+import { migration000007 } from './sql/000007-cutover.js';
 
 /** One append-only step of the library's own control schema. @internal */
 export interface ControlMigration {
@@ -21,6 +22,7 @@ export const controlMigrations: readonly ControlMigration[] = [
   { version: 4, name: 'delete fence', statements: migration000004 },
   { version: 5, name: 'range fences', statements: migration000005 },
   { version: 6, name: 'bounded fence', statements: migration000006 },
+  { version: 7, name: 'cutover', statements: migration000007 },
 ];
 
 /** The newest control schema version this code understands. @internal */

@@ -36,7 +36,7 @@ export async function runtimeGrants(
       ? [`GRANT USAGE, SELECT ON SEQUENCE ${sequences.join(', ')} ${to}`]
       : []),
     // The control row: read (every read carries its epoch), locked only through phase_fence().
-    `GRANT SELECT ON TABLE ${['schema_version', 'migration', 'phase_change'].map(control).join(', ')} ${to}`,
+    `GRANT SELECT ON TABLE ${['schema_version', 'migration', 'phase_change', 'stray_write'].map(control).join(', ')} ${to}`,
     `GRANT EXECUTE ON FUNCTION ${control('phase_fence')}(text, integer) ${to}`,
     // Deletes take the delete fence ROW EXCLUSIVE (DELETE ... WHERE false), planning SHARE.
     `GRANT DELETE ON TABLE ${control('delete_fence')} ${to}`,

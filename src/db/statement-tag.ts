@@ -32,6 +32,8 @@ export type StatementTag =
   | 'phase-fence'
   /** A phase change's lock of the control table (it waits for the writes in flight). */
   | 'phase-change'
+  /** `finalize()`'s lock of both persons tables, before it renames them. */
+  | 'finalize-swap'
   /** A shadow read of the new table alone. */
   | 'shadow-read'
   /** A shadow read's transaction setting its `statement_timeout`, before the read. */

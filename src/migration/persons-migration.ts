@@ -4,13 +4,33 @@ import { type BackfillResult, runBackfill } from '../backfill/run-backfill.js';
 import { isMissingObject } from '../control/control-schema-missing.js';
 import { type InstallResult, installControlSchema } from '../control/install.js';
 import { runtimeGrants } from '../control/runtime-grants.js';
+import { runCutover, runRollback } from '../cutover/cutover.js';
+import { indexGuard, unmetCutoverGuards } from '../cutover/cutover-guards.js';
+import { dropRetiredTable } from '../cutover/drop-retired.js';
+import { runFinalize } from '../cutover/finalize.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { sanitizeErrors } from '../db/query-failed.js';
-import { BackfillRefusedError, type PreflightProblem, VerifyRefusedError } from '../errors.js';
+import {
+  BackfillRefusedError,
+  type PreflightProblem,
+  type TransitionRefusedError,
+  type UnmetGuard,
+  VerifyRefusedError,
+} from '../errors.js';
 import { DualReadEmitter } from '../events.js';
-import type { PhaseState } from '../model/phase.js';
+import type { Phase, PhaseState } from '../model/phase.js';
 import { type BackfillOptions, resolveBackfillOptions } from '../options/backfill-options.js';
 import { callArguments, checkArgument, toMismatchesOptions } from '../options/call-arguments.js';
+import {
+  type CutoverOptions,
+  type DropRetiredOptions,
+  type FinalizeOptions,
+  type RollbackOptions,
+  resolveCutoverOptions,
+  resolveDropRetiredOptions,
+  resolveFinalizeOptions,
+  resolveRollbackOptions,
+} from '../options/cutover-options.js';
 import {
   type PersonsMigrationOptions,
   type ResolvedMigrationOptions,
@@ -18,8 +38,9 @@ import {
 } from '../options/migration-options.js';
 import { type PrepareOptions, resolvePrepareOptions } from '../options/prepare-options.js';
 import { resolveVerifyOptions, type VerifyOptions } from '../options/verify-options.js';
-import { PhaseStore } from '../phases/phase-store.js';
+import { type PhaseChange, PhaseStore } from '../phases/phase-store.js';
 import { type PhaseListenerState, PhaseWatcher } from '../phases/phase-watcher.js';
+import { type StrayWrite, StrayWrites } from '../phases/stray-writes.js';
 import { catalogFindings } from '../prepare/catalog-findings.js';
 import { type PrepareResult, prepareMigration } from '../prepare/prepare.js';
 import type { PersonsRepository } from '../repository/persons-repository.js';
@@ -72,6 +93,14 @@ export interface MigrationStatus {
    * `not-started` (no read or write through this migration object yet).
    */
   readonly phaseListener: PhaseListenerState;
+  /** The old table's name after `finalize()` (until `dropRetiredTable()`), else undefined. */
+  readonly retiredTable: string | undefined;
+  /** Keys of the old table written by something other than the library since `dual_read` began. */
+  readonly strayWrites: { readonly count: number; readonly keys: readonly StrayWrite[] };
+  /** The latest phase changes, newest first, with who asked and what was waived. */
+  readonly history: readonly PhaseChange[];
+  /** In `dual_read`: every guard that would refuse `cutover()` now (empty: ready). */
+  readonly cutoverGuards: readonly UnmetGuard[];
 }
 
 /**
@@ -182,9 +211,88 @@ export class PersonsMigration {
    * ```
    */
   async startDualRead(): Promise<PhaseState> {
-    const state = await this.store.transition(this.handle.db, 'startDualRead');
+    const strayWrites = new StrayWrites(this.options);
+    const state = await this.store.transition(this.handle.db, 'startDualRead', {
+      // From here on, a write to the old table that is not the library's is recorded.
+      during: async (trx) => {
+        await strayWrites.installTrigger(trx);
+        return undefined;
+      },
+    });
     this.watcher.observe(state);
     return state;
+  }
+
+  /**
+   * `dual_read -> new`: reads and writes use the new table only. Refuses with
+   * {@link TransitionRefusedError}, listing every unmet guard and changing nothing, unless the
+   * backfill finished, the latest verification is clean, full and newer than the backfill,
+   * nothing but the library wrote to the old table since `dual_read` began, and every index of
+   * the old table has its equivalent on the new one (or is named in `waiveIndexes`). `force`
+   * waives all but the backfill's guard, recorded in the phase history with `actor`.
+   *
+   * @example
+   * ```ts
+   * await migration.cutover({ actor: 'ops:alice' });
+   * ```
+   */
+  async cutover(options: CutoverOptions = {}): Promise<PhaseState> {
+    const state = await runCutover(this.handle, this.options, resolveCutoverOptions(options));
+    this.watcher.observe(state);
+    return state;
+  }
+
+  /**
+   * `new -> dual_read`, without losing a write: what was created, updated, merged or deleted
+   * in `new` stays so (deletes in `new` also removed the old row).
+   *
+   * @example
+   * ```ts
+   * await migration.rollback({ actor: 'ops:alice' });
+   * ```
+   */
+  async rollback(options: RollbackOptions = {}): Promise<PhaseState> {
+    const state = await runRollback(this.handle, this.options, resolveRollbackOptions(options));
+    this.watcher.observe(state);
+    return state;
+  }
+
+  /**
+   * `new -> finalized`, the consolidation: the new table takes the old table's name, the old
+   * table is kept under a retired name (`retiredTable`) until {@link dropRetiredTable}, the id
+   * sequence moves to the consolidated table. One short transaction whose table locks wait at
+   * most `lockTimeoutMs`, retried with backoff for up to `timeoutMs`; refuses first, changing
+   * nothing, when views, foreign keys, triggers, rules or publications reference the old table
+   * (`force` goes ahead, naming each in the phase history).
+   *
+   * @example
+   * ```ts
+   * const { retiredTable } = await migration.finalize({ actor: 'ops:alice' });
+   * ```
+   */
+  async finalize(options: FinalizeOptions = {}): Promise<PhaseState & { retiredTable: string }> {
+    const { state, retiredTable } = await runFinalize(
+      this.handle,
+      this.options,
+      resolveFinalizeOptions(options),
+    );
+    this.watcher.observe(state);
+    return { ...state, retiredTable };
+  }
+
+  /**
+   * Drops the retired old table after `finalize()`; `confirm` must be its name.
+   *
+   * @example
+   * ```ts
+   * await migration.dropRetiredTable({ confirm: 'posthog_person_retired' });
+   * ```
+   */
+  dropRetiredTable(options: DropRetiredOptions): Promise<{ dropped: string }> {
+    const { confirm } = resolveDropRetiredOptions(options);
+    return sanitizeErrors('dropRetiredTable()', () =>
+      dropRetiredTable(this.handle, this.options, confirm),
+    );
   }
 
   /**
@@ -196,14 +304,21 @@ export class PersonsMigration {
    * ```
    */
   async status(): Promise<MigrationStatus> {
-    const state = await this.store.read(this.handle.db);
+    const { state, retiredTable } = await this.store.readRetired(this.handle.db);
     this.watcher.observe(state);
     const backfill = await this.backfillStatus();
     const verification = await this.verification();
-    const { warnings, missingIndexes } = await sanitizeErrors('status()', () =>
-      catalogFindings(this.handle.db, this.options),
+    const lifecycle = await sanitizeErrors('status()', () =>
+      lifecycleStatus(this.handle.db, this.options, state.phase),
     );
+    // After finalize() the new table is the old table's name: nothing left to compare.
+    const { warnings, missingIndexes } =
+      state.phase === 'finalized'
+        ? { warnings: [], missingIndexes: [] }
+        : await sanitizeErrors('status()', () => catalogFindings(this.handle.db, this.options));
     return {
+      ...lifecycle,
+      retiredTable: retiredTable ? `${this.options.schema}.${retiredTable}` : undefined,
       name: this.options.name,
       phase: state.phase,
       epoch: state.epoch,
@@ -486,4 +601,19 @@ export class PersonsMigration {
  */
 export function createPersonsMigration(options: PersonsMigrationOptions): PersonsMigration {
   return new PersonsMigration(resolveMigrationOptions(options));
+}
+
+/** The lifecycle part of `status()`: stray writes, recent history, the cutover's guards now. */
+async function lifecycleStatus(
+  db: DatabaseHandle['db'],
+  options: ResolvedMigrationOptions,
+  phase: Phase,
+): Promise<Pick<MigrationStatus, 'strayWrites' | 'history' | 'cutoverGuards'>> {
+  const strayWrites = await new StrayWrites(options).read(db, 20);
+  const history = await new PhaseStore(options).history(db, 10);
+  const cutoverGuards =
+    phase === 'dual_read'
+      ? [...(await unmetCutoverGuards(db, options)), ...(await indexGuard(db, options, []))]
+      : [];
+  return { strayWrites, history, cutoverGuards };
 }

@@ -6,7 +6,7 @@
  * | `old`       | old table                           | old table              |
  * | `dual_read` | merged: new row wins, else old row  | new table (copy-on-write) |
  * | `new`       | new table                           | new table              |
- * | `finalized` | new table (consolidated)            | new table              |
+ * | `finalized` | the consolidated table (the new table, renamed to the old table's name) | the same |
  *
  * @example
  * ```ts
@@ -45,6 +45,9 @@ export interface PhaseState {
 /** The named transitions and the phases each one may start from. @internal */
 export const transitions = {
   startDualRead: { from: ['old'], to: 'dual_read' },
+  cutover: { from: ['dual_read'], to: 'new' },
+  rollback: { from: ['new'], to: 'dual_read' },
+  finalize: { from: ['new'], to: 'finalized' },
 } as const satisfies Record<string, { from: readonly Phase[]; to: Phase }>;
 
 /** @internal */

@@ -1,4 +1,5 @@
 import { type RawBuilder, sql } from 'kysely';
+import type { Phase } from '../model/phase.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 
 /**
@@ -54,4 +55,21 @@ export function migrationTables(options: ResolvedMigrationOptions): MigrationTab
     migration: options.name,
     controlSchema: options.controlSchema,
   };
+}
+
+/**
+ * The one table a phase other than `dual_read` reads and writes: the old table in `old`, the
+ * new table in `new`, and in `finalized` the consolidated table, which is the new table renamed
+ * to the old table's name (so the old table's name addresses it). @internal
+ *
+ * @example
+ * ```ts
+ * sql`SELECT * FROM ${singleTableOf(tables, phase)} WHERE team_id = ${teamId}`;
+ * ```
+ */
+export function singleTableOf(
+  tables: MigrationTables,
+  phase: Exclude<Phase, 'dual_read'>,
+): RawBuilder<unknown> {
+  return phase === 'new' ? tables.new : tables.old;
 }

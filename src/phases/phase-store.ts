@@ -24,6 +24,44 @@ import { type PhaseNotification, phaseChannel } from './phase-channel.js';
  */
 const phaseChangeIdleTimeoutMs = 5_000;
 
+/**
+ * One entry of the phase history.
+ *
+ * @example
+ * ```ts
+ * for (const change of (await migration.status()).history) console.log(change.to, change.actor);
+ * ```
+ */
+export interface PhaseChange {
+  readonly from: string;
+  readonly to: string;
+  readonly epoch: string;
+  readonly changedAt: Date;
+  /** Who asked (the `actor` option), when given. */
+  readonly actor: string | undefined;
+  /** Guards waived with `force`. */
+  readonly forced: readonly string[];
+}
+
+/**
+ * What a phase change runs besides moving the phase (see {@link PhaseStore.transition}).
+ * @internal
+ *
+ * @example
+ * ```ts
+ * await store.transition(db, 'cutover', { actor: 'ops', during: async (trx) => checkGuards(trx) });
+ * ```
+ */
+export interface TransitionSteps {
+  /** Who asked for the change, recorded in the phase history. */
+  readonly actor?: string;
+  /** Guards and DDL inside the phase change's transaction; returns the guards it waived. */
+  readonly during?: (
+    trx: AnyDb,
+    current: PhaseState,
+  ) => Promise<{ readonly forced?: readonly string[] } | undefined>;
+}
+
 interface ControlRow {
   phase: string;
   epoch: string;
@@ -139,20 +177,62 @@ export class PhaseStore {
     return { state: this.toState(rows[0]), idHighWater: rows[0]?.high_water ?? null };
   }
 
+  /** The phase and the old table's retired name (set by `finalize()`), without locking. */
+  async readRetired(db: AnyDb): Promise<{ state: PhaseState; retiredTable: string | undefined }> {
+    const { rows } = await this.controlQuery(() =>
+      sql<ControlRow & { retired_table: string | null }>`
+        SELECT phase, epoch::text AS epoch, phase_changed_at, retired_table
+        FROM ${this.table} WHERE name = ${this.options.name}`.execute(db),
+    );
+    return { state: this.toState(rows[0]), retiredTable: rows[0]?.retired_table ?? undefined };
+  }
+
+  /** The latest phase changes, newest first: who moved the migration, when, what was waived. */
+  async history(db: AnyDb, limit: number): Promise<PhaseChange[]> {
+    const { rows } = await this.controlQuery(() =>
+      sql<{
+        from_phase: string;
+        to_phase: string;
+        epoch: string;
+        changed_at: Date;
+        actor: string | null;
+        forced: string[];
+      }>`SELECT from_phase, to_phase, epoch::text AS epoch, changed_at, actor, forced
+        FROM ${sql.id(this.options.controlSchema, 'phase_change')}
+        WHERE migration = ${this.options.name} ORDER BY id DESC LIMIT ${limit}`.execute(db),
+    );
+    return rows.map((r) => ({
+      from: r.from_phase,
+      to: r.to_phase,
+      epoch: r.epoch,
+      changedAt: r.changed_at,
+      actor: r.actor ?? undefined,
+      forced: r.forced,
+    }));
+  }
+
   /**
    * Moves the migration through a named transition, or throws {@link PhaseTransitionError}
    * and changes nothing. Waits (up to `phaseChangeLockTimeoutMs`) for in-flight writes.
+   * `steps.during` runs inside the transaction, once the phase is checked and every write of
+   * the old phase has finished: a guard that throws refuses the change, DDL rides along (rule
+   * `phase-fence`); the guards it reports waived are recorded in the history with `actor`.
    */
-  async transition(db: AnyDb, name: TransitionName): Promise<PhaseState> {
+  async transition(
+    db: AnyDb,
+    name: TransitionName,
+    steps: TransitionSteps = {},
+  ): Promise<PhaseState> {
     const { from, to } = transitions[name];
     try {
-      return await this.controlQuery(() => this.transitionInTransaction(db, name, from, to));
+      return await this.controlQuery(() => this.transitionInTransaction(db, name, steps));
     } catch (error) {
       if (!isSqlState(error, '55P03')) throw error;
       throw new PhaseTransitionError(
         `${name}() waited phaseChangeLockTimeoutMs (${this.options.phaseChangeLockTimeoutMs} ms) for ` +
-          'repository transactions holding the phase fence and gave up: nothing was changed. ' +
-          'Retry, or raise phaseChangeLockTimeoutMs if long write transactions are expected.',
+          'repository transactions holding the phase fence (or sessions holding the tables) and ' +
+          'gave up: nothing was changed. Retry, or raise phaseChangeLockTimeoutMs if long write ' +
+          'transactions are expected.',
         from.join('|'),
         to,
       );
@@ -162,9 +242,9 @@ export class PhaseStore {
   private transitionInTransaction(
     db: AnyDb,
     name: TransitionName,
-    from: readonly Phase[],
-    to: Phase,
+    steps: TransitionSteps,
   ): Promise<PhaseState> {
+    const { from, to } = transitions[name];
     return runTransaction(db, async (trx) => {
       await setLocal(trx, {
         lock_timeout: `${this.options.phaseChangeLockTimeoutMs}ms`,
@@ -190,25 +270,12 @@ export class PhaseStore {
           to,
         );
       }
-      const updated = await sql<ControlRow>`
-        UPDATE ${this.table}
-        SET phase = ${to}, epoch = epoch + 1, phase_changed_at = clock_timestamp()
-        WHERE name = ${this.options.name}
-        RETURNING phase, epoch::text AS epoch, phase_changed_at`.execute(trx);
-      const next = this.toState(updated.rows[0]);
-      if (to === 'dual_read') {
-        // Rule `id-high-water`: every id the old table holds was issued by its sequence before
-        // this point (writes in phase old hold the fence we now wait out).
-        // The sequence however the table got it (a default on a sequence it does not own too).
-        const sequence = await idSequenceOf(trx, this.options.schema, this.options.oldTable, 'id');
-        await sql`UPDATE ${this.table}
-          SET dual_read_id_high_water = coalesce(dual_read_id_high_water, coalesce(
-            pg_sequence_last_value(${sequence ?? null}::regclass), 0))
-          WHERE name = ${this.options.name}`.execute(trx);
-      }
+      const outcome = await steps.during?.(trx, current);
+      const next = await this.writePhase(trx, to);
       await sql`INSERT INTO ${sql.id(this.options.controlSchema, 'phase_change')}
-        (migration, from_phase, to_phase, epoch)
-        VALUES (${this.options.name}, ${current.phase}, ${to}, ${next.epoch})`.execute(trx);
+        (migration, from_phase, to_phase, epoch, actor, forced)
+        VALUES (${this.options.name}, ${current.phase}, ${to}, ${next.epoch},
+          ${steps.actor ?? null}, ${[...(outcome?.forced ?? [])]}::text[])`.execute(trx);
       const payload: PhaseNotification = {
         controlSchema: this.options.controlSchema,
         name: this.options.name,
@@ -219,6 +286,28 @@ export class PhaseStore {
       await sql`SELECT pg_notify(${phaseChannel}, ${JSON.stringify(payload)})`.execute(trx);
       return next;
     });
+  }
+
+  /** The control row's new phase and epoch (and, entering dual_read, the id high-water mark). */
+  private async writePhase(trx: AnyDb, to: Phase): Promise<PhaseState> {
+    const updated = await sql<ControlRow>`
+      UPDATE ${this.table}
+      SET phase = ${to}, epoch = epoch + 1, phase_changed_at = clock_timestamp()
+      WHERE name = ${this.options.name}
+      RETURNING phase, epoch::text AS epoch, phase_changed_at`.execute(trx);
+    const next = this.toState(updated.rows[0]);
+    if (to === 'dual_read') {
+      // Rule `id-high-water`: every id the old table holds was issued by its sequence before
+      // this point (writes in phase old hold the fence we now wait out). The sequence however
+      // the table got it (a default on a sequence it does not own too). Kept from the first
+      // dual_read: a rollback from new does not move it.
+      const sequence = await idSequenceOf(trx, this.options.schema, this.options.oldTable, 'id');
+      await sql`UPDATE ${this.table}
+        SET dual_read_id_high_water = coalesce(dual_read_id_high_water, coalesce(
+          pg_sequence_last_value(${sequence ?? null}::regclass), 0))
+        WHERE name = ${this.options.name}`.execute(trx);
+    }
+    return next;
   }
 
   /**

@@ -1,6 +1,7 @@
 import { quoteIdent } from '../db/identifiers.js';
 import type { TableDependents } from '../db/table-dependents.js';
 import type { PreflightProblem } from '../errors.js';
+import { strayTriggerPrefix } from '../phases/stray-writes.js';
 
 /** How the tables are named in findings: for messages, and quoted for fixes (SQL to run). */
 export interface FindingNames {
@@ -69,7 +70,8 @@ export function dependentFindings(
       fix: `Recreate it on ${names.new} (or on the merged read) before cutover.`,
     });
   }
-  for (const trigger of dependents.triggers) {
+  // The library's own stray-write trigger (from dual_read on) is not the user's concern.
+  for (const trigger of dependents.triggers.filter((t) => !t.name.startsWith(strayTriggerPrefix))) {
     warnings.push({
       check: 'trigger_on_old_table',
       message:

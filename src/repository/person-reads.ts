@@ -3,7 +3,7 @@ import { preparedStatementMarker } from '../db/prepared-statements.js';
 import { tagged } from '../db/statement-tag.js';
 import type { Phase } from '../model/phase.js';
 import { columnList, type PersonColumns } from '../persons/person-columns.js';
-import type { MigrationTables } from '../persons/tables.js';
+import { type MigrationTables, singleTableOf } from '../persons/tables.js';
 
 /** Name of the column that tells a `dual_read` row came from the old table. @internal */
 export const fromOldColumn = 'pg_dual_read_from_old';
@@ -42,7 +42,7 @@ export class PersonReads {
   ): RawBuilder<unknown> {
     const extraColumns = extra.map((c) => sql`k.${sql.id(c)}`);
     if (phase !== 'dual_read') {
-      const table = phase === 'old' ? this.tables.old : this.tables.new;
+      const table = singleTableOf(this.tables, phase);
       return sql`SELECT ${sql.join([...extraColumns, columnList(this.columns.all, 't')])}
         FROM (${keys}) AS k
         JOIN ${table} AS t ON t.team_id = k.team_id AND t.id = k.person_id`;
@@ -99,7 +99,7 @@ export class PersonReads {
     markOrigin = false,
   ) {
     if (phase !== 'dual_read') {
-      const table = phase === 'old' ? this.tables.old : this.tables.new;
+      const table = singleTableOf(this.tables, phase);
       return sql`(SELECT ${select} FROM ${table} AS t WHERE t.team_id = ${teamId} AND ${condition} ${tail})`;
     }
     const origin = (fromOld: boolean) =>

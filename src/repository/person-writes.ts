@@ -6,7 +6,7 @@ import type { Phase } from '../model/phase.js';
 import type { NewPerson, PersonChange } from '../options/person-input.js';
 import { keyValue } from '../persons/key-range.js';
 import { columnList, type PersonColumns } from '../persons/person-columns.js';
-import type { MigrationTables } from '../persons/tables.js';
+import { type MigrationTables, singleTableOf } from '../persons/tables.js';
 
 /**
  * SQL of the repository's writes. Every method runs inside a transaction that has already
@@ -41,9 +41,9 @@ export class PersonWrites {
     return sql`ROLLBACK TO SAVEPOINT pg_dual_read_create`;
   }
 
-  /** The table writes go to in `phase`. */
+  /** The table writes go to in `phase` (`dual_read` writes the new table). */
   writeTable(phase: Phase): RawBuilder<unknown> {
-    return phase === 'old' ? this.tables.old : this.tables.new;
+    return phase === 'dual_read' ? this.tables.new : singleTableOf(this.tables, phase);
   }
 
   /**
@@ -174,25 +174,30 @@ export class PersonWrites {
   async deletePerson(trx: AnyDb, phase: Phase, teamId: number, personId: string): Promise<boolean> {
     const deleteFrom = (table: RawBuilder<unknown>) =>
       sql`DELETE FROM ${table} WHERE team_id = ${teamId} AND id = ${personId}::bigint`;
-    const statements =
+    // Which statements say whether the person was there: in `new` the old row is removed
+    // only so a rollback to dual_read cannot bring the person back (rule `rollback-keeps-deletes`).
+    const statements: { statement: RawBuilder<unknown>; counts: boolean }[] =
       phase === 'dual_read'
         ? [
-            tagged(
-              'delete-old-row',
-              withDeleteFences(this.tables, teamId, personId, deleteFrom(this.tables.old)),
-            ),
-            tagged('delete-new-row', deleteFrom(this.tables.new)),
+            {
+              statement: tagged(
+                'delete-old-row',
+                withDeleteFences(this.tables, teamId, personId, deleteFrom(this.tables.old)),
+              ),
+              counts: true,
+            },
+            { statement: tagged('delete-new-row', deleteFrom(this.tables.new)), counts: true },
           ]
-        : [
-            tagged(
-              phase === 'old' ? 'delete-old-row' : 'delete-new-row',
-              deleteFrom(this.writeTable(phase)),
-            ),
-          ];
+        : phase === 'new'
+          ? [
+              { statement: tagged('delete-old-row', deleteFrom(this.tables.old)), counts: false },
+              { statement: tagged('delete-new-row', deleteFrom(this.tables.new)), counts: true },
+            ]
+          : [{ statement: tagged('delete-old-row', deleteFrom(this.tables.old)), counts: true }];
     let deleted = false;
-    for (const statement of statements) {
+    for (const { statement, counts } of statements) {
       const result = await executeFenced(statement, trx, this.tables.controlSchema);
-      if ((result.numAffectedRows ?? 0n) > 0n) deleted = true;
+      if (counts && (result.numAffectedRows ?? 0n) > 0n) deleted = true;
     }
     await sql`DELETE FROM ${this.tables.distinctIds}
       WHERE team_id = ${teamId} AND person_id = ${personId}::bigint`.execute(trx);

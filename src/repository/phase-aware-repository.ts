@@ -462,7 +462,17 @@ export class PhaseAwareRepository implements PersonsRepository {
     const s = await this.sqlPromise();
     let state: PhaseState = await this.deps.watcher.current();
     for (let attempt = 0; ; attempt++) {
-      const rows = await this.rows(this.deps.handle.db, s.reads.withEpoch(build(state.phase)));
+      const rows = await this.rows(
+        this.deps.handle.db,
+        s.reads.withEpoch(build(state.phase)),
+      ).catch(async (error: unknown) => {
+        // A table this instance still reads under its `new` name was renamed by finalize()
+        // (the statement fails before it can carry the epoch): re-read the phase and retry.
+        if (!isSqlState(error, '42P01') || attempt >= maxPhaseRetries) throw error;
+        const seen = await this.deps.watcher.refresh();
+        if (seen.epoch === state.epoch) throw error;
+        return [];
+      });
       if (rows[0]?.[epochColumn] === state.epoch) {
         let fromOld = 0;
         const answer = rows

@@ -8,6 +8,7 @@ import {
   NotInstalledError,
   PreflightError,
 } from '../../src/index.js';
+import { StrayWrites } from '../../src/phases/stray-writes.js';
 import { createPostHogPersonsSchema, seedPersons } from '../../src/testing/index.js';
 import { catalogSnapshot } from '../support/catalog-snapshot.js';
 import {
@@ -89,6 +90,17 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     await sql`DROP TABLE ${sql.id(controlSchema, 'delete_fence')}`.execute(handle.db);
     await sql`DROP INDEX ${sql.id(controlSchema, 'backfill_range_end')}`.execute(handle.db);
     await sql`DROP FUNCTION ${sql.id(controlSchema, 'phase_fence')}`.execute(handle.db);
+    // ... and before migration 7 (the stray-write trigger, history columns, retired table).
+    await sql`DROP TRIGGER ${sql.id(new StrayWrites(migration.options).triggerName)}
+      ON ${sql.id(schema, 'posthog_person')}`.execute(handle.db);
+    await sql`DROP TABLE ${sql.id(controlSchema, 'stray_write')}`.execute(handle.db);
+    await sql`DROP FUNCTION ${sql.id(controlSchema, 'record_stray_write')}`.execute(handle.db);
+    await sql`ALTER TABLE ${sql.id(controlSchema, 'phase_change')} DROP COLUMN actor, DROP COLUMN forced`.execute(
+      handle.db,
+    );
+    await sql`ALTER TABLE ${sql.id(controlSchema, 'migration')} DROP COLUMN retired_table`.execute(
+      handle.db,
+    );
     await sql`DELETE FROM ${sql.id(controlSchema, 'schema_version')} WHERE version >= 4`.execute(
       handle.db,
     );
@@ -104,14 +116,14 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     expect(deleteError).toMatchObject({ code: 'NOT_INSTALLED' });
     expect((deleteError as Error).message).toContain('run migration.install()');
     expect(await repo.countPersons(1)).toBe(3);
-    expect((await migration.status()).backfill).toBeUndefined();
+    await expect(migration.status()).rejects.toMatchObject({ code: 'NOT_INSTALLED' });
 
     // Every write takes the phase fence of control migration 6.
     const updateError = await repo
       .updatePerson(1, victim, { properties: { a: 1 } })
       .catch((e: unknown) => e);
     expect(updateError).toMatchObject({ code: 'NOT_INSTALLED' });
-    expect(await migration.install()).toMatchObject({ fromVersion: 3, applied: [4, 5, 6] });
+    expect(await migration.install()).toMatchObject({ fromVersion: 3, applied: [4, 5, 6, 7] });
     expect(await repo.deletePerson(1, victim)).toBe(true);
     expect(await migration.backfill()).toMatchObject({ finished: true, rowsCopied: 2 });
     expect(await repo.countPersons(1)).toBe(2);

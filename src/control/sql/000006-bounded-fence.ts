@@ -26,6 +26,8 @@ export function migration000006(controlSchema: string): RawBuilder<unknown>[] {
 DECLARE
   previous text := current_setting('lock_timeout');
 BEGIN
+  -- Marks the transaction as the library's: the stray-write trigger (migration 7) skips it.
+  PERFORM set_config('pg_dual_read.writer', migration_name, true);
   IF lock_timeout_ms IS NOT NULL THEN
     PERFORM set_config('lock_timeout', lock_timeout_ms::text || 'ms', true);
   END IF;

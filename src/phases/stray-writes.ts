@@ -1,0 +1,101 @@
+import { createHash } from 'node:crypto';
+import { sql } from 'kysely';
+import type { AnyDb } from '../db/any-db.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+
+/** The start of the stray-write trigger's name (the library's own trigger on the old table). */
+export const strayTriggerPrefix = 'pg_dual_read_stray_';
+
+/**
+ * One key of the old table written by something other than the library since `dual_read`
+ * began (never a row value).
+ *
+ * @example
+ * ```ts
+ * for (const { teamId, personId, operation } of (await migration.status()).strayWrites.keys) {
+ *   console.log(operation, teamId, personId);
+ * }
+ * ```
+ */
+export interface StrayWrite {
+  readonly teamId: number;
+  readonly personId: string;
+  readonly operation: 'insert' | 'update' | 'delete';
+  readonly writes: number;
+  readonly lastAt: Date;
+}
+
+/**
+ * The stray-write detector of a migration (control migration 7): the row trigger that
+ * `startDualRead()` puts on the old table, and the keys it recorded. A write to the old table
+ * in `dual_read` or `new` that does not come from the library (a service still on an old
+ * repository, a script, someone in psql) is one the merged read and the cutover would not
+ * expect; `cutover()` refuses while there is any. @internal
+ *
+ * @example
+ * ```ts
+ * await strayWrites.installTrigger(trx);
+ * const { count } = await strayWrites.read(db, 20);
+ * ```
+ */
+export class StrayWrites {
+  constructor(private readonly options: ResolvedMigrationOptions) {}
+
+  /** The trigger's name on the old table: one per migration, within 63 bytes. */
+  get triggerName(): string {
+    const hash = createHash('sha1').update(this.options.name).digest('hex').slice(0, 12);
+    return `${strayTriggerPrefix}${hash}`;
+  }
+
+  /** (Re)creates the trigger on the old table, in the caller's transaction. */
+  async installTrigger(trx: AnyDb): Promise<void> {
+    const { schema, oldTable, controlSchema, name } = this.options;
+    const trigger = sql.id(this.triggerName);
+    await sql`DROP TRIGGER IF EXISTS ${trigger} ON ${sql.id(schema, oldTable)}`.execute(trx);
+    await sql`CREATE TRIGGER ${trigger}
+      AFTER INSERT OR UPDATE OR DELETE ON ${sql.id(schema, oldTable)}
+      FOR EACH ROW EXECUTE FUNCTION ${sql.id(controlSchema, 'record_stray_write')}(${sql.lit(name)})`.execute(
+      trx,
+    );
+  }
+
+  /** Drops the trigger from `table` (the old table under its retired name, at finalize). */
+  async dropTrigger(trx: AnyDb, table: string): Promise<void> {
+    await sql`DROP TRIGGER IF EXISTS ${sql.id(this.triggerName)}
+      ON ${sql.id(this.options.schema, table)}`.execute(trx);
+  }
+
+  /** How many keys were written astray, and the first `limit` of them (latest first). */
+  async read(db: AnyDb, limit: number): Promise<{ count: number; keys: StrayWrite[] }> {
+    const table = sql.id(this.options.controlSchema, 'stray_write');
+    const { rows } = await sql<{
+      team_id: string;
+      person_id: string;
+      operation: StrayWrite['operation'];
+      writes: string;
+      last_at: Date;
+      total: string;
+    }>`SELECT team_id::text, person_id::text, operation, writes::text, last_at,
+        count(*) OVER ()::text AS total
+      FROM ${table} WHERE migration = ${this.options.name}
+      ORDER BY last_at DESC, team_id, person_id LIMIT ${limit}`.execute(db);
+    const count = rows.length > 0 ? Number(rows[0]?.total) : 0;
+    return {
+      count: limit === 0 ? await this.count(db) : count,
+      keys: rows.map((r) => ({
+        teamId: Number(r.team_id),
+        personId: r.person_id,
+        operation: r.operation,
+        writes: Number(r.writes),
+        lastAt: r.last_at,
+      })),
+    };
+  }
+
+  private async count(db: AnyDb): Promise<number> {
+    const { rows } = await sql<{ n: string }>`
+      SELECT count(*)::text AS n FROM ${sql.id(this.options.controlSchema, 'stray_write')}
+      WHERE migration = ${this.options.name}`.execute(db);
+    return Number(rows[0]?.n ?? 0);
+  }
+}
