@@ -24,6 +24,10 @@ export const commandNames = [
   'verify',
   'status',
   'grants',
+  'cutover',
+  'rollback',
+  'finalize',
+  'drop-retired',
   'help',
 ] as const;
 
@@ -74,6 +78,21 @@ export interface CliInvocation {
   readonly verify: CliVerifyOptions;
   /** `grants --role NAME`: the runtime role; undefined for other commands. */
   readonly role: string | undefined;
+  /**
+   * `cutover`, `rollback`, `finalize`, `drop-retired`: only the flags given (`--force`,
+   * `--actor`, `--waive-index a,b`, `--lock-timeout-ms`, `--timeout-ms`, `--confirm`).
+   */
+  readonly lifecycle: CliLifecycleOptions;
+}
+
+/** The options of the lifecycle commands the command line can set. @internal */
+export interface CliLifecycleOptions {
+  readonly force?: boolean;
+  readonly actor?: string;
+  readonly waiveIndexes?: string[];
+  readonly lockTimeoutMs?: number;
+  readonly timeoutMs?: number;
+  readonly confirm?: string;
 }
 
 // Flag -> option of createPersonsMigration().
@@ -171,6 +190,12 @@ const parseOptions = {
   'max-keys': { type: 'string' },
   'no-distinct-ids': { type: 'boolean' },
   role: { type: 'string' },
+  force: { type: 'boolean' },
+  actor: { type: 'string' },
+  'waive-index': { type: 'string' },
+  'lock-timeout-ms': { type: 'string' },
+  'timeout-ms': { type: 'string' },
+  confirm: { type: 'string' },
 } as const satisfies Record<string, { type: 'string' | 'boolean'; short?: string }>;
 
 // Flags that only some commands take.
@@ -184,6 +209,12 @@ const commandsOfFlag: Partial<Record<keyof typeof parseOptions, readonly Command
   ...Object.fromEntries(Object.keys(verifyFlags).map((flag) => [flag, ['verify']])),
   ranges: ['backfill', 'verify'],
   role: ['grants'],
+  force: ['cutover', 'finalize'],
+  actor: ['cutover', 'rollback', 'finalize'],
+  'waive-index': ['cutover'],
+  'lock-timeout-ms': ['finalize'],
+  'timeout-ms': ['finalize'],
+  confirm: ['drop-retired'],
 };
 
 function parse(argv: readonly string[]) {
@@ -234,6 +265,9 @@ export function parseCliArguments(
   if (first === 'grants' && values.role === undefined) {
     throw new UsageError('grants needs --role NAME: the role services and workers run as');
   }
+  if (first === 'drop-retired' && values.confirm === undefined) {
+    throw new UsageError('drop-retired needs --confirm NAME: the retired table status shows');
+  }
   const databaseUrl = values['database-url'] ?? nonEmpty(env.DATABASE_URL);
   if (databaseUrl === undefined) {
     throw new UsageError('no database: pass --database-url or set DATABASE_URL');
@@ -249,7 +283,24 @@ export function parseCliArguments(
     rate,
     verify: first === 'verify' ? verifyOptionsOf(values) : {},
     role: values.role,
+    lifecycle: lifecycleOptionsOf(values),
   };
+}
+
+function lifecycleOptionsOf(values: FlagValues): CliLifecycleOptions {
+  // The library checks the values, naming the option.
+  const options: Record<string, unknown> = {};
+  if (values.force) options.force = true;
+  if (values.actor !== undefined) options.actor = values.actor;
+  if (values['waive-index'] !== undefined) options.waiveIndexes = parseList(values['waive-index']);
+  if (values['lock-timeout-ms'] !== undefined) {
+    options.lockTimeoutMs = parseNumber('--lock-timeout-ms', values['lock-timeout-ms']);
+  }
+  if (values['timeout-ms'] !== undefined) {
+    options.timeoutMs = parseNumber('--timeout-ms', values['timeout-ms']);
+  }
+  if (values.confirm !== undefined) options.confirm = values.confirm;
+  return options as CliLifecycleOptions;
 }
 
 type ParsedArgs = ReturnType<typeof parse>;
@@ -372,6 +423,7 @@ function helpInvocation(): CliInvocation {
     rate: undefined,
     verify: {},
     role: undefined,
+    lifecycle: {},
   };
 }
 

@@ -13,6 +13,8 @@ import { backfill } from './backfill-command.js';
 import { count, statusJson, statusLines } from './backfill-format.js';
 import type { Command, CommandIo, DatabaseCommand, Print } from './command.js';
 import { findingLines } from './finding-format.js';
+import { cutover, dropRetired, finalize, rollback } from './lifecycle-commands.js';
+import { lifecycleLines } from './lifecycle-format.js';
 import { verify } from './verify-command.js';
 import { verificationJson, verificationStatusLines } from './verify-format.js';
 
@@ -268,6 +270,7 @@ export async function status(
   print(`  distinct ids  ${s.distinctIdsTable}`);
   for (const line of statusLines(s.backfill)) print(line);
   for (const line of verificationStatusLines(s.verification, s.backfill)) print(line);
+  for (const line of lifecycleLines(s)) print(line);
   for (const line of findingLines('warning', s.warnings)) print(line);
   return undefined;
 }
@@ -307,4 +310,8 @@ export const commands: Record<DatabaseCommand, Command> = {
   verify,
   status,
   grants,
+  cutover,
+  rollback,
+  finalize,
+  'drop-retired': dropRetired,
 };

@@ -10,6 +10,12 @@ import { openDatabase } from '../db/open-database.js';
 import { createPersonsMigration, type PersonsMigration } from '../migration/persons-migration.js';
 import { resolveBackfillOptions } from '../options/backfill-options.js';
 import { callArguments, checkArgument } from '../options/call-arguments.js';
+import {
+  resolveCutoverOptions,
+  resolveDropRetiredOptions,
+  resolveFinalizeOptions,
+  resolveRollbackOptions,
+} from '../options/cutover-options.js';
 import { checkMigrationOptionsWithoutDb } from '../options/migration-options.js';
 import { resolvePrepareOptions } from '../options/prepare-options.js';
 import { resolveVerifyOptions } from '../options/verify-options.js';
@@ -113,8 +119,14 @@ function checkCommandOptions(invocation: CliInvocation): void {
   if (invocation.command === 'backfill-rate') {
     checkArgument(callArguments.maxRowsPerSecond, invocation.rate ?? null, 'maxRowsPerSecond');
   }
-  if (invocation.command === 'grants')
+  if (invocation.command === 'grants') {
     checkArgument(callArguments.roleName, invocation.role, 'role');
+  }
+  const { lifecycle } = invocation;
+  if (invocation.command === 'cutover') resolveCutoverOptions(lifecycle);
+  if (invocation.command === 'rollback') resolveRollbackOptions(lifecycle);
+  if (invocation.command === 'finalize') resolveFinalizeOptions(lifecycle);
+  if (invocation.command === 'drop-retired') resolveDropRetiredOptions(lifecycle);
 }
 
 /**

@@ -91,6 +91,24 @@ Commands:
                           backfill range when there are at most 16, else the
                           running ones
     --json                as one JSON object (every range included)
+  cutover                 dual_read -> new: reads and writes use the new table only;
+                          refused, listing every unmet guard, until the backfill is
+                          done, a full clean verification is newer than it, nothing
+                          else wrote the old table, and no index is missing
+    --force               waive the guards that can be waived (recorded)
+    --actor WHO           who asks, recorded in the phase history
+    --waive-index a,b     old-table indexes the new table may lack
+  rollback                new -> dual_read, keeping every write made in new
+    --actor WHO
+  finalize                new -> finalized: the new table takes the old table's name,
+                          the old one is kept as <old>_retired; refused while views,
+                          foreign keys, triggers, rules or publications use the old table
+    --force               go ahead anyway (each one recorded)
+    --actor WHO
+    --lock-timeout-ms N   each attempt's wait for the tables (default 200)
+    --timeout-ms N        give up after this, changing nothing (default 30000)
+  drop-retired            drop the retired old table after finalize
+    --confirm NAME        its name, as status shows it
   grants                  print the GRANTs of a least-privilege runtime role
                           (services, backfill workers, verify); changes nothing
     --role NAME           the role to grant to
