@@ -3,7 +3,9 @@
  *
  * Creates a PostHog-like persons schema, seeds it, installs and prepares a migration (showing
  * the preflight guard on the way), then walks through phase `old` and phase `dual_read`,
- * printing where each read and write landed with counts taken straight from each table.
+ * printing where each read and write landed with counts taken straight from each table, then
+ * the backfill, verification, cutover, a rollback, the cutover again and the consolidation
+ * onto one table under the old name.
  *
  * Runs on an embedded PGlite when `DATABASE_URL` is unset, and on that server when it is set
  * (it drops and recreates its own two schemas, so it can run again).
@@ -19,6 +21,8 @@ import {
   type DatabaseHandle,
   DualReadError,
   openDatabase,
+  type PersonsMigration,
+  type PersonsRepository,
   PhaseTransitionError,
   PreflightError,
 } from '../../src/index.js';
@@ -278,22 +282,67 @@ async function main(): Promise<void> {
         `(${verified.counts.newer_in_new ?? 0} updated in new, ${verified.counts.created_in_new ?? 0} created in new) (${verifyTime})`,
     );
 
+    // -------------------------------------------------------------- cutover, rollback, finalize
+    say();
+    const beforeCutover = await tableCounts(db);
+    await cutoverRollbackFinalize(db, migration, repo);
+
     // -------------------------------------------------------------- summary
-    const end = await tableCounts(db);
     const perTeam = await Promise.all(teams.map((t) => repo.countPersons(t.teamId)));
+    const { rows } = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM ${sql.id(schema, 'posthog_person')}`.execute(db.db);
     say();
     say(
-      `tables: old ${end.old} rows, new ${end.new} rows; persons per team: ${perTeam.join(' / ')}`,
+      `tables before the cutover: old ${beforeCutover.old} rows, new ${beforeCutover.new} rows; ` +
+        `now one table, ${schema}.posthog_person, ${rows[0]?.n} rows; persons per team: ${perTeam.join(' / ')}`,
     );
     say(`done in ${Math.round(performance.now() - started)} ms`);
     if (db.backend === 'postgres') {
       say(`schemas ${schema} and ${controlSchema} are left to look at; the next run drops them`);
     }
-    say('next: cutover (coming in a later release)');
   } finally {
     await migration.close();
     await db.close();
   }
+}
+
+/**
+ * The end of the lifecycle: cutover (every guard met), a write in `new`, a rollback that keeps
+ * it, the cutover again, and finalize (the new table takes the old table's name), then the
+ * retired table dropped.
+ */
+async function cutoverRollbackFinalize(
+  db: DatabaseHandle,
+  migration: PersonsMigration,
+  repo: PersonsRepository,
+): Promise<void> {
+  const ready = (await migration.status()).cutoverGuards;
+  say(
+    `cutover guards unmet: ${ready.length === 0 ? 'none' : ready.map((g) => g.guard).join(', ')}`,
+  );
+  const [cut, cutTime] = await timed(() => migration.cutover({ actor: 'quickstart' }));
+  say(`cutover(): dual_read -> ${cut.phase}, reads and writes use the new table only (${cutTime})`);
+  const person = await repo.fetchPerson(team, 'seed-10');
+  if (!person) throw new Error('seed-10 is missing');
+  await repo.updatePerson(team, person.id, { properties: { plan: 'updated in new' } });
+  say(`  updated person ${person.id} in new ${await whereIs(db, person.id)}`);
+  const [back, backTime] = await timed(() => migration.rollback({ actor: 'quickstart' }));
+  const after = await repo.fetchPerson(team, 'seed-10');
+  say(
+    `rollback(): new -> ${back.phase}; the update made in new is still read: version ${after?.version} (${backTime})`,
+  );
+  await migration.cutover({ actor: 'quickstart' });
+  const [finalized, finalizeTime] = await timed(() => migration.finalize({ actor: 'quickstart' }));
+  say(
+    `finalize(): new -> ${finalized.phase}; ${schema}.posthog_person is now the consolidated table, ` +
+      `the old one is kept as ${schema}.${finalized.retiredTable} (${finalizeTime})`,
+  );
+  const { dropped } = await migration.dropRetiredTable({ confirm: finalized.retiredTable });
+  say(`dropRetiredTable(): dropped ${dropped}; new persons still get ids from the same sequence`);
+  const created = await repo.createPerson({ teamId: team, distinctIds: ['after-finalize'] });
+  say(
+    `  createPerson after finalize: ${created.status === 'created' ? `id ${created.person.id}` : created.status}`,
+  );
 }
 
 main().catch((err: unknown) => {
