@@ -26,7 +26,9 @@ describeOnRealServer('the quickstart example on postgres', () => {
         /verify\(\): clean, \d+ old rows and \d+ new rows compared in Postgres, 0 mismatched keys/,
       );
       expect(stdout).toContain('cutover guards unmet: none');
-      expect(stdout).toMatch(/rollback\(\): new -> dual_read; the update made in new is still read: version 1/);
+      expect(stdout).toMatch(
+        /rollback\(\): new -> dual_read; the update made in new is still read: version 1/,
+      );
       expect(stdout).toContain(`the old one is kept as ${schema}.posthog_person_retired`);
       expect(stdout).toMatch(/now one table, .*posthog_person, \d+ rows/);
       // Personal-data hygiene: the generated e-mail addresses never reach the output.
