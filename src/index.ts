@@ -45,7 +45,10 @@ export type { DiffedKey, DiffTablesOptions } from './options/diff-tables-options
 export type { PersonsMigrationOptions, ShadowReadsOptions } from './options/migration-options.js';
 export type { PrepareOptions } from './options/prepare-options.js';
 export type { VerifyOptions } from './options/verify-options.js';
+export type { ClientStatus } from './phases/client-registry.js';
+export type { PhaseChange } from './phases/phase-store.js';
 export type { PhaseListenerState } from './phases/phase-watcher.js';
+export type { StrayWrite } from './phases/stray-writes.js';
 export type { PrepareResult } from './prepare/prepare.js';
 export type {
   AddDistinctIdResult,

@@ -28,6 +28,7 @@ export const commandNames = [
   'rollback',
   'finalize',
   'drop-retired',
+  'clients',
   'help',
 ] as const;
 
@@ -202,7 +203,7 @@ const parseOptions = {
 const commandsOfFlag: Partial<Record<keyof typeof parseOptions, readonly CommandName[]>> = {
   partitions: ['prepare'],
   'dry-run': ['prepare'],
-  json: ['status', 'verify'],
+  json: ['status', 'verify', 'clients'],
   'worker-id': ['backfill'],
   'lock-mode': ['backfill'],
   ...Object.fromEntries(Object.keys(backfillNumberFlags).map((flag) => [flag, ['backfill']])),

@@ -13,7 +13,7 @@ import { backfill } from './backfill-command.js';
 import { count, statusJson, statusLines } from './backfill-format.js';
 import type { Command, CommandIo, DatabaseCommand, Print } from './command.js';
 import { findingLines } from './finding-format.js';
-import { cutover, dropRetired, finalize, rollback } from './lifecycle-commands.js';
+import { clients, cutover, dropRetired, finalize, rollback } from './lifecycle-commands.js';
 import { lifecycleLines } from './lifecycle-format.js';
 import { verify } from './verify-command.js';
 import { verificationJson, verificationStatusLines } from './verify-format.js';
@@ -314,4 +314,5 @@ export const commands: Record<DatabaseCommand, Command> = {
   rollback,
   finalize,
   'drop-retired': dropRetired,
+  clients,
 };

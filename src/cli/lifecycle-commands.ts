@@ -8,6 +8,7 @@
 import type { PersonsMigration } from '../migration/persons-migration.js';
 import type { CliInvocation } from './arguments.js';
 import type { CommandIo } from './command.js';
+import { clientLines } from './lifecycle-format.js';
 
 /**
  * `cutover [--force] [--actor WHO] [--waive-index a,b]`: `dual_read -> new`.
@@ -109,5 +110,29 @@ export async function dropRetired(
 ): Promise<undefined> {
   const { dropped } = await migration.dropRetiredTable({ confirm: lifecycle.confirm ?? '' });
   print(`dropped ${dropped}`);
+  return undefined;
+}
+
+/**
+ * `clients [--json]`: the live service instances of the client registry.
+ *
+ * @example
+ * ```ts
+ * await clients(migration, invocation, io);
+ * // ingestion on host-1 (pid 4242, 0.1.0, protocol 2): dual_read epoch 2, ...
+ * ```
+ * @internal
+ */
+export async function clients(
+  migration: PersonsMigration,
+  invocation: CliInvocation,
+  { print }: CommandIo,
+): Promise<undefined> {
+  const status = await migration.status();
+  if (invocation.json) {
+    print(JSON.stringify(status.clients));
+    return undefined;
+  }
+  for (const line of clientLines(status)) print(line);
   return undefined;
 }

@@ -109,6 +109,9 @@ Commands:
     --timeout-ms N        give up after this, changing nothing (default 30000)
   drop-retired            drop the retired old table after finalize
     --confirm NAME        its name, as status shows it
+  clients                 the live service instances: service, host, library version,
+                          the epoch each applied, its reads and fallback rate
+    --json                as JSON
   grants                  print the GRANTs of a least-privilege runtime role
                           (services, backfill workers, verify); changes nothing
     --role NAME           the role to grant to

@@ -6,6 +6,7 @@ import { migration000004 } from './sql/000004-delete-fence.js';
 import { migration000005 } from './sql/000005-range-fences.js';
 import { migration000006 } from './sql/000006-bounded-fence.js';
 import { migration000007 } from './sql/000007-cutover.js';
+import { migration000008 } from './sql/000008-clients.js';
 
 /** One append-only step of the library's own control schema. @internal */
 export interface ControlMigration {
@@ -23,6 +24,7 @@ export const controlMigrations: readonly ControlMigration[] = [
   { version: 5, name: 'range fences', statements: migration000005 },
   { version: 6, name: 'bounded fence', statements: migration000006 },
   { version: 7, name: 'cutover', statements: migration000007 },
+  { version: 8, name: 'clients', statements: migration000008 },
 ];
 
 /** The newest control schema version this code understands. @internal */

@@ -50,5 +50,7 @@ export async function runtimeGrants(
     `GRANT SELECT, INSERT, UPDATE ON TABLE ${control('verification')} ${to}`,
     `GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE ${control('verification_mismatch')} ${to}`,
     `GRANT USAGE ON SEQUENCE ${control('verification_id_seq')} ${to}`,
+    // Each instance's own row of the client registry (its heartbeat).
+    `GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE ${control('client')} ${to}`,
   ];
 }

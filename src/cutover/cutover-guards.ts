@@ -1,7 +1,9 @@
 import { readBackfillStatus } from '../backfill/backfill-status.js';
 import type { AnyDb } from '../db/any-db.js';
 import type { UnmetGuard } from '../errors.js';
+import { clientProtocol, libraryVersion } from '../model/library-version.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import { ClientRegistry } from '../phases/client-registry.js';
 import { StrayWrites } from '../phases/stray-writes.js';
 import { catalogFindings } from '../prepare/catalog-findings.js';
 import { VerificationStore } from '../verify/verification-store.js';
@@ -16,7 +18,9 @@ import { VerificationStore } from '../verify/verification-store.js';
  *   `verification_stale`: the latest verification must be clean, full and started after the
  *   backfill finished;
  * - `stray_writes`: something other than the library wrote to the old table since `dual_read`
- *   began (the keys are in `status().strayWrites`).
+ *   began (the keys are in `status().strayWrites`);
+ * - `old_clients`: a live instance of the client registry runs a library whose protocol does
+ *   not know `new` (instances older than the registry do not register: deploy first).
  *
  * A few short reads; the cutover runs them inside its transaction, after the phase fence is
  * held (the catalog's guard, {@link indexGuard}, is read before: about twenty catalog queries
@@ -59,7 +63,28 @@ export async function unmetCutoverGuards(
       overridable: true,
     });
   }
+  unmet.push(...(await clientGuards(db, options)));
   return unmet;
+}
+
+/** `old_clients`: live instances whose library does not know the phases after `dual_read`. */
+async function clientGuards(db: AnyDb, options: ResolvedMigrationOptions): Promise<UnmetGuard[]> {
+  const stale = (await new ClientRegistry(options).live(db)).filter(
+    (client) => client.protocol < clientProtocol,
+  );
+  if (stale.length === 0) return [];
+  const who = stale
+    .slice(0, 5)
+    .map((c) => `${c.service} on ${c.host} (pid ${c.pid}, ${c.libraryVersion})`)
+    .join(', ');
+  return [
+    {
+      guard: 'old_clients',
+      message: `${stale.length} live instance(s) run a library version that does not know the phase new: ${who}.`,
+      fix: `upgrade them to pg-dual-read ${libraryVersion} or later (status().clients lists every live instance).`,
+      overridable: true,
+    },
+  ];
 }
 
 /**

@@ -38,6 +38,7 @@ import {
 } from '../options/migration-options.js';
 import { type PrepareOptions, resolvePrepareOptions } from '../options/prepare-options.js';
 import { resolveVerifyOptions, type VerifyOptions } from '../options/verify-options.js';
+import { ClientRegistry, type ClientStatus } from '../phases/client-registry.js';
 import { type PhaseChange, PhaseStore } from '../phases/phase-store.js';
 import { type PhaseListenerState, PhaseWatcher } from '../phases/phase-watcher.js';
 import { type StrayWrite, StrayWrites } from '../phases/stray-writes.js';
@@ -101,6 +102,20 @@ export interface MigrationStatus {
   readonly history: readonly PhaseChange[];
   /** In `dual_read`: every guard that would refuse `cutover()` now (empty: ready). */
   readonly cutoverGuards: readonly UnmetGuard[];
+  /**
+   * The live service instances (a heartbeat within three intervals): who runs which library
+   * version on which epoch, and the fleet's read counters summed over them (`fallbackRate`:
+   * rows answered from the old table / rows returned, in `dual_read`).
+   */
+  readonly clients: {
+    readonly live: readonly ClientStatus[];
+    readonly fleet: {
+      readonly reads: number;
+      readonly rows: number;
+      readonly oldRows: number;
+      readonly fallbackRate: number;
+    };
+  };
 }
 
 /**
@@ -608,12 +623,22 @@ async function lifecycleStatus(
   db: DatabaseHandle['db'],
   options: ResolvedMigrationOptions,
   phase: Phase,
-): Promise<Pick<MigrationStatus, 'strayWrites' | 'history' | 'cutoverGuards'>> {
+): Promise<Pick<MigrationStatus, 'strayWrites' | 'history' | 'cutoverGuards' | 'clients'>> {
   const strayWrites = await new StrayWrites(options).read(db, 20);
   const history = await new PhaseStore(options).history(db, 10);
   const cutoverGuards =
     phase === 'dual_read'
       ? [...(await unmetCutoverGuards(db, options)), ...(await indexGuard(db, options, []))]
       : [];
-  return { strayWrites, history, cutoverGuards };
+  const live = await new ClientRegistry(options).live(db);
+  const sum = (pick: (c: ClientStatus) => number) => live.reduce((n, c) => n + pick(c), 0);
+  const rows = sum((c) => c.rows);
+  const oldRows = sum((c) => c.oldRows);
+  const fleet = {
+    reads: sum((c) => c.reads),
+    rows,
+    oldRows,
+    fallbackRate: rows ? oldRows / rows : 0,
+  };
+  return { strayWrites, history, cutoverGuards, clients: { live, fleet } };
 }

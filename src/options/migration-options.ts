@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import { z } from 'zod';
 import { identifier, integerIn, parseOptions, schemaName } from '../util/parse-options.js';
 import { databaseHandle } from './database-handle-option.js';
@@ -28,6 +29,12 @@ const tableOptionsShape = {
   phaseRefreshIntervalMs: integerIn('phaseRefreshIntervalMs', 50, 600_000).default(1_000),
   phaseChangeLockTimeoutMs: integerIn('phaseChangeLockTimeoutMs', 1, 600_000).default(10_000),
   writeFenceTimeoutMs: integerIn('writeFenceTimeoutMs', 1, 600_000).default(15_000),
+  serviceName: z
+    .string({ error: 'serviceName must be a string' })
+    .min(1, { error: 'serviceName must not be empty' })
+    .max(200, { error: 'serviceName must be at most 200 characters' })
+    .default(() => basename(process.argv[1] ?? 'node')),
+  heartbeatIntervalMs: integerIn('heartbeatIntervalMs', 100, 600_000).default(5_000),
   shadowReads: shadowReadsSchema.optional(),
 };
 

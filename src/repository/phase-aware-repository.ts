@@ -30,6 +30,7 @@ import { loadPersonColumns, type PersonColumns } from '../persons/person-columns
 import { type MigrationTables, migrationTables } from '../persons/tables.js';
 import type { PhaseStore } from '../phases/phase-store.js';
 import type { PhaseWatcher } from '../phases/phase-watcher.js';
+import { ClientHeartbeat } from './client-heartbeat.js';
 import { epochColumn, foundColumn, fromOldColumn, PersonReads } from './person-reads.js';
 import { toPersonRow } from './person-row.js';
 import { PersonWrites, personValues } from './person-writes.js';
@@ -63,6 +64,8 @@ export interface RepositoryDeps {
   readonly events: DualReadEmitter;
 }
 
+/** The readiness counters, shadow reads and client heartbeat the bound repositories share. */
+
 interface Sql {
   readonly tables: MigrationTables;
   readonly columns: PersonColumns;
@@ -86,10 +89,10 @@ function isTracked(method: string): method is ReadStatsMethod {
   return Object.hasOwn(trackedReads, method);
 }
 
-/** The readiness counters and shadow reads, shared with the repositories bound to transactions. */
 interface Readiness {
   readonly stats: ReadStatsRecorder;
   readonly shadow: ShadowReads;
+  readonly heartbeat: ClientHeartbeat;
 }
 
 /** A transaction the repository is bound to, with the phase its fence read. */
@@ -136,7 +139,10 @@ export class PhaseAwareRepository implements PersonsRepository {
     };
     const stats = new ReadStatsRecorder();
     const shadow = new ShadowReads(deps.options.shadowReads, deps.handle, deps.events, stats);
-    return new PhaseAwareRepository(deps, load, { stats, shadow });
+    const heartbeat = new ClientHeartbeat(deps.handle, deps.options, deps.watcher, () =>
+      stats.snapshot(),
+    );
+    return new PhaseAwareRepository(deps, load, { stats, shadow, heartbeat });
   }
 
   // ---------------------------------------------------------------- reads
@@ -349,8 +355,11 @@ export class PhaseAwareRepository implements PersonsRepository {
    * `shadowReads.timeoutMs`) finish without events. Resolves when they have; reads and writes
    * keep working. Call it before closing the database handle. @internal
    */
-  close(): Promise<void> {
-    return this.readiness.shadow.close();
+  async close(): Promise<void> {
+    // Shadow reads stop being sampled at once; the registry row goes while they finish.
+    const shadows = this.readiness.shadow.close();
+    await this.readiness.heartbeat.stop();
+    await shadows;
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -398,6 +407,7 @@ export class PhaseAwareRepository implements PersonsRepository {
    */
   private async write<T>(fn: (bound: Bound) => Promise<T>): Promise<T> {
     if (this.bound) return fn(this.bound);
+    this.readiness.heartbeat.start();
     // Column facts are read through the handle, outside the transaction: on PGlite's single
     // session a query outside an open transaction would wait for it forever.
     await this.sqlPromise();
@@ -460,6 +470,7 @@ export class PhaseAwareRepository implements PersonsRepository {
       return rows;
     }
     const s = await this.sqlPromise();
+    this.readiness.heartbeat.start();
     let state: PhaseState = await this.deps.watcher.current();
     for (let attempt = 0; ; attempt++) {
       const rows = await this.rows(

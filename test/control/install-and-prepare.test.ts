@@ -101,6 +101,8 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     await sql`ALTER TABLE ${sql.id(controlSchema, 'migration')} DROP COLUMN retired_table`.execute(
       handle.db,
     );
+    // ... and before migration 8 (the client registry).
+    await sql`DROP TABLE ${sql.id(controlSchema, 'client')}`.execute(handle.db);
     await sql`DELETE FROM ${sql.id(controlSchema, 'schema_version')} WHERE version >= 4`.execute(
       handle.db,
     );
@@ -123,7 +125,7 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
       .updatePerson(1, victim, { properties: { a: 1 } })
       .catch((e: unknown) => e);
     expect(updateError).toMatchObject({ code: 'NOT_INSTALLED' });
-    expect(await migration.install()).toMatchObject({ fromVersion: 3, applied: [4, 5, 6, 7] });
+    expect(await migration.install()).toMatchObject({ fromVersion: 3, applied: [4, 5, 6, 7, 8] });
     expect(await repo.deletePerson(1, victim)).toBe(true);
     expect(await migration.backfill()).toMatchObject({ finished: true, rowsCopied: 2 });
     expect(await repo.countPersons(1)).toBe(2);
