@@ -67,17 +67,26 @@ async function main(): Promise<void> {
     );
 
     // 2. Resume (any host could): the plan and each range's checkpoint are in the database.
+    // One status() at a time, and the last one awaited before the databases close.
+    let polling: Promise<void> | undefined;
     const ticker = setInterval(() => {
-      void watcher.status().then(({ backfill }) => {
-        if (!backfill || backfill.state === 'done') return;
-        const eta = backfill.etaSeconds === undefined ? '?' : `${backfill.etaSeconds.toFixed(1)} s`;
-        console.log(
-          `  watcher: ${backfill.percent.toFixed(0)}%, ${Math.round(backfill.ratePerSecond)} rows/s, ETA ${eta}, ${backfill.activeWorkers} workers`,
-        );
-      });
+      polling ??= watcher
+        .status()
+        .then(({ backfill }) => {
+          if (!backfill || backfill.state === 'done') return;
+          const eta =
+            backfill.etaSeconds === undefined ? '?' : `${backfill.etaSeconds.toFixed(1)} s`;
+          console.log(
+            `  watcher: ${backfill.percent.toFixed(0)}%, ${Math.round(backfill.ratePerSecond)} rows/s, ETA ${eta}, ${backfill.activeWorkers} workers`,
+          );
+        })
+        .finally(() => {
+          polling = undefined;
+        });
     }, 200);
     const second = await migration.backfill({ workers: 2, maxRowsPerSecond: 10_000 });
     clearInterval(ticker);
+    await polling;
     const done = await watcher.backfillStatus();
     console.log(
       `resumed and finished: ${second.rowsCopied} more rows; ${done?.state}, ${done?.rowsScanned} rows read in all, ` +

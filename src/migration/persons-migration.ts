@@ -8,12 +8,13 @@ import { runCutover, runRollback } from '../cutover/cutover.js';
 import { indexGuard, unmetCutoverGuards } from '../cutover/cutover-guards.js';
 import { dropRetiredTable } from '../cutover/drop-retired.js';
 import { runFinalize } from '../cutover/finalize.js';
+import { runStartDualRead } from '../cutover/start-dual-read.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
 import { sanitizeErrors } from '../db/query-failed.js';
 import {
   BackfillRefusedError,
   type PreflightProblem,
-  type TransitionRefusedError,
+  TransitionRefusedError,
   type UnmetGuard,
   VerifyRefusedError,
 } from '../errors.js';
@@ -226,14 +227,7 @@ export class PersonsMigration {
    * ```
    */
   async startDualRead(): Promise<PhaseState> {
-    const strayWrites = new StrayWrites(this.options);
-    const state = await this.store.transition(this.handle.db, 'startDualRead', {
-      // From here on, a write to the old table that is not the library's is recorded.
-      during: async (trx) => {
-        await strayWrites.installTrigger(trx);
-        return undefined;
-      },
-    });
+    const state = await runStartDualRead(this.handle, this.options);
     this.watcher.observe(state);
     return state;
   }

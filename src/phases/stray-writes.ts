@@ -1,6 +1,10 @@
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
+import { regclassText } from '../db/identifiers.js';
+import { setLocal } from '../db/local-settings.js';
+import { isSqlState } from '../db/query-failed.js';
+import { TransitionRefusedError } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 
 /** The start of the stray-write trigger's name (the library's own trigger on the old table). */
@@ -34,7 +38,7 @@ export interface StrayWrite {
  *
  * @example
  * ```ts
- * await strayWrites.installTrigger(trx);
+ * await strayWrites.installTrigger(trx, 200);
  * const { count } = await strayWrites.read(db, 20);
  * ```
  */
@@ -47,12 +51,55 @@ export class StrayWrites {
     return `${strayTriggerPrefix}${hash}`;
   }
 
-  /** (Re)creates the trigger on the old table, in the caller's transaction. */
-  async installTrigger(trx: AnyDb): Promise<void> {
+  /**
+   * Puts the trigger on the old table unless it is there, inside the phase change into
+   * `dual_read` (after its lock: no write of the library is in flight then). `CREATE TRIGGER`
+   * takes `SHARE ROW EXCLUSIVE` on the table, so it waits for any other session writing or
+   * vacuuming it while the library's writes queue behind the phase change: the wait is bounded
+   * by `lockTimeoutMs`, and a timeout is thrown as a {@link TransitionRefusedError} with the
+   * guard `old_table_busy`, which `startDualRead()` retries. The caller's `lock_timeout` is
+   * restored after.
+   */
+  async installTrigger(trx: AnyDb, lockTimeoutMs: number): Promise<void> {
+    if (await this.hasTrigger(trx)) return;
+    const { rows } = await sql<{ previous: string }>`
+      SELECT current_setting('lock_timeout') AS previous,
+        set_config('lock_timeout', ${lockTimeoutMs}::int || 'ms', true)`.execute(trx);
+    try {
+      await this.createTrigger(trx);
+    } catch (error) {
+      if (!isSqlState(error, '55P03')) throw error;
+      throw new TransitionRefusedError('startDualRead', [
+        {
+          guard: 'old_table_busy',
+          message: `another session held ${this.options.schema}.${this.options.oldTable} (a write outside the library, a VACUUM) for more than ${lockTimeoutMs} ms at every attempt.`,
+          fix: 'find it in pg_stat_activity and retry, or raise phaseChangeLockTimeoutMs.',
+          overridable: false,
+        },
+      ]);
+    }
+    await setLocal(trx, { lock_timeout: rows[0]?.previous ?? '0' });
+  }
+
+  /** Forgets what was recorded before now: the phase change into `dual_read` calls it. */
+  async clear(trx: AnyDb): Promise<void> {
+    await sql`DELETE FROM ${sql.id(this.options.controlSchema, 'stray_write')}
+      WHERE migration = ${this.options.name}`.execute(trx);
+  }
+
+  private async hasTrigger(db: AnyDb): Promise<boolean> {
+    const { schema, oldTable } = this.options;
+    const { rows } = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM pg_trigger
+      WHERE tgrelid = to_regclass(${regclassText(schema, oldTable)}) AND tgname = ${this.triggerName}`.execute(
+      db,
+    );
+    return (rows[0]?.n ?? 0) > 0;
+  }
+
+  private async createTrigger(trx: AnyDb): Promise<void> {
     const { schema, oldTable, controlSchema, name } = this.options;
-    const trigger = sql.id(this.triggerName);
-    await sql`DROP TRIGGER IF EXISTS ${trigger} ON ${sql.id(schema, oldTable)}`.execute(trx);
-    await sql`CREATE TRIGGER ${trigger}
+    await sql`CREATE TRIGGER ${sql.id(this.triggerName)}
       AFTER INSERT OR UPDATE OR DELETE ON ${sql.id(schema, oldTable)}
       FOR EACH ROW EXECUTE FUNCTION ${sql.id(controlSchema, 'record_stray_write')}(${sql.lit(name)})`.execute(
       trx,

@@ -1,0 +1,48 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DatabaseHandle } from '../db/database-handle.js';
+import { TransitionRefusedError } from '../errors.js';
+import type { PhaseState } from '../model/phase.js';
+import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import { PhaseStore } from '../phases/phase-store.js';
+import { StrayWrites } from '../phases/stray-writes.js';
+
+/** How long the phase change waits for the old table when it puts the stray-write trigger on it. */
+const triggerLockTimeoutMs = 200;
+
+/**
+ * `old -> dual_read`, with the stray-write trigger put on the old table inside the phase change
+ * (rule `stray-writes`). The trigger's lock waits at most 200 ms per attempt, since the
+ * library's writes queue behind the phase change meanwhile; a busy old table (a write outside
+ * the library, a VACUUM) makes the attempt roll back, and attempts go on with backoff for up to
+ * `phaseChangeLockTimeoutMs`. @internal (use `migration.startDualRead()`)
+ *
+ * @example
+ * ```ts
+ * const state = await runStartDualRead(handle, options);
+ * ```
+ */
+export async function runStartDualRead(
+  handle: DatabaseHandle,
+  options: ResolvedMigrationOptions,
+): Promise<PhaseState> {
+  const store = new PhaseStore(options);
+  const strayWrites = new StrayWrites(options);
+  const deadline = Date.now() + options.phaseChangeLockTimeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await store.transition(handle.db, 'startDualRead', {
+        // From here on, a write to the old table that is not the library's is a stray write.
+        during: async (trx) => {
+          await strayWrites.installTrigger(trx, triggerLockTimeoutMs);
+          await strayWrites.clear(trx);
+          return undefined;
+        },
+      });
+    } catch (error) {
+      const busy =
+        error instanceof TransitionRefusedError && error.unmet[0]?.guard === 'old_table_busy';
+      if (!busy || Date.now() >= deadline) throw error;
+      await sleep(Math.min(1_000, 25 * 2 ** attempt) * (0.5 + Math.random() / 2));
+    }
+  }
+}
