@@ -94,10 +94,17 @@ export interface FinalReport {
   readonly failed: number;
   readonly skipped: number;
   readonly anomalies: number;
+  /** CPU time this process used from `go` to the report (user + system). */
+  readonly cpuMs: number;
 }
 
 const clock = () => performance.timeOrigin + performance.now();
 const emit = (value: unknown) => process.stdout.write(`${JSON.stringify(value)}\n`);
+/** Like `emit`, resolving once the line is handed to the pipe (a large line is written in parts). */
+const emitFlushed = (value: unknown) =>
+  new Promise<void>((resolve) =>
+    process.stdout.write(`${JSON.stringify(value)}\n`, () => resolve()),
+  );
 
 /** xorshift32, seeded per writer. */
 function rng(seed: number): () => number {
@@ -112,6 +119,13 @@ function rng(seed: number): () => number {
   };
 }
 
+function swapRemove<T>(list: T[], item: T): void {
+  const index = list.indexOf(item);
+  if (index < 0) return;
+  list[index] = list[list.length - 1] as T;
+  list.pop();
+}
+
 function errorCode(error: unknown): string {
   const e = error as { code?: unknown; sqlState?: unknown; name?: unknown };
   const code = typeof e.code === 'string' ? e.code : typeof e.name === 'string' ? e.name : 'Error';
@@ -121,6 +135,8 @@ function errorCode(error: unknown): string {
 class Writer {
   private readonly random: () => number;
   private readonly alive: Person[] = [];
+  /** Live persons per team: a merge's two persons are of one team. */
+  private readonly aliveByTeam = new Map<number, Person[]>();
   private readonly persons: Person[] = [];
   private readonly didOwner = new Map<string, { team: number; person: Person }>();
   private readonly detailed = new Set<string>();
@@ -134,6 +150,7 @@ class Writer {
   private skipped = 0;
   private anomalies = 0;
   private idle: (() => void) | undefined;
+  private readonly cpuAtStart = process.cpuUsage();
 
   constructor(
     private readonly config: WriterConfig,
@@ -150,7 +167,7 @@ class Writer {
         touched: false,
         dids: [],
       };
-      this.alive.push(person);
+      this.addAlive(person);
       this.persons.push(person);
     }
     const total = Object.values(config.mix).reduce((a, b) => a + b, 0);
@@ -187,7 +204,7 @@ class Writer {
 
   private async run(op: OpName): Promise<void> {
     const seq = ++this.serial;
-    const picked = this.pick(op === 'merge' ? 2 : op === 'create' ? 0 : 1);
+    const picked = op === 'create' ? [] : op === 'merge' ? this.pickPair() : this.pick();
     // No free person to write to: create one instead (never two writes of one person at once).
     const actual: OpName = picked ? op : 'create';
     for (const p of picked ?? []) p.busy = true;
@@ -213,14 +230,32 @@ class Writer {
     emit([Number(started.toFixed(3)), Number(ms.toFixed(3)), opCodes[actual], outcome]);
   }
 
-  /** `n` distinct live persons not being written, or undefined when there are not enough. */
-  private pick(n: number): Person[] | undefined {
-    const chosen: Person[] = [];
-    for (let attempt = 0; chosen.length < n && attempt < 8 * n; attempt++) {
+  /** A live person no write of this writer is writing, or undefined when none was found. */
+  private pick(): Person[] | undefined {
+    for (let attempt = 0; attempt < 8; attempt++) {
       const p = this.alive[Math.floor(this.random() * this.alive.length)];
-      if (p && !p.busy && !chosen.includes(p)) chosen.push(p);
+      if (p && !p.busy) return [p];
     }
-    return chosen.length === n ? chosen : undefined;
+    return undefined;
+  }
+
+  /** Two such persons of one team (source, target), or undefined. */
+  private pickPair(): Person[] | undefined {
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const [source] = this.pick() ?? [];
+      if (!source) return undefined;
+      const team = this.aliveByTeam.get(source.team) ?? [];
+      const target = team[Math.floor(this.random() * team.length)];
+      if (target && target !== source && !target.busy) return [source, target];
+    }
+    return undefined;
+  }
+
+  private addAlive(p: Person): void {
+    this.alive.push(p);
+    const team = this.aliveByTeam.get(p.team);
+    if (team) team.push(p);
+    else this.aliveByTeam.set(p.team, [p]);
   }
 
   private async write(op: OpName, seq: number, picked: Person[]): Promise<void> {
@@ -253,7 +288,7 @@ class Writer {
       dids: [did],
     };
     this.didOwner.set(did, { team, person });
-    this.alive.push(person);
+    this.addAlive(person);
     this.persons.push(person);
     this.creates += 1;
   }
@@ -286,10 +321,6 @@ class Writer {
 
   /** The write half of a merge: every distinct id of `source` moves to `target`, `source` goes. */
   private async merge(source: Person, target: Person): Promise<void> {
-    if (source.team !== target.team) {
-      // Persons of different teams cannot merge: delete instead (keeps the schedule's rate).
-      return this.remove(source);
-    }
     const outcome = await this.repo.inTransaction(async (repo) => {
       const moved = await repo.moveDistinctIds(source.team, source.id, target.id);
       const deleted = moved.status === 'moved' && (await repo.deletePerson(source.team, source.id));
@@ -297,7 +328,8 @@ class Writer {
     });
     source.touched = true;
     target.touched = true;
-    if (outcome.moved !== 'moved') return this.anomaly('merge-target-not-found', target.team, target.id);
+    if (outcome.moved !== 'moved')
+      return this.anomaly('merge-target-not-found', target.team, target.id);
     for (const did of source.dids.splice(0)) {
       target.dids.push(did);
       this.didOwner.set(did, { team: target.team, person: target });
@@ -309,11 +341,8 @@ class Writer {
 
   private markDeleted(p: Person): void {
     p.state = 'deleted';
-    const index = this.alive.indexOf(p);
-    if (index >= 0) {
-      this.alive[index] = this.alive[this.alive.length - 1] as Person;
-      this.alive.pop();
-    }
+    swapRemove(this.alive, p);
+    swapRemove(this.aliveByTeam.get(p.team) ?? [], p);
   }
 
   private markUncertain(p: Person): void {
@@ -346,6 +375,10 @@ class Writer {
       failed: this.failed,
       skipped: this.skipped,
       anomalies: this.anomalies,
+      cpuMs: (() => {
+        const { user, system } = process.cpuUsage(this.cpuAtStart);
+        return (user + system) / 1000;
+      })(),
     };
   }
 }
@@ -410,7 +443,8 @@ async function main(): Promise<void> {
     }
     clearInterval(timer);
     await writer.drained();
-    emit({ final: writer.report() });
+    // Before process.exit(): the report is a large line the pipe takes in several writes.
+    await emitFlushed({ final: writer.report() });
   } finally {
     await migration.close().catch(() => {});
     await handle.close().catch(() => {});
