@@ -96,6 +96,11 @@ export function verifySummaryLines(
     `${label('agreeing')}${agreeingOrder.map((cls) => `${count(r.counts[cls] ?? 0)} ${cls}`).join(', ')}`,
   );
   if (r.repair) lines.push(`${label('repaired')}${repairText(r.repair)}`);
+  if (r.strayWrites > 0) {
+    lines.push(
+      `${label('stray writes')}${plural(r.strayWrites, 'key')} of the old table written outside the library (status lists them; they block cutover)`,
+    );
+  }
   return lines;
 }
 
@@ -188,6 +193,7 @@ export function verificationResultJson(
     mismatches: r.mismatches,
     rechecks: r.rechecks,
     repair: r.repair ?? null,
+    strayWrites: r.strayWrites,
     ms: Math.round(r.ms),
   };
 }

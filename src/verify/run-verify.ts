@@ -14,6 +14,7 @@ import { estimateRows, splitRange } from '../persons/key-range.js';
 import { loadPersonColumns } from '../persons/person-columns.js';
 import { migrationTables } from '../persons/tables.js';
 import { type ControlRowWithHighWater, PhaseStore } from '../phases/phase-store.js';
+import { StrayWrites } from '../phases/stray-writes.js';
 import { type ChecksumContext, checkRangeByChecksum } from './checksum-check.js';
 import { type ComparedColumn, comparedColumns } from './compared-columns.js';
 import { type ChunkCounts, checkRangeByJoin } from './join-check.js';
@@ -62,6 +63,12 @@ export interface VerificationResult {
   readonly rechecks: number;
   /** What `repair: true` changed; undefined without it. */
   readonly repair: RepairResult | undefined;
+  /**
+   * Keys of the old table written by something other than the library since `dual_read` began
+   * (rule `stray-writes`; the keys are in `status().strayWrites`): they do not make the run
+   * unclean by themselves, they block the cutover.
+   */
+  readonly strayWrites: number;
   readonly ms: number;
 }
 
@@ -326,6 +333,7 @@ async function finishRun(
     truncated: page.length > verify.maxKeys,
     rechecks: run.rechecks,
     repair,
+    strayWrites: (await new StrayWrites(options).read(db, 0)).count,
     ms,
   };
 }
