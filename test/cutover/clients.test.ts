@@ -37,7 +37,7 @@ describe.each(availableBackends())('the client registry on %s', (backend) => {
       schema: fixture.schema,
       controlSchema: fixture.controlSchema,
       serviceName: 'ingestion',
-      heartbeatIntervalMs: 100,
+      heartbeatIntervalMs: 1_000, // alive for 3 s: a loaded CI machine must not make it look dead
     });
     const repo = service.repository();
     expect(await repo.fetchPerson(1, 'seed-1')).toBeDefined(); // from the old table
