@@ -22,12 +22,15 @@ export async function runtimeGrants(
   db: AnyDb,
   options: ResolvedMigrationOptions,
   role: string,
+  { finalized }: { readonly finalized: boolean } = { finalized: false },
 ): Promise<string[]> {
   const { schema, controlSchema } = options;
   const to = `TO ${quoteIdent(role)}`;
   const data = (table: string) => `${quoteIdent(schema)}.${quoteIdent(table)}`;
   const control = (name: string) => `${quoteIdent(controlSchema)}.${quoteIdent(name)}`;
-  const personsTables = [options.oldTable, options.newTable, options.distinctIdsTable];
+  const personsTables = finalized
+    ? [options.oldTable, options.distinctIdsTable]
+    : [options.oldTable, options.newTable, options.distinctIdsTable];
   const sequences = await sequencesOfTables(db, schema, personsTables);
   return [
     `GRANT USAGE ON SCHEMA ${quoteIdent(schema)}, ${quoteIdent(controlSchema)} ${to}`,

@@ -5,7 +5,7 @@ import { readDependents } from '../db/table-dependents.js';
 import { readTableShape } from '../db/table-shape.js';
 import type { UnmetGuard } from '../errors.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
-import { StrayWrites } from '../phases/stray-writes.js';
+import { strayTriggerPrefix } from '../phases/stray-writes.js';
 
 /**
  * What `finalize()` must know before it renames anything: the sequence it moves to the
@@ -51,8 +51,7 @@ export async function finalizeGuards(
       `add the same foreign key to ${schema}.${newTable} (NOT VALID, then VALIDATE CONSTRAINT) and drop this one.`,
     );
   }
-  const ours = new StrayWrites(options).triggerName;
-  for (const trigger of dependents.triggers.filter((t) => t.name !== ours)) {
+  for (const trigger of dependents.triggers.filter((t) => !t.name.startsWith(strayTriggerPrefix))) {
     follow(
       `trigger:${trigger.name}`,
       `trigger ${trigger.name}`,

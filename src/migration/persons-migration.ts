@@ -188,9 +188,13 @@ export class PersonsMigration {
    */
   async runtimeGrants(role: string): Promise<string[]> {
     const name = checkArgument(callArguments.roleName, role, 'role');
-    return sanitizeErrors('runtimeGrants()', () =>
-      runtimeGrants(this.handle.db, this.options, name),
-    );
+    return sanitizeErrors('runtimeGrants()', async () => {
+      // After finalize() the new table's name is gone: the old name is the consolidated table.
+      const { phase } = await this.store.read(this.handle.db);
+      return runtimeGrants(this.handle.db, this.options, name, {
+        finalized: phase === 'finalized',
+      });
+    });
   }
 
   /**

@@ -24,7 +24,8 @@ export const strayTriggerPrefix = 'pg_dual_read_stray_';
 export interface StrayWrite {
   readonly teamId: number;
   readonly personId: string;
-  readonly operation: 'insert' | 'update' | 'delete';
+  /** `truncate` has the key (0, 0): the whole table. */
+  readonly operation: 'insert' | 'update' | 'delete' | 'truncate';
   readonly writes: number;
   readonly lastAt: Date;
 }
@@ -99,17 +100,26 @@ export class StrayWrites {
 
   private async createTrigger(trx: AnyDb): Promise<void> {
     const { schema, oldTable, controlSchema, name } = this.options;
+    const fn = sql.id(controlSchema, 'record_stray_write');
     await sql`CREATE TRIGGER ${sql.id(this.triggerName)}
       AFTER INSERT OR UPDATE OR DELETE ON ${sql.id(schema, oldTable)}
-      FOR EACH ROW EXECUTE FUNCTION ${sql.id(controlSchema, 'record_stray_write')}(${sql.lit(name)})`.execute(
-      trx,
-    );
+      FOR EACH ROW EXECUTE FUNCTION ${fn}(${sql.lit(name)})`.execute(trx);
+    await sql`CREATE TRIGGER ${sql.id(this.truncateTriggerName)}
+      AFTER TRUNCATE ON ${sql.id(schema, oldTable)}
+      FOR EACH STATEMENT EXECUTE FUNCTION ${fn}(${sql.lit(name)})`.execute(trx);
+  }
+
+  /** The statement-level trigger's name: a TRUNCATE has no rows for the row trigger. */
+  private get truncateTriggerName(): string {
+    return `${this.triggerName}_t`;
   }
 
   /** Drops the trigger from `table` (the old table under its retired name, at finalize). */
   async dropTrigger(trx: AnyDb, table: string): Promise<void> {
-    await sql`DROP TRIGGER IF EXISTS ${sql.id(this.triggerName)}
-      ON ${sql.id(this.options.schema, table)}`.execute(trx);
+    for (const trigger of [this.triggerName, this.truncateTriggerName]) {
+      await sql`DROP TRIGGER IF EXISTS ${sql.id(trigger)}
+        ON ${sql.id(this.options.schema, table)}`.execute(trx);
+    }
   }
 
   /** How many keys were written astray, and the first `limit` of them (latest first). */

@@ -8,7 +8,6 @@ import {
   NotInstalledError,
   PreflightError,
 } from '../../src/index.js';
-import { StrayWrites } from '../../src/phases/stray-writes.js';
 import { createPostHogPersonsSchema, seedPersons } from '../../src/testing/index.js';
 import { catalogSnapshot } from '../support/catalog-snapshot.js';
 import {
@@ -91,10 +90,11 @@ describe.each(availableBackends())('install and prepare on %s', (backend) => {
     await sql`DROP INDEX ${sql.id(controlSchema, 'backfill_range_end')}`.execute(handle.db);
     await sql`DROP FUNCTION ${sql.id(controlSchema, 'phase_fence')}`.execute(handle.db);
     // ... and before migration 7 (the stray-write trigger, history columns, retired table).
-    await sql`DROP TRIGGER ${sql.id(new StrayWrites(migration.options).triggerName)}
-      ON ${sql.id(schema, 'posthog_person')}`.execute(handle.db);
     await sql`DROP TABLE ${sql.id(controlSchema, 'stray_write')}`.execute(handle.db);
-    await sql`DROP FUNCTION ${sql.id(controlSchema, 'record_stray_write')}`.execute(handle.db);
+    // CASCADE: the stray-write triggers on the old table go with their function.
+    await sql`DROP FUNCTION ${sql.id(controlSchema, 'record_stray_write')} CASCADE`.execute(
+      handle.db,
+    );
     await sql`ALTER TABLE ${sql.id(controlSchema, 'phase_change')} DROP COLUMN actor, DROP COLUMN forced`.execute(
       handle.db,
     );

@@ -82,6 +82,13 @@ describe.each(availableBackends())('cutover, rollback and finalize on %s', (back
     expect(strayWrites.keys[0]).toMatchObject({ teamId: 1, personId: id, operation: 'update' });
     // The stray update also made the tables disagree: verify says so too.
     expect(await refusal(migration.cutover())).toEqual(['verification_unclean', 'stray_writes']);
+    // A TRUNCATE has no rows: it is recorded under the key (0, 0).
+    await sql`TRUNCATE ${sql.id(fixture.schema, 'posthog_person')} CASCADE`.execute(handle.db);
+    expect((await migration.status()).strayWrites.keys[0]).toMatchObject({
+      operation: 'truncate',
+      teamId: 0,
+      personId: '0',
+    });
     await migration.cutover({ force: true, actor: 'ops:test' });
     expect((await migration.status()).history[0]).toMatchObject({
       to: 'new',
@@ -156,6 +163,10 @@ describe.each(availableBackends())('cutover, rollback and finalize on %s', (back
       WHERE id = ${created.person.id}::bigint`.execute(handle.db);
     expect(rows[0]?.n).toBe(1);
     expect(await repo.fetchPerson(1, 'before-finalize')).toMatchObject({ id: created.person.id });
+    // The runtime role's grants name the consolidated table, not the gone new name.
+    const grants = (await migration.runtimeGrants('persons_service')).join('\n');
+    expect(grants).toContain(`"${schema}"."posthog_person"`);
+    expect(grants).not.toContain('posthog_person_new');
     expect(await migration.rollback().catch((e: unknown) => e)).toBeInstanceOf(
       PhaseTransitionError,
     );

@@ -29,7 +29,9 @@ BEGIN
   IF current_setting('pg_dual_read.writer', true) IS NOT DISTINCT FROM TG_ARGV[0] THEN
     RETURN NULL;
   END IF;
-  IF TG_OP = 'DELETE' THEN
+  IF TG_OP = 'TRUNCATE' THEN
+    key_team := 0; key_id := 0; -- the whole table: no key
+  ELSIF TG_OP = 'DELETE' THEN
     key_team := OLD.team_id; key_id := OLD.id;
   ELSE
     key_team := NEW.team_id; key_id := NEW.id;
@@ -48,7 +50,7 @@ END`;
       migration text NOT NULL REFERENCES ${table('migration')} (name),
       team_id bigint NOT NULL,
       person_id bigint NOT NULL,
-      operation text NOT NULL CHECK (operation IN ('insert', 'update', 'delete')),
+      operation text NOT NULL CHECK (operation IN ('insert', 'update', 'delete', 'truncate')),
       first_at timestamptz NOT NULL DEFAULT clock_timestamp(),
       last_at timestamptz NOT NULL DEFAULT clock_timestamp(),
       writes bigint NOT NULL DEFAULT 1,
