@@ -5,9 +5,9 @@
  * wrong name).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/main.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { createPostHogPersonsSchema, seedPersons } from '../../src/testing/index.js';
+import { runCliInProcess } from '../support/cli.js';
 import {
   describeOnRealServer,
   dropSchemas,
@@ -16,16 +16,7 @@ import {
   uniqueSchemaName,
 } from '../support/test-database.js';
 
-async function cli(argv: string[]) {
-  const stdout: string[] = [];
-  const stderr: string[] = [];
-  const code = await runCli(argv, {
-    stdout: (line) => stdout.push(line),
-    stderr: (line) => stderr.push(line),
-    env: { DATABASE_URL: realServerUrl() ?? undefined },
-  });
-  return { code, stdout: stdout.join('\n'), stderr: stderr.join('\n') };
-}
+const cli = (argv: string[]) => runCliInProcess(argv, realServerUrl() ?? '');
 
 describeOnRealServer('the lifecycle commands (real server)', () => {
   const schema = uniqueSchemaName('cli_cutover');

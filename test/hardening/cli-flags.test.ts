@@ -9,10 +9,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/main.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { createPersonsMigration } from '../../src/index.js';
 import { catalogSnapshot } from '../support/catalog-snapshot.js';
+import { runCliInProcess } from '../support/cli.js';
 import {
   describeOnRealServer,
   dropSchemas,
@@ -21,23 +21,7 @@ import {
   uniqueSchemaName,
 } from '../support/test-database.js';
 
-/** Runs the CLI in-process; what it printed, its exit status and how long it took. */
-async function cli(argv: readonly string[], databaseUrl: string) {
-  const stdout: string[] = [];
-  const stderr: string[] = [];
-  const started = performance.now();
-  const code = await runCli(argv, {
-    stdout: (line) => stdout.push(line),
-    stderr: (line) => stderr.push(line),
-    env: { DATABASE_URL: databaseUrl },
-  });
-  return {
-    code,
-    ms: performance.now() - started,
-    stdout: stdout.join('\n'),
-    stderr: stderr.join('\n'),
-  };
-}
+const cli = runCliInProcess;
 
 /**
  * A TCP server that accepts connections and never answers: a client connecting to it waits

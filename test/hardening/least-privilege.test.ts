@@ -9,13 +9,13 @@
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/main.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
 import {
   createPersonsMigration,
   type PersonsMigration,
 } from '../../src/migration/persons-migration.js';
+import { runCliInProcess } from '../support/cli.js';
 import { MigrationEnv } from '../support/concurrency.js';
 import { describeOnRealServer, realServerUrl } from '../support/test-database.js';
 
@@ -117,20 +117,11 @@ describeOnRealServer('a runtime role with runtimeGrants() only (real server)', (
   });
 
   it('pg-dual-read grants --role prints the same statements; without --role it exits 2', async () => {
-    const run = async (argv: readonly string[]) => {
-      const stdout: string[] = [];
-      const stderr: string[] = [];
-      const code = await runCli(argv, {
-        stdout: (line) => stdout.push(line),
-        stderr: (line) => stderr.push(line),
-        env: { DATABASE_URL: realServerUrl() as string },
-      });
-      return { code, stdout, stderr: stderr.join('\n') };
-    };
+    const run = (argv: readonly string[]) => runCliInProcess(argv, realServerUrl() as string);
     const tables = ['--schema', env.schema, '--control-schema', env.controlSchema];
     const printed = await run(['grants', '--role', role, ...tables]);
     expect(printed.code).toBe(0);
-    expect(printed.stdout).toEqual(
+    expect(printed.lines).toEqual(
       (await env.control.runtimeGrants(role)).map((statement) => `${statement};`),
     );
     const missing = await run(['grants', ...tables]);
