@@ -209,19 +209,15 @@ describe.each(availableBackends())('the lifecycle against a model on %s', (backe
             nextDistinct: 0,
             rolledBack: false,
           };
-          fixture.seededIds.forEach((id, i) =>
-            model.persons.set(id, { properties: {}, distinctIds: new Set([`seed-${i + 1}`]) }),
-          );
-          const { rows } = await handle.db
-            .selectFrom(`${fixture.schema}.posthog_person` as never)
-            .select(['id' as never, 'properties' as never])
-            .execute()
-            .then((r) => ({
-              rows: r as unknown as { id: string; properties: Record<string, unknown> }[],
-            }));
-          for (const row of rows) {
-            const person = model.persons.get(String(row.id));
-            if (person) person.properties = row.properties;
+          // The seeded persons as the model starts: their distinct ids and stored properties.
+          const seeded = await fixture.migration
+            .repository()
+            .fetchPersonsByPersonIds(
+              fixture.seededIds.map((personId) => ({ teamId: team, personId })),
+            );
+          for (const [i, id] of fixture.seededIds.entries()) {
+            const properties = seeded.find((p) => p.id === id)?.properties ?? {};
+            model.persons.set(id, { properties, distinctIds: new Set([`seed-${i + 1}`]) });
           }
           await fc.asyncModelRun(
             () => ({
