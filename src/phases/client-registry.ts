@@ -39,7 +39,7 @@ export type Heartbeat = Omit<ClientStatus, 'startedAt' | 'lastHeartbeat'> & {
  *
  * @example
  * ```ts
- * await registry.heartbeat(db, beat);
+ * await registry.heartbeat(db, beat, { prune: false });
  * const live = await registry.live(db);
  * ```
  */
@@ -50,8 +50,11 @@ export class ClientRegistry {
     return sql.id(this.options.controlSchema, 'client');
   }
 
-  /** Registers or refreshes this instance's row; forgets rows dead for a day. */
-  async heartbeat(db: AnyDb, beat: Heartbeat): Promise<void> {
+  /**
+   * Registers or refreshes this instance's row; with `prune` (an instance's first heartbeat,
+   * not every one: a fleet heartbeats often) also forgets rows dead for a day.
+   */
+  async heartbeat(db: AnyDb, beat: Heartbeat, { prune }: { prune: boolean }): Promise<void> {
     await sql`INSERT INTO ${this.table} AS c (migration, instance_id, service, host, pid,
         library_version, protocol, phase, epoch, reads, rows_read, old_rows_read,
         heartbeat_interval_ms)
@@ -61,6 +64,7 @@ export class ClientRegistry {
       ON CONFLICT (migration, instance_id) DO UPDATE SET phase = EXCLUDED.phase,
         epoch = EXCLUDED.epoch, reads = EXCLUDED.reads, rows_read = EXCLUDED.rows_read,
         old_rows_read = EXCLUDED.old_rows_read, last_heartbeat = clock_timestamp()`.execute(db);
+    if (!prune) return;
     await sql`DELETE FROM ${this.table} WHERE migration = ${this.options.name}
       AND last_heartbeat < clock_timestamp() - interval '1 day'`.execute(db);
   }

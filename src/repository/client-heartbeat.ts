@@ -29,6 +29,7 @@ export class ClientHeartbeat {
   private timer: NodeJS.Timeout | undefined;
   private beating: Promise<void> | undefined;
   private stopped = false;
+  private registered = false;
   private readonly registry: ClientRegistry;
 
   constructor(
@@ -76,19 +77,25 @@ export class ClientHeartbeat {
   private async send(): Promise<void> {
     const state = await this.watcher.current();
     const { totals } = this.stats();
-    await this.registry.heartbeat(this.handle.db, {
-      instanceId: this.instanceId,
-      service: this.options.serviceName,
-      host: hostname(),
-      pid: process.pid,
-      libraryVersion,
-      protocol: clientProtocol,
-      phase: state.phase,
-      epoch: state.epoch,
-      reads: totals.reads,
-      rows: totals.rows,
-      oldRows: totals.oldRows,
-      intervalMs: this.options.heartbeatIntervalMs,
-    });
+    const prune = !this.registered;
+    await this.registry.heartbeat(
+      this.handle.db,
+      {
+        instanceId: this.instanceId,
+        service: this.options.serviceName,
+        host: hostname(),
+        pid: process.pid,
+        libraryVersion,
+        protocol: clientProtocol,
+        phase: state.phase,
+        epoch: state.epoch,
+        reads: totals.reads,
+        rows: totals.rows,
+        oldRows: totals.oldRows,
+        intervalMs: this.options.heartbeatIntervalMs,
+      },
+      { prune },
+    );
+    this.registered = true;
   }
 }
