@@ -89,14 +89,9 @@ import { columnList, loadPersonColumns } from '../src/persons/person-columns.js'
 import { migrationTables } from '../src/persons/tables.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
 import { type ChildConfig, type ChildReport, startedLine } from './backfill-child.js';
+import { envNumber, interleavedSeedJobs } from './support.js';
 
-const env = (name: string, fallback: number) => {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a number >= 0`);
-  return value;
-};
+const env = envNumber;
 
 const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const ROWS = Math.max(1_000, Math.round(env('BENCH_ROWS', 1_000_000)));
@@ -186,27 +181,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 
 // ------------------------------------------------------------------ setup
 
-/** seedPersons calls: TEAMS teams of equal size, in chunks, the teams' chunks interleaved. */
-function seedJobs(): { teamId: number; count: number; chunk: number }[] {
-  const jobs: { teamId: number; count: number; chunk: number }[] = [];
-  const sizes = Array.from(
-    { length: TEAMS },
-    (_, t) => Math.floor(ROWS / TEAMS) + (t < ROWS % TEAMS ? 1 : 0),
-  );
-  const chunks = Math.max(1, Math.ceil(Math.max(...sizes) / CHUNK));
-  // Round k seeds the k-th chunk of every team: ids grow over time across all teams.
-  for (let k = 0; k < chunks; k++) {
-    for (const [index, size] of sizes.entries()) {
-      const count = Math.floor(size / chunks) + (k < size % chunks ? 1 : 0);
-      if (count > 0) jobs.push({ teamId: index + 1, count, chunk: k });
-    }
-  }
-  return jobs;
-}
-
 async function seedUniform(handle: DatabaseHandle, schema: string): Promise<void> {
   await createPostHogPersonsSchema(handle, { schema });
-  for (const job of seedJobs()) {
+  for (const job of interleavedSeedJobs(ROWS, TEAMS, CHUNK)) {
     await seedPersons(handle, {
       schema,
       teamId: job.teamId,

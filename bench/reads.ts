@@ -52,16 +52,11 @@ import { columnList, loadPersonColumns } from '../src/persons/person-columns.js'
 import { type MigrationTables, migrationTables } from '../src/persons/tables.js';
 import { toPersonRow } from '../src/repository/person-row.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
+import { envNumber } from './support.js';
 
 type Row = Record<string, unknown>;
 
-const env = (name: string, fallback: number) => {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a number >= 0`);
-  return value;
-};
+const env = envNumber;
 
 const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const PERSONS = env('BENCH_PERSONS', 200_000);

@@ -76,14 +76,9 @@ import {
 import { resolveVerifyOptions } from '../src/options/verify-options.js';
 import { columnList, loadPersonColumns } from '../src/persons/person-columns.js';
 import { createPostHogPersonsSchema, seedPersons } from '../src/testing/index.js';
+import { envNumber, interleavedSeedJobs } from './support.js';
 
-const env = (name: string, fallback: number) => {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a number >= 0`);
-  return value;
-};
+const env = envNumber;
 
 const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const ROWS = Math.max(1_000, Math.round(env('BENCH_ROWS', 1_000_000)));
@@ -197,23 +192,6 @@ function kindOf(text: string): string {
 
 // ------------------------------------------------------------------ setup
 
-/** seedPersons calls: TEAMS teams of equal size, in chunks, the teams' chunks interleaved. */
-function seedJobs(): { teamId: number; count: number; chunk: number }[] {
-  const jobs: { teamId: number; count: number; chunk: number }[] = [];
-  const sizes = Array.from(
-    { length: TEAMS },
-    (_, t) => Math.floor(ROWS / TEAMS) + (t < ROWS % TEAMS ? 1 : 0),
-  );
-  const chunks = Math.max(1, Math.ceil(Math.max(...sizes) / CHUNK));
-  for (let k = 0; k < chunks; k++) {
-    for (const [index, size] of sizes.entries()) {
-      const count = Math.floor(size / chunks) + (k < size % chunks ? 1 : 0);
-      if (count > 0) jobs.push({ teamId: index + 1, count, chunk: k });
-    }
-  }
-  return jobs;
-}
-
 // ------------------------------------------------------------------ measurements
 
 type Kind =
@@ -295,7 +273,7 @@ async function main(): Promise<void> {
       `seeding ${int(ROWS)} persons over ${TEAMS} teams (~${PROPERTIES_BYTES} B properties, chunks of ${CHUNK}); load ${load()}`,
     );
     await createPostHogPersonsSchema(handle, { schema });
-    for (const job of seedJobs()) {
+    for (const job of interleavedSeedJobs(ROWS, TEAMS, CHUNK)) {
       await seedPersons(handle, {
         schema,
         teamId: job.teamId,
