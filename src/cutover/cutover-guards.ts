@@ -1,4 +1,5 @@
 import { readBackfillStatus } from '../backfill/backfill-status.js';
+import { PlanStore } from '../backfill/plan-store.js';
 import type { AnyDb } from '../db/any-db.js';
 import type { UnmetGuard } from '../errors.js';
 import { clientProtocol, libraryVersion } from '../model/library-version.js';
@@ -36,8 +37,10 @@ export async function unmetCutoverGuards(
   options: ResolvedMigrationOptions,
 ): Promise<UnmetGuard[]> {
   const unmet: UnmetGuard[] = [];
-  const backfill = await readBackfillStatus(db, options);
-  if (backfill?.state !== 'done') {
+  // One count while writes queue behind the phase change; the progress only for the refusal.
+  const { notDone, planExists } = await new PlanStore(options).remaining(db);
+  if (!planExists || notDone > 0) {
+    const backfill = await readBackfillStatus(db, options);
     unmet.push({
       guard: 'backfill_unfinished',
       message: backfill
@@ -102,7 +105,21 @@ export async function indexGuard(
   options: ResolvedMigrationOptions,
   waivedIndexes: readonly string[],
 ): Promise<UnmetGuard[]> {
-  const { missingIndexes } = await catalogFindings(db, options);
+  return missingIndexGuard((await catalogFindings(db, options)).missingIndexes, waivedIndexes);
+}
+
+/**
+ * {@link indexGuard} from a list of missing indexes already read (as `status()` has). @internal
+ *
+ * @example
+ * ```ts
+ * const unmet = missingIndexGuard(['posthog_person_email_idx'], []);
+ * ```
+ */
+export function missingIndexGuard(
+  missingIndexes: readonly string[],
+  waivedIndexes: readonly string[],
+): UnmetGuard[] {
   const missing = missingIndexes.filter((index) => !waivedIndexes.includes(index));
   if (missing.length === 0) return [];
   return [

@@ -5,7 +5,7 @@ import { isMissingObject } from '../control/control-schema-missing.js';
 import { type InstallResult, installControlSchema } from '../control/install.js';
 import { runtimeGrants } from '../control/runtime-grants.js';
 import { runCutover, runRollback } from '../cutover/cutover.js';
-import { indexGuard, unmetCutoverGuards } from '../cutover/cutover-guards.js';
+import { missingIndexGuard, unmetCutoverGuards } from '../cutover/cutover-guards.js';
 import { dropRetiredTable } from '../cutover/drop-retired.js';
 import { runFinalize } from '../cutover/finalize.js';
 import { runStartDualRead } from '../cutover/start-dual-read.js';
@@ -321,14 +321,14 @@ export class PersonsMigration {
     this.watcher.observe(state);
     const backfill = await this.backfillStatus();
     const verification = await this.verification();
-    const lifecycle = await sanitizeErrors('status()', () =>
-      lifecycleStatus(this.handle.db, this.options, state.phase),
-    );
     // After finalize() the new table is the old table's name: nothing left to compare.
     const { warnings, missingIndexes } =
       state.phase === 'finalized'
         ? { warnings: [], missingIndexes: [] }
         : await sanitizeErrors('status()', () => catalogFindings(this.handle.db, this.options));
+    const lifecycle = await sanitizeErrors('status()', () =>
+      lifecycleStatus(this.handle.db, this.options, state.phase, missingIndexes),
+    );
     return {
       ...lifecycle,
       retiredTable: retiredTable ? `${this.options.schema}.${retiredTable}` : undefined,
@@ -621,12 +621,13 @@ async function lifecycleStatus(
   db: DatabaseHandle['db'],
   options: ResolvedMigrationOptions,
   phase: Phase,
+  missingIndexes: readonly string[],
 ): Promise<Pick<MigrationStatus, 'strayWrites' | 'history' | 'cutoverGuards' | 'clients'>> {
   const strayWrites = await new StrayWrites(options).read(db, 20);
   const history = await new PhaseStore(options).history(db, 10);
   const cutoverGuards =
     phase === 'dual_read'
-      ? [...(await unmetCutoverGuards(db, options)), ...(await indexGuard(db, options, []))]
+      ? [...(await unmetCutoverGuards(db, options)), ...missingIndexGuard(missingIndexes, [])]
       : [];
   const live = await new ClientRegistry(options).live(db);
   const sum = (pick: (c: ClientStatus) => number) => live.reduce((n, c) => n + pick(c), 0);
