@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
 import type { DatabaseHandle } from '../db/database-handle.js';
@@ -13,6 +12,7 @@ import { PhaseStore } from '../phases/phase-store.js';
 import { StrayWrites } from '../phases/stray-writes.js';
 import { relationName } from '../prepare/new-table-names.js';
 import { finalizeGuards } from './finalize-guards.js';
+import { whileBusy } from './while-busy.js';
 
 /** The guard an attempt reports when it could not take its locks in `lockTimeoutMs`. */
 const busy = 'tables_busy';
@@ -49,23 +49,17 @@ export async function runFinalize(
     throw new TransitionRefusedError('finalize', unmet);
   }
   const retiredTable = await retiredName(handle.db, options);
-  const deadline = Date.now() + finalize.timeoutMs;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const state = await store.transition(handle.db, 'finalize', {
-        ...(finalize.actor === undefined ? {} : { actor: finalize.actor }),
-        during: async (trx) => {
-          await swap(trx, options, finalize, retiredTable, sequence);
-          return { forced: unmet.map((guard) => guard.guard) };
-        },
-      });
-      return { state, retiredTable };
-    } catch (error) {
-      const timedOut = error instanceof TransitionRefusedError && error.unmet[0]?.guard === busy;
-      if (!timedOut || Date.now() >= deadline) throw error;
-      await sleep(Math.min(2_000, 50 * 2 ** attempt) * (0.5 + Math.random() / 2));
-    }
-  }
+  const backoff = { timeoutMs: finalize.timeoutMs, firstBackoffMs: 50, maxBackoffMs: 2_000 };
+  const state = await whileBusy(busy, backoff, () =>
+    store.transition(handle.db, 'finalize', {
+      ...(finalize.actor === undefined ? {} : { actor: finalize.actor }),
+      during: async (trx) => {
+        await swap(trx, options, finalize, retiredTable, sequence);
+        return { forced: unmet.map((guard) => guard.guard) };
+      },
+    }),
+  );
+  return { state, retiredTable };
 }
 
 async function swap(

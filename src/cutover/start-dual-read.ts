@@ -1,10 +1,9 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { DatabaseHandle } from '../db/database-handle.js';
-import { TransitionRefusedError } from '../errors.js';
 import type { PhaseState } from '../model/phase.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { PhaseStore } from '../phases/phase-store.js';
 import { StrayWrites } from '../phases/stray-writes.js';
+import { whileBusy } from './while-busy.js';
 
 /** How long the phase change waits for the old table when it puts the stray-write trigger on it. */
 const triggerLockTimeoutMs = 200;
@@ -27,22 +26,19 @@ export async function runStartDualRead(
 ): Promise<PhaseState> {
   const store = new PhaseStore(options);
   const strayWrites = new StrayWrites(options);
-  const deadline = Date.now() + options.phaseChangeLockTimeoutMs;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await store.transition(handle.db, 'startDualRead', {
-        // From here on, a write to the old table that is not the library's is a stray write.
-        during: async (trx) => {
-          await strayWrites.installTrigger(trx, triggerLockTimeoutMs);
-          await strayWrites.clear(trx);
-          return undefined;
-        },
-      });
-    } catch (error) {
-      const busy =
-        error instanceof TransitionRefusedError && error.unmet[0]?.guard === 'old_table_busy';
-      if (!busy || Date.now() >= deadline) throw error;
-      await sleep(Math.min(1_000, 25 * 2 ** attempt) * (0.5 + Math.random() / 2));
-    }
-  }
+  const backoff = {
+    timeoutMs: options.phaseChangeLockTimeoutMs,
+    firstBackoffMs: 25,
+    maxBackoffMs: 1_000,
+  };
+  return whileBusy('old_table_busy', backoff, () =>
+    store.transition(handle.db, 'startDualRead', {
+      // From here on, a write to the old table that is not the library's is a stray write.
+      during: async (trx) => {
+        await strayWrites.installTrigger(trx, triggerLockTimeoutMs);
+        await strayWrites.clear(trx);
+        return undefined;
+      },
+    }),
+  );
 }
