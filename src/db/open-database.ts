@@ -110,6 +110,7 @@ export async function openDatabase(
   if (source instanceof Kysely) {
     handle = { db: source, backend: 'postgres', close: async () => {} };
   } else if (source instanceof pg.Pool) {
+    guardCheckedOutClients(source);
     handle = poolHandle(source, false, undefined, undefined, preparedStatements ?? false);
   } else if (source !== undefined && typeof source !== 'string') {
     // e.g. a Pool or Kysely from a second copy of pg / kysely in node_modules
@@ -152,6 +153,27 @@ export async function openDatabase(
     throw new ConfigurationError(`Could not query the database: ${reason}`, { cause });
   }
   return handle;
+}
+
+const guardedPools = new WeakSet<pg.Pool>();
+
+/**
+ * pg-pool listens for a client's errors only while the client is idle in the pool. The library
+ * checks clients out of a caller's pool too, for transactions of several statements: a
+ * connection lost between two of them (a terminated backend, a server restart) would be an
+ * unhandled 'error' event that ends the caller's process (found by the soak). Each client gets a
+ * listener of its own the first time it is checked out; the lost connection still fails the
+ * client's next query, and the pool discards it.
+ */
+function guardCheckedOutClients(pool: pg.Pool): void {
+  if (guardedPools.has(pool)) return;
+  guardedPools.add(pool);
+  const guarded = new WeakSet<pg.PoolClient>();
+  pool.on('acquire', (client) => {
+    if (guarded.has(client)) return;
+    guarded.add(client);
+    client.on('error', (err) => log('pooled connection error: %s', describeError(err)));
+  });
 }
 
 // LISTEN gets a connection of its own, never a pool slot (a caller's pool of one would lose
