@@ -32,6 +32,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { createPersonsMigration, openDatabase, type PersonsRepository } from '../src/index.js';
+import { rng } from './support.js';
 
 /** What the parent sends as the first line of stdin. */
 export interface WriterConfig {
@@ -105,19 +106,6 @@ const emitFlushed = (value: unknown) =>
   new Promise<void>((resolve) =>
     process.stdout.write(`${JSON.stringify(value)}\n`, () => resolve()),
   );
-
-/** xorshift32, seeded per writer. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x1_0000_0000;
-  };
-}
 
 function swapRemove<T>(list: T[], item: T): void {
   const index = list.indexOf(item);

@@ -1,7 +1,8 @@
 /**
- * What the benchmarks share: numeric settings from the environment, and the seeding plan that
- * spreads a table's rows over teams in interleaved chunks (so ids grow across all teams, as in
- * production, and no team is one contiguous block of the heap).
+ * What the benchmarks (and the soak) share: numeric settings from the environment, a seeded
+ * random generator, and the seeding plan that spreads a table's rows over teams in interleaved
+ * chunks (so ids grow across all teams, as in production, and no team is one contiguous block
+ * of the heap).
  */
 
 /** The number in environment variable `name` (>= 0), or `fallback` when unset or empty. */
@@ -39,4 +40,17 @@ export function interleavedSeedJobs(rows: number, teams: number, chunk: number):
     }
   }
   return jobs;
+}
+
+/** A seeded generator of numbers in [0, 1) (xorshift32): the same seed, the same sequence. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 0x1_0000_0000;
+  };
 }

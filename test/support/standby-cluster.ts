@@ -9,32 +9,12 @@
  * The standby reports every second (`wal_receiver_status_interval`), so the primary's
  * `pg_stat_replication` follows its replay closely.
  */
-import { execFile } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { appendFile, chmod, chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { appendFile, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import pg from 'pg';
+import { clusterWorkspace, freePort } from './postgres-binaries.js';
 
-const run = promisify(execFile);
-
-/** The directory of this machine's PostgreSQL server binaries, newest major version first. */
-export function postgresBinDir(): string | undefined {
-  const root = '/usr/lib/postgresql';
-  if (!existsSync(root)) return undefined;
-  const versions = readdirSync(root)
-    .filter((v) => /^\d+$/.test(v))
-    .sort((a, b) => Number(b) - Number(a));
-  for (const version of versions) {
-    const bin = join(root, version, 'bin');
-    if (['initdb', 'pg_ctl', 'pg_basebackup'].every((tool) => existsSync(join(bin, tool)))) {
-      return bin;
-    }
-  }
-  return undefined;
-}
+export { postgresBinDir } from './postgres-binaries.js';
 
 /** A running primary and standby. `stop()` removes both and their files. */
 export interface StandbyCluster {
@@ -46,18 +26,6 @@ export interface StandbyCluster {
   /** The primary's view: the largest write/flush/replay lag in ms (null when none reported). */
   replicationLagMs(): Promise<number | null>;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function query<R extends pg.QueryResultRow>(url: string, text: string): Promise<R[]> {
@@ -72,21 +40,7 @@ async function query<R extends pg.QueryResultRow>(url: string, text: string): Pr
 
 /** Starts a primary and a standby streaming from it. Throws when the binaries are missing. */
 export async function startStandbyCluster(): Promise<StandbyCluster> {
-  const bin = postgresBinDir();
-  if (!bin) throw new Error('no PostgreSQL server binaries under /usr/lib/postgresql');
-  const asRoot = process.getuid?.() === 0;
-  // initdb and the servers refuse to run as root: hand the directory to `postgres`.
-  const tool = (name: string, args: string[]) =>
-    asRoot
-      ? run('runuser', ['-u', 'postgres', '--', join(bin, name), ...args])
-      : run(join(bin, name), args);
-  const dir = await mkdtemp(join(tmpdir(), 'pg-dual-read-standby-'));
-  if (asRoot) {
-    const { stdout } = await run('id', ['-u', 'postgres']);
-    const { stdout: gid } = await run('id', ['-g', 'postgres']);
-    await chown(dir, Number(stdout.trim()), Number(gid.trim()));
-  }
-  await chmod(dir, 0o700);
+  const { dir, tool } = await clusterWorkspace('pg-dual-read-standby-');
   const primaryDir = join(dir, 'primary');
   const standbyDir = join(dir, 'standby');
   const [primaryPort, standbyPort] = [await freePort(), await freePort()];
