@@ -101,6 +101,12 @@ interface Bound {
   readonly phase: Phase;
 }
 
+/** Thrown to roll back a repository-owned `createPerson` whose distinct ids conflicted. */
+const conflictRollback = new Error('createPerson: distinct id conflict, rolled back');
+const rollBack = (): never => {
+  throw conflictRollback;
+};
+
 /**
  * The {@link PersonsRepository} whose reads and writes follow the migration's phase.
  *
@@ -244,7 +250,7 @@ export class PhaseAwareRepository implements PersonsRepository {
     const { teamId, distinctIds, versions, uuid } = person;
     const s = await this.sqlPromise();
     const values = personValues(person, s.columns);
-    return this.write(async ({ trx, phase }) => {
+    const insert = async ({ trx, phase }: Bound) => {
       if (phase === 'dual_read' && uuid !== undefined) {
         const taken = await this.rows(trx, s.writes.uuidInOldTable(teamId, uuid));
         if (taken.length > 0) {
@@ -254,21 +260,39 @@ export class PhaseAwareRepository implements PersonsRepository {
           );
         }
       }
-      // A savepoint lets a conflict undo the person row without ending the caller's transaction.
-      await this.exec(trx, () => s.writes.savepoint().execute(trx));
       const rows = await this.rows(
         trx,
         s.writes.createPerson(phase, values, teamId, distinctIds, versions),
       );
       const created = rows[0];
-      if (created && Number(created.inserted_count) === distinctIds.length) {
-        await this.exec(trx, () => s.writes.releaseSavepoint().execute(trx));
-        const { inserted_count: _, ...person } = created;
-        return { status: 'created', person: toPersonRow(person), distinctIds };
-      }
-      await this.exec(trx, () => s.writes.rollbackToSavepoint().execute(trx));
+      if (!created || Number(created.inserted_count) !== distinctIds.length) return undefined;
+      const { inserted_count: _, ...row } = created;
+      return { status: 'created', person: toPersonRow(row), distinctIds } as const;
+    };
+    const conflict = async (trx: AnyDb): Promise<CreatePersonResult> => {
       const taken = await this.rows(trx, s.writes.takenDistinctIds(teamId, distinctIds));
       return { status: 'conflict', distinctIds: taken.map((r) => String(r.distinct_id)) };
+    };
+    if (!this.bound) {
+      // Its own transaction: a conflict rolls all of it back (no savepoint round trips).
+      try {
+        return await this.write(async (bound) => (await insert(bound)) ?? rollBack());
+      } catch (error) {
+        if (error !== conflictRollback) throw error;
+        return conflict(this.deps.handle.db);
+      }
+    }
+    // In the caller's transaction, a savepoint undoes the person row without ending it.
+    return this.write(async (bound) => {
+      const { trx } = bound;
+      await this.exec(trx, () => s.writes.savepoint().execute(trx));
+      const created = await insert(bound);
+      if (created) {
+        await this.exec(trx, () => s.writes.releaseSavepoint().execute(trx));
+        return created;
+      }
+      await this.exec(trx, () => s.writes.rollbackToSavepoint().execute(trx));
+      return conflict(trx);
     });
   }
 
@@ -312,8 +336,11 @@ export class PhaseAwareRepository implements PersonsRepository {
     const id = toIdText(personId, 'personId');
     toDistinctId(distinctId);
     toVersion(version, 'version');
-    const [row] = await this.writePerson(teamId, id, (s, phase) =>
-      s.writes.addDistinctId(phase, teamId, id, distinctId, version),
+    const [row] = await this.writePerson(
+      teamId,
+      id,
+      (s, phase) => s.writes.addDistinctId(phase, teamId, id, distinctId, version),
+      (rows) => Number(rows[0]?.persons ?? 0) > 0,
     );
     if (!row || Number(row.persons) === 0) return { status: 'person_not_found' };
     return Number(row.inserted) > 0 ? { status: 'added' } : { status: 'conflict' };
@@ -328,8 +355,11 @@ export class PhaseAwareRepository implements PersonsRepository {
     const source = toIdText(sourcePersonId, 'sourcePersonId');
     const target = toIdText(targetPersonId, 'targetPersonId');
     // The target is copied (and held FOR KEY SHARE); the source may stay wherever it is.
-    const [row] = await this.writePerson(teamId, target, (s, phase) =>
-      s.writes.moveDistinctIds(phase, teamId, source, target),
+    const [row] = await this.writePerson(
+      teamId,
+      target,
+      (s, phase) => s.writes.moveDistinctIds(phase, teamId, source, target),
+      (rows) => Number(rows[0]?.targets ?? 0) > 0,
     );
     if (!row || Number(row.targets) === 0) return { status: 'target_not_found' };
     return { status: 'moved', distinctIds: (row.moved as unknown[]).map(String) };
@@ -372,23 +402,33 @@ export class PhaseAwareRepository implements PersonsRepository {
   ): Promise<PersonRow | undefined> {
     toTeamId(teamId);
     const id = toIdText(personId, 'personId');
-    const [row] = await this.writePerson(teamId, id, (s, phase) =>
-      s.writes.updatePerson(phase, teamId, id, change, expectedVersion),
+    const [row] = await this.writePerson(
+      teamId,
+      id,
+      (s, phase) => s.writes.updatePerson(phase, teamId, id, change, expectedVersion),
+      (rows) => rows.length > 0,
     );
     return row ? toPersonRow(row) : undefined;
   }
 
   /**
-   * One write aimed at one person: in `dual_read` the person is first copied from the old
-   * table (copy-on-write), then `statement` runs on the table the phase writes.
+   * One write aimed at one person: `statement` runs on the table the phase writes. In
+   * `dual_read`, when it did not find the person there (`found` says so from its rows), the
+   * person is copied from the old table (copy-on-write) and the statement runs again. Once the
+   * backfill copied a person, its writes skip the copy's round trip; the first write of a
+   * person not copied yet pays one statement that finds nothing. The statements change nothing
+   * when they do not find the person, so running one twice is safe.
    */
   private async writePerson(
     teamId: number,
     personId: string,
     statement: (s: Sql, phase: Phase) => RawBuilder<unknown>,
+    found: (rows: Record<string, unknown>[]) => boolean,
   ): Promise<Record<string, unknown>[]> {
     const s = await this.sqlPromise();
     return this.write(async ({ trx, phase }) => {
+      const rows = await this.rows(trx, statement(s, phase));
+      if (phase !== 'dual_read' || found(rows)) return rows;
       await this.exec(trx, () =>
         s.writes.copyOldRows(trx, phase, s.reads.personIdKeys([teamId], [personId])),
       );
