@@ -9,7 +9,7 @@
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { createPersonsMigration, openDatabase } from '../src/index.js';
-import { refusedExitCode } from './child.js';
+import { exitWithParent, refusedExitCode } from './child.js';
 
 export interface BackfillProcessConfig {
   readonly url: string;
@@ -50,6 +50,7 @@ async function main(config: BackfillProcessConfig): Promise<void> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  exitWithParent();
   main(JSON.parse(process.argv[2] ?? '{}') as BackfillProcessConfig).then(
     () => process.exit(0),
     (error: unknown) => {

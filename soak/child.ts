@@ -10,6 +10,17 @@ const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 /** The exit code of a child whose main call rejected with an error it caught and printed. */
 export const refusedExitCode = 3;
 
+/**
+ * Called by a child at start: it exits once its harness is gone (killed, or interrupted
+ * before it could stop its children), so no writer keeps writing into a dead run.
+ */
+export function exitWithParent(): void {
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) process.exit(0);
+  }, 500).unref();
+}
+
 export class SoakChild {
   /** Resolves with the exit code (null when a signal ended it). */
   readonly exited: Promise<number | null>;

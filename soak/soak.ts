@@ -51,6 +51,10 @@ export function roundPassed(result: RoundResult): boolean {
 export async function runSoak(options: SoakOptions): Promise<SoakTotals> {
   const started = Date.now();
   const server = await startThrowawayServer(['shared_buffers = 128MB', 'max_wal_size = 1GB']);
+  // Interrupted: the server goes with us (the children notice their parent is gone).
+  const onSignal = () => void server.stop().finally(() => process.exit(130));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   const rounds: RoundResult[] = [];
   try {
     const deadline = started + (options.minutes ?? 0) * 60_000;
@@ -64,6 +68,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakTotals> {
       options.onRound?.(result);
     }
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await server.stop();
   }
   const operations: Record<string, number> = {};

@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { createPersonsMigration, openDatabase } from '../src/index.js';
-import { refusedExitCode } from './child.js';
+import { exitWithParent, refusedExitCode } from './child.js';
 import { HistoryFile, historyPath } from './history.js';
 import { PersonsWriter, type WriterSettings } from './persons-writer.js';
 
@@ -84,6 +84,7 @@ async function main(config: WriterConfig): Promise<void> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  exitWithParent();
   main(JSON.parse(process.argv[2] ?? '{}') as WriterConfig).then(
     () => process.exit(0),
     (error: unknown) => {
