@@ -50,6 +50,11 @@ export interface Violations {
   versions: number;
   /** Reads of a person that did not return its last acknowledged state. */
   staleReads: number;
+  /**
+   * Operations of one writer on one person that overlapped in time: the writers promise never
+   * to do that (their histories replay in order only then), so a count here is a harness bug.
+   */
+  overlaps: number;
 }
 
 export interface Verdict {
@@ -80,8 +85,11 @@ class Checker {
     phantom: 0,
     versions: 0,
     staleReads: 0,
+    overlaps: 0,
   };
   readonly findings: string[] = [];
+  /** Per writer and person, when its last operation ended (undefined: never, or unknown). */
+  private readonly lastEnd = new Map<string, number | undefined>();
   /** `team:person id` -> its distinct ids in the final table. */
   private readonly didsByPerson = new Map<string, Set<string>>();
 
@@ -101,6 +109,21 @@ class Checker {
   flag(kind: keyof Violations, finding: string): void {
     this.violations[kind] += 1;
     if (this.findings.length < 40) this.findings.push(`${kind}: ${finding}`);
+  }
+
+  /** Flags an operation of writer `w` on `ref` that started before the previous one ended. */
+  inOrder(w: number, ref: PersonRef, op: HistoryOp): void {
+    const k = `${w}/${refKey(ref)}`;
+    if (this.lastEnd.has(k)) {
+      const end = this.lastEnd.get(k);
+      if (end === undefined || end > op.start) {
+        this.flag(
+          'overlaps',
+          `w${w}#${op.n} ${op.invocation.op} on ${refKey(ref)} overlapped the previous one`,
+        );
+      }
+    }
+    this.lastEnd.set(k, op.end);
   }
 
   /** The model of a writer's person, from the seed when first seen. */
@@ -211,6 +234,9 @@ function replayWriter(checker: Checker, w: number, ops: readonly HistoryOp[]): v
   const failed = new Map<string, Invocation[]>();
   for (const op of ops) {
     const inv = op.invocation;
+    const named =
+      inv.op === 'merge' ? [inv.source, inv.target] : inv.op === 'create' ? [] : [inv.p];
+    for (const ref of named) checker.inOrder(w, ref, op);
     if (op.outcome === 'fail') {
       // The persons it named are compared at the end, even if nothing else touched them.
       if (inv.op === 'merge') for (const ref of [inv.source, inv.target]) get(ref);
@@ -485,6 +511,7 @@ function checkHotWriter(
   const raw = row.properties[`s${w}`];
   const actual = typeof raw === 'number' ? raw : null;
   const sorted = [...ops].sort((a, b) => a.n - b.n);
+  for (const op of sorted) if ('p' in op.invocation) checker.inOrder(w, op.invocation.p, op);
   let candidates = new Set<number | null>([null]);
   const failed = new Set<number>();
   for (const op of sorted) {

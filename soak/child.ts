@@ -21,6 +21,14 @@ export function exitWithParent(): void {
   }, 500).unref();
 }
 
+/** Every child still running, for {@link killAllChildren}. */
+const live = new Set<SoakChild>();
+
+/** SIGKILL for every child still running (frozen ones included): an interrupted soak. */
+export function killAllChildren(): void {
+  for (const child of live) child.signal('SIGKILL');
+}
+
 export class SoakChild {
   /** Resolves with the exit code (null when a signal ended it). */
   readonly exited: Promise<number | null>;
@@ -34,7 +42,9 @@ export class SoakChild {
     readonly label: string,
     private readonly child: ChildProcess,
   ) {
+    live.add(this);
     this.exited = new Promise((resolve) => child.once('close', (code) => resolve(code)));
+    void this.exited.then(() => live.delete(this));
     this.ready = new Promise((resolve, reject) => {
       child.stdout?.on('data', (chunk: Buffer) => {
         if (chunk.toString().includes('ready')) resolve();

@@ -35,7 +35,7 @@ function roundLine(r: RoundResult): string {
     `seed ${r.seed}: ${(r.ms / 1000).toFixed(1)} s, ${ops} operations, ${faults} faults, ` +
     `${r.lifecycle.phaseChanges} phase changes, lost ${v.lost}, resurrected ${v.resurrected}, ` +
     `orphans ${v.orphans}, half-done ${v.halfDone}, phantom ${v.phantom}, versions ${v.versions}, ` +
-    `stale reads ${v.staleReads}: ${verdict}` +
+    `stale reads ${v.staleReads}, overlaps ${v.overlaps}: ${verdict}` +
     (r.lifecycle.complete ? '' : `\n  lifecycle stuck: ${r.lifecycle.stuck}`) +
     r.crashes.map((c) => `\n  crashed: ${c}`).join('') +
     r.verdict.findings.map((f) => `\n  ${f}`).join('') +
@@ -57,7 +57,7 @@ export function printTotals(t: SoakTotals): void {
   line(
     `lost writes ${v.lost}, resurrected persons ${v.resurrected}, orphans ${v.orphans}, ` +
       `half-done operations ${v.halfDone} (and phantom ${v.phantom}, versions ${v.versions}, ` +
-      `stale reads ${v.staleReads})`,
+      `stale reads ${v.staleReads}, writer overlaps ${v.overlaps})`,
   );
   line(`processes crashed: ${t.crashes.length}`);
   line(t.failedSeeds.length === 0 ? 'PASSED' : `FAILED seeds: ${t.failedSeeds.join(', ')}`);

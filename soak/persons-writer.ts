@@ -143,7 +143,6 @@ export class PersonsWriter {
     const planned = await this.plan(pick, seq);
     const { inv, owned, hot } = planned ?? this.createPlan(seq);
     const n = ++this.serial;
-    for (const p of [...owned, ...hot]) p.busy = true;
     this.history.invoked(n, clock(), inv);
     try {
       const answer = await this.execute(inv);
@@ -166,7 +165,11 @@ export class PersonsWriter {
     return { inv: { op: 'create', team, did, seq }, owned: [], hot: [] };
   }
 
-  /** The invocation for `pick`, or undefined when no free person fits (then a create runs). */
+  /**
+   * The invocation for `pick`, its persons taken (busy) before anything is awaited, so the
+   * operations a tick starts together never share a person; undefined when no free person fits
+   * (then a create runs).
+   */
   private async plan(
     pick: Pick,
     seq: number,
@@ -174,7 +177,7 @@ export class PersonsWriter {
     const w = this.config.writer;
     if (pick === 'create') return undefined;
     if (pick.startsWith('hot')) {
-      const h = this.free(this.hot);
+      const h = this.take(this.hot);
       if (!h) return undefined;
       const p = h.ref;
       if (pick === 'hotUpdate')
@@ -183,15 +186,18 @@ export class PersonsWriter {
         return { inv: { op: 'add', p, did: `w${w}-h${seq}`, hot: true }, owned: [], hot: [h] };
       }
       const expected = await this.currentVersion(p);
-      if (expected === undefined) return undefined;
+      if (expected === undefined) {
+        h.busy = false;
+        return undefined;
+      }
       return { inv: { op: 'assert', p, seq, expected, hot: true }, owned: [], hot: [h] };
     }
     if (pick === 'readGone') {
       // A person this writer deleted (or merged away) must stay unreadable, in every phase.
-      const g = this.free(this.gone);
+      const g = this.take(this.gone);
       return g ? { inv: { op: 'read', p: [g.team, g.id] }, owned: [g], hot: [] } : undefined;
     }
-    const o = this.free(this.owned);
+    const o = this.take(this.owned);
     if (!o) return undefined;
     const p: PersonRef = [o.team, o.id];
     switch (pick) {
@@ -210,19 +216,25 @@ export class PersonsWriter {
       case 'read':
         return { inv: { op: 'read', p }, owned: [o], hot: [] };
       default: {
-        const target = this.free(this.owned.filter((t) => t.team === o.team && t !== o));
-        if (!target) return undefined;
+        const target = this.take(this.owned.filter((t) => t.team === o.team && t !== o));
+        if (!target) {
+          o.busy = false;
+          return undefined;
+        }
         const inv: Invocation = { op: 'merge', source: p, target: [target.team, target.id] };
         return { inv, owned: [o, target], hot: [] };
       }
     }
   }
 
-  /** A random person of `list` that is neither busy nor retired. */
-  private free<T extends { busy: boolean; retired: boolean }>(list: readonly T[]): T | undefined {
+  /** A random person of `list` that is neither busy nor retired, marked busy. */
+  private take<T extends { busy: boolean; retired: boolean }>(list: readonly T[]): T | undefined {
     for (let attempt = 0; attempt < 8; attempt++) {
       const p = list[Math.floor(this.random() * list.length)];
-      if (p && !p.busy && !p.retired) return p;
+      if (p && !p.busy && !p.retired) {
+        p.busy = true;
+        return p;
+      }
     }
     return undefined;
   }

@@ -5,6 +5,7 @@
  */
 import { startThrowawayServer } from '../test/support/throwaway-server.js';
 import type { Violations } from './checker.js';
+import { killAllChildren } from './child.js';
 import { type FaultKind, faultKinds } from './faults.js';
 import { type RoundResult, type RoundSettings, runRound } from './round.js';
 
@@ -51,8 +52,11 @@ export function roundPassed(result: RoundResult): boolean {
 export async function runSoak(options: SoakOptions): Promise<SoakTotals> {
   const started = Date.now();
   const server = await startThrowawayServer(['shared_buffers = 128MB', 'max_wal_size = 1GB']);
-  // Interrupted: the server goes with us (the children notice their parent is gone).
-  const onSignal = () => void server.stop().finally(() => process.exit(130));
+  // Interrupted: the children and the server go with us.
+  const onSignal = () => {
+    killAllChildren();
+    void server.stop().finally(() => process.exit(130));
+  };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const rounds: RoundResult[] = [];
@@ -83,6 +87,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakTotals> {
     phantom: 0,
     versions: 0,
     staleReads: 0,
+    overlaps: 0,
   };
   for (const r of rounds) {
     add(operations, r.verdict.operations);

@@ -55,6 +55,7 @@ const zero: Violations = {
   phantom: 0,
   versions: 0,
   staleReads: 0,
+  overlaps: 0,
 };
 const untouched = {
   '1:10': { version: 0, properties: {} },
@@ -150,6 +151,23 @@ describe('soak history checker', () => {
     const violations = check(ops, { ...untouched, ...hotAt(1, { s0: 1, s1: 1 }) }, baseDids);
     expect(violations.lost).toBeGreaterThanOrEqual(1);
     expect(violations.versions).toBeGreaterThanOrEqual(1);
+  });
+
+  it('two operations of one writer on one person that overlapped (a harness bug)', () => {
+    const ops = history(
+      [0, { op: 'update', p: A, seq: 1, hot: false }, 'ok', { found: true, version: 1 }],
+      [0, { op: 'update', p: A, seq: 2, hot: false }, 'ok', { found: true, version: 2 }],
+    ).map((op, i) => (i === 1 ? { ...op, start: op.start - 8 } : op));
+    const violations = check(
+      ops,
+      {
+        '1:10': { version: 2, properties: { s0: 2 } },
+        '1:11': { version: 0, properties: {} },
+        ...hotAt(0),
+      },
+      baseDids,
+    );
+    expect(violations).toEqual({ ...zero, overlaps: 1 });
   });
 
   it('an unknown create that left a person without its distinct id', () => {

@@ -31,6 +31,7 @@ describe.skipIf(!required && postgresBinDir() === undefined)('soak (CI seeds)', 
       phantom: 0,
       versions: 0,
       staleReads: 0,
+      overlaps: 0,
     });
     expect(totals.failedSeeds).toEqual([]);
     // The run exercised what it claims: the lifecycle, real traffic and faults of each family.
