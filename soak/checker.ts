@@ -76,8 +76,9 @@ interface ModelPerson {
 const key = (team: number, id: string) => `${team}:${id}`;
 const refKey = ([team, id]: PersonRef) => key(team, id);
 
-class Checker {
-  readonly violations: Violations = {
+/** Every count at 0: what a run must end with. */
+export function noViolations(): Violations {
+  return {
     lost: 0,
     resurrected: 0,
     orphans: 0,
@@ -87,6 +88,10 @@ class Checker {
     staleReads: 0,
     overlaps: 0,
   };
+}
+
+class Checker {
+  readonly violations: Violations = noViolations();
   readonly findings: string[] = [];
   /** Per writer and person, when its last operation ended (undefined: never, or unknown). */
   private readonly lastEnd = new Map<string, number | undefined>();

@@ -4,7 +4,7 @@
  * is never touched), with the totals that decide it.
  */
 import { startThrowawayServer } from '../test/support/throwaway-server.js';
-import type { Violations } from './checker.js';
+import { noViolations, type Violations } from './checker.js';
 import { killAllChildren } from './child.js';
 import { type FaultKind, faultKinds } from './faults.js';
 import { type RoundResult, type RoundSettings, runRound } from './round.js';
@@ -79,16 +79,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakTotals> {
   const operations: Record<string, number> = {};
   const codes: Record<string, number> = {};
   const faults = Object.fromEntries(faultKinds.map((k) => [k, 0])) as Record<FaultKind, number>;
-  const violations: Violations = {
-    lost: 0,
-    resurrected: 0,
-    orphans: 0,
-    halfDone: 0,
-    phantom: 0,
-    versions: 0,
-    staleReads: 0,
-    overlaps: 0,
-  };
+  const violations: Violations = noViolations();
   for (const r of rounds) {
     add(operations, r.verdict.operations);
     add(codes, r.codes);

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   checkHistory,
   type FinalPerson,
+  noViolations,
   type SeededPerson,
   type Violations,
 } from '../../soak/checker.js';
@@ -47,16 +48,7 @@ function check(
   return checkHistory(ops, final, seeded, [H]).violations;
 }
 
-const zero: Violations = {
-  lost: 0,
-  resurrected: 0,
-  orphans: 0,
-  halfDone: 0,
-  phantom: 0,
-  versions: 0,
-  staleReads: 0,
-  overlaps: 0,
-};
+const zero: Violations = noViolations();
 const untouched = {
   '1:10': { version: 0, properties: {} },
   '1:11': { version: 0, properties: {} },

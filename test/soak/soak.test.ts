@@ -9,6 +9,7 @@
  * Needs the PostgreSQL server binaries; skipped without them, except under CI.
  */
 import { describe, expect, it } from 'vitest';
+import { noViolations } from '../../soak/checker.js';
 import { soakRoundSettings } from '../../soak/settings.js';
 import { runSoak } from '../../soak/soak.js';
 import { postgresBinDir } from '../support/postgres-binaries.js';
@@ -23,16 +24,7 @@ describe.skipIf(!required && postgresBinDir() === undefined)('soak (CI seeds)', 
       ...r.verdict.findings.map((f) => `seed ${r.seed}: ${f}`),
     ]);
     expect([...findings, ...totals.crashes]).toEqual([]);
-    expect(totals.violations).toEqual({
-      lost: 0,
-      resurrected: 0,
-      orphans: 0,
-      halfDone: 0,
-      phantom: 0,
-      versions: 0,
-      staleReads: 0,
-      overlaps: 0,
-    });
+    expect(totals.violations).toEqual(noViolations());
     expect(totals.failedSeeds).toEqual([]);
     // The run exercised what it claims: the lifecycle, real traffic and faults of each family.
     for (const round of totals.rounds) expect(round.lifecycle.phaseChanges).toBe(5);
