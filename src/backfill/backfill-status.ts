@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type { AnyDb } from '../db/any-db.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
+import { type BackfillEta, BackfillEtaEstimator } from './backfill-eta.js';
 
 /**
  * One range of a backfill plan, as `status()` shows it to any process.
@@ -11,10 +12,15 @@ import type { ResolvedMigrationOptions } from '../options/migration-options.js';
  * ```
  */
 export interface BackfillRangeStatus {
+  /** The range's number in the plan (ranges split off later get new numbers). */
   readonly rangeId: number;
+  /** `pending` (never claimed), `running` (claimed, not at its end yet) or `done`. */
   readonly status: 'pending' | 'running' | 'done';
+  /** Old rows in the range when it was planned or split. */
   readonly rowsEstimated: number;
+  /** Old rows of the range read so far. */
   readonly rowsScanned: number;
+  /** Rows of the range the backfill inserted (rows the new table had already are not). */
   readonly rowsCopied: number;
   /** The worker holding the range, while its lease is live. */
   readonly worker: string | undefined;
@@ -33,8 +39,14 @@ export interface BackfillRangeStatus {
  * ```
  */
 export interface BackfillStatus {
+  /**
+   * `done` when every range is done; `paused` after `pauseBackfill()`; else `running`, also
+   * while no worker runs (a stopped backfill waiting to be resumed: see `activeWorkers`).
+   */
   readonly state: 'running' | 'paused' | 'done';
+  /** When the plan was made (the first `backfill()` call). */
   readonly plannedAt: Date;
+  /** When the last range was done; undefined until then. */
   readonly finishedAt: Date | undefined;
   /** Old rows when the plan was made (the fixed end of the backfill). */
   readonly rowsEstimated: number;
@@ -44,21 +56,37 @@ export interface BackfillStatus {
   readonly rowsCopied: number;
   /** Rows left to read, estimated per range from the plan. */
   readonly rowsToGo: number;
+  /** `rowsScanned` out of `rowsScanned + rowsToGo`, from 0 to 100. */
   readonly percent: number;
   /** Smoothed rows per second of the workers that committed a batch in the last 10 s. */
   readonly ratePerSecond: number;
-  /** Seconds to go at the current rate; undefined when nothing is being copied. */
+  /**
+   * Seconds to go at the workers' current smoothed rate; undefined when nothing is being
+   * copied. {@link BackfillStatus.eta} is the better estimate: per range, with its range.
+   */
   readonly etaSeconds: number | undefined;
+  /**
+   * When it will end and how sure that is, from each range's rows to go and observed rate
+   * (settles as the same migration object is asked again: poll it).
+   */
+  readonly eta: BackfillEta;
+  /** The rows-per-second ceiling shared by every worker; undefined when there is none. */
   readonly maxRowsPerSecond: number | undefined;
   /** Workers (of any process) that committed a batch in the last 10 s and are still running. */
   readonly activeWorkers: number;
+  /** Every range of the plan, in range order. */
   readonly ranges: readonly BackfillRangeStatus[];
 }
 
-/** Reads the backfill's progress, or undefined when it was never planned. @internal */
+/**
+ * Reads the backfill's progress, or undefined when it was never planned. `estimator` keeps
+ * what earlier reads saw, so that the ETA settles (a fresh one gives a settling estimate).
+ * @internal
+ */
 export async function readBackfillStatus(
   db: AnyDb,
   options: ResolvedMigrationOptions,
+  estimator: BackfillEtaEstimator = new BackfillEtaEstimator(),
 ): Promise<BackfillStatus | undefined> {
   const control = (name: string) => sql.id(options.controlSchema, name);
   const plan = await sql<{
@@ -110,8 +138,8 @@ export async function readBackfillStatus(
   // Killed workers linger in the worker table for up to 10 s: a finished backfill has none.
   const liveWorkers = done ? [] : workers.rows;
   const ratePerSecond = head.paused ? 0 : sum(liveWorkers.map((w) => w.rate));
-  return {
-    state: done ? 'done' : head.paused ? 'paused' : 'running',
+  const progress = {
+    state: done ? ('done' as const) : head.paused ? ('paused' as const) : ('running' as const),
     plannedAt: head.planned_at,
     finishedAt: head.finished_at ?? undefined,
     rowsEstimated: Number(head.rows_estimated),
@@ -125,6 +153,7 @@ export async function readBackfillStatus(
     activeWorkers: liveWorkers.length,
     ranges,
   };
+  return { ...progress, eta: estimator.estimate(progress) };
 }
 
 function sum(values: number[]): number {
