@@ -9,7 +9,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 export const layers = [
   ['errors', 'util', 'model'],
   ['db', 'events'],
-  ['options'],
+  ['options', 'metrics'],
   ['control', 'persons'],
   ['phases'],
   ['prepare', 'repository'],

@@ -5,25 +5,57 @@ import { integerIn, parseOptions } from '../util/parse-options.js';
 
 const backfillOptionsSchema = z
   .object({
+    /** Ranges copied at once by this process, 1 to 64 (default 2); keep it within the pool size. */
     workers: integerIn('workers', 1, 64).default(2),
+    /** Rows of a worker's first batch (default 1000); then adapted to `targetBatchMs`. */
     batchSize: integerIn('batchSize', 1, 100_000).default(1_000),
+    /** The most rows a batch adapts up to (default 20000). */
     maxBatchSize: integerIn('maxBatchSize', 1, 100_000).default(20_000),
+    /** How long a batch should take, in ms (default 250); 0 keeps `batchSize` fixed. */
     targetBatchMs: integerIn('targetBatchMs', 0, 60_000).default(250),
+    /**
+     * Rows-per-second ceiling shared by every worker of every process; taken when this call
+     * creates the plan (`setBackfillRate()` changes it live). Default: none.
+     */
     maxRowsPerSecond: integerIn('maxRowsPerSecond', 1, 100_000_000).optional(),
+    /**
+     * Ranges the plan cuts the keys into (default: at least 16, about 50,000 rows each). Must
+     * equal the existing plan's when resuming: omit it to resume.
+     */
     ranges: integerIn('ranges', 1, 100_000).optional(),
+    /**
+     * How long a worker's claim on a range lasts unrenewed, in ms (default 30000): a dead worker's
+     * range is taken over after it.
+     */
     leaseMs: integerIn('leaseMs', 200, 3_600_000).default(30_000),
+    /**
+     * How long a batch waits for a lock held by a live write before it gives way and retries, in
+     * ms (default 200); 0 keeps the session's `lock_timeout`.
+     */
     batchLockTimeoutMs: integerIn('batchLockTimeoutMs', 0, 600_000).default(200),
+    /**
+     * Retries of a batch on a transient failure, and times a locked range is put off (default 5).
+     */
     maxRetries: integerIn('maxRetries', 0, 100).default(5),
+    /** First retry delay in ms (default 100), doubled at each retry, with jitter. */
     retryBaseMs: integerIn('retryBaseMs', 1, 60_000).default(100),
+    /**
+     * Wait while a standby in `pg_stat_replication` lags more than this, in ms. Default: no check.
+     */
     maxReplicationLagMs: integerIn('maxReplicationLagMs', 1, 3_600_000).optional(),
+    /** How a batch keeps deletes away from the rows it copies: see {@link BatchLockMode}. */
     lockMode: z
       .enum(['ranges', 'rows'], { error: "lockMode must be 'ranges' or 'rows'" })
       .default('ranges'),
+    /**
+     * Name of this process's workers in status and events (default: host, pid and a random suffix).
+     */
     workerId: z
       .string({ error: 'workerId must be a string' })
       .min(1, { error: 'workerId must not be empty' })
       .max(200, { error: 'workerId must be at most 200 characters' })
       .optional(),
+    /** Aborting it stops each worker after its current batch (resumable); the result says `aborted`. */
     signal: z
       .custom<AbortSignal>((v) => v instanceof AbortSignal, {
         error: 'signal must be an AbortSignal',
@@ -52,6 +84,8 @@ const backfillOptionsSchema = z
  *   signal: controller.signal,
  * });
  * ```
+ *
+ * @useDeclaredType
  */
 export type BackfillOptions = z.input<typeof backfillOptionsSchema>;
 

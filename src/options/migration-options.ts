@@ -1,4 +1,5 @@
 import { basename } from 'node:path';
+import type { MeterProvider } from '@opentelemetry/api';
 import { z } from 'zod';
 import { identifier, integerIn, parseOptions, schemaName } from '../util/parse-options.js';
 import { databaseHandle } from './database-handle-option.js';
@@ -7,10 +8,12 @@ import { databaseHandle } from './database-handle-option.js';
 const shadowReadsSchema = z
   .object(
     {
+      /** Fraction of reads compared, from 0 (none) to 1 (every read). */
       sampleRate: z
         .number({ error: 'shadowReads.sampleRate must be a number from 0 to 1' })
         .min(0, { error: 'shadowReads.sampleRate must be a number from 0 to 1' })
         .max(1, { error: 'shadowReads.sampleRate must be a number from 0 to 1' }),
+      /** Time bound of one shadow read, in ms, from 1 to 60000 (default 200). */
       timeoutMs: integerIn('shadowReads.timeoutMs', 1, 60_000).default(200),
     },
     { error: 'shadowReads must be an object { sampleRate, timeoutMs? }' },
@@ -18,23 +21,56 @@ const shadowReadsSchema = z
   .strict()
   .transform((value) => Object.freeze(value));
 
+// Duck-typed: any copy of @opentelemetry/api (or an SDK's own provider) will do.
+const meterProviderSchema = z.custom<MeterProvider>(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { getMeter?: unknown }).getMeter === 'function',
+  { error: 'meterProvider must be an OpenTelemetry MeterProvider (an object with getMeter())' },
+);
+
 // Every option but the database handle: the CLI checks them before it connects.
 const tableOptionsShape = {
+  /** The migration's name, one control row each (default `persons`). */
   name: identifier('name').default('persons'),
+  /** Schema of the persons tables (default `public`). */
   schema: schemaName('schema').default('public'),
+  /** Schema of the library's control tables (default `dual_read`). */
   controlSchema: schemaName('controlSchema').default('dual_read'),
+  /** The table persons move from (default `posthog_person`). */
   oldTable: identifier('oldTable').default('posthog_person'),
+  /** The table persons move to, created by `prepare()` (default `posthog_person_new`). */
   newTable: identifier('newTable').default('posthog_person_new'),
+  /** The distinct ids table (default `posthog_persondistinctid`). */
   distinctIdsTable: identifier('distinctIdsTable').default('posthog_persondistinctid'),
+  /** Fallback re-read of the phase when no notification comes, in ms (default 1000). */
   phaseRefreshIntervalMs: integerIn('phaseRefreshIntervalMs', 50, 600_000).default(1_000),
+  /**
+   * How long a phase change waits for in-flight writes, and `prepare()` for a lock another
+   * session holds on the tables, in ms (default 10000).
+   */
   phaseChangeLockTimeoutMs: integerIn('phaseChangeLockTimeoutMs', 1, 600_000).default(10_000),
+  /**
+   * How long a write waits for the phase fence, in ms (default 15000); then it throws
+   * `PhaseFenceTimeoutError`, nothing written.
+   */
   writeFenceTimeoutMs: integerIn('writeFenceTimeoutMs', 1, 600_000).default(15_000),
+  /** How this service's instances appear in the client registry (default: the script's name). */
   serviceName: z
     .string({ error: 'serviceName must be a string' })
     .min(1, { error: 'serviceName must not be empty' })
     .max(200, { error: 'serviceName must be at most 200 characters' })
     .default(() => basename(process.argv[1] ?? 'node')),
+  /**
+   * How often a repository instance refreshes its registry row, in ms (default 5000); three
+   * missed and it counts as dead.
+   */
   heartbeatIntervalMs: integerIn('heartbeatIntervalMs', 100, 600_000).default(5_000),
+  /**
+   * Compare sampled merged reads with the new table alone (default off): see
+   * {@link ShadowReadsOptions}.
+   */
   shadowReads: shadowReadsSchema.optional(),
 };
 
@@ -54,13 +90,29 @@ function distinctTables<
 }
 
 const migrationOptionsSchema = distinctTables(
-  z.object({ db: databaseHandle, ...tableOptionsShape }).strict(),
+  z
+    .object({
+      /** The database, from `openDatabase()` (required). */
+      db: databaseHandle,
+      /**
+       * The OpenTelemetry `MeterProvider` the migration records its metrics with. Default: the
+       * global one of `@opentelemetry/api` when the migration is created (a no-op without an SDK).
+       */
+      meterProvider: meterProviderSchema.optional(),
+      ...tableOptionsShape,
+    })
+    .strict(),
 );
 
 const migrationOptionsWithoutDbSchema = distinctTables(z.object(tableOptionsShape).strict());
 
 /**
  * Options of {@link createPersonsMigration}. Only `db` is required.
+ *
+ * `meterProvider`: the OpenTelemetry `MeterProvider` the migration records its metrics with
+ * (see the README's Metrics section). Default: the global one of `@opentelemetry/api`, as it
+ * is when the migration is created; without an SDK installed it is a no-op and the migration
+ * records nothing.
  *
  * @example
  * ```ts
@@ -70,6 +122,8 @@ const migrationOptionsWithoutDbSchema = distinctTables(z.object(tableOptionsShap
  *   newTable: 'posthog_person_new',
  * };
  * ```
+ *
+ * @useDeclaredType
  */
 export type PersonsMigrationOptions = z.input<typeof migrationOptionsSchema>;
 
@@ -97,6 +151,8 @@ export type PersonsMigrationOptions = z.input<typeof migrationOptionsSchema>;
  *   log.warn({ method, keys }, 'new table disagrees with the merged read'),
  * );
  * ```
+ *
+ * @useDeclaredType
  */
 export type ShadowReadsOptions = z.input<typeof shadowReadsSchema>;
 

@@ -3,7 +3,14 @@ import { integerIn, parseOptions } from '../util/parse-options.js';
 
 const prepareOptionsSchema = z
   .object({
+    /**
+     * Hash-partition the new table by `team_id` into this many partitions (2 to 1024). Default: not
+     * partitioned.
+     */
     partitions: integerIn('partitions', 2, 1024).optional(),
+    /**
+     * Run it all in a transaction that is rolled back: the DDL and the findings, nothing changed.
+     */
     dryRun: z.boolean({ error: 'dryRun must be true or false' }).default(false),
   })
   .strict();
@@ -16,6 +23,8 @@ const prepareOptionsSchema = z
  * await migration.prepare({ partitions: 16 }); // new table hash-partitioned by team_id
  * const plan = await migration.prepare({ dryRun: true }); // the DDL and findings, nothing changed
  * ```
+ *
+ * @useDeclaredType
  */
 export type PrepareOptions = z.input<typeof prepareOptionsSchema>;
 

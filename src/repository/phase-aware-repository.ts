@@ -245,7 +245,11 @@ export class PhaseAwareRepository implements PersonsRepository {
 
   // ---------------------------------------------------------------- writes
 
-  async createPerson(input: CreatePersonInput): Promise<CreatePersonResult> {
+  createPerson(input: CreatePersonInput): Promise<CreatePersonResult> {
+    return this.timed('createPerson', () => this.runCreatePerson(input));
+  }
+
+  private async runCreatePerson(input: CreatePersonInput): Promise<CreatePersonResult> {
     const person = checkNewPerson(input);
     const { teamId, distinctIds, versions, uuid } = person;
     const s = await this.sqlPromise();
@@ -296,41 +300,57 @@ export class PhaseAwareRepository implements PersonsRepository {
     });
   }
 
-  async updatePerson(
+  updatePerson(
     teamId: number,
     personId: PersonId,
     update: PersonUpdate,
   ): Promise<PersonRow | undefined> {
-    const result = await this.update(teamId, personId, checkPersonUpdate(update), undefined);
-    return result;
+    return this.timed('updatePerson', () =>
+      this.update(teamId, personId, checkPersonUpdate(update), undefined),
+    );
   }
 
-  async updatePersonAssertVersion(
+  updatePersonAssertVersion(
     teamId: number,
     personId: PersonId,
     expectedVersion: number,
     update: PersonUpdate,
   ): Promise<AssertVersionResult> {
-    checkArgument(callArguments.expectedVersion, expectedVersion, 'expectedVersion');
-    const change = checkPersonUpdate(update);
-    const person = await this.update(teamId, personId, change, expectedVersion);
-    return person ? { status: 'updated', person } : { status: 'no_match' };
+    return this.timed('updatePersonAssertVersion', async () => {
+      checkArgument(callArguments.expectedVersion, expectedVersion, 'expectedVersion');
+      const change = checkPersonUpdate(update);
+      const person = await this.update(teamId, personId, change, expectedVersion);
+      return person ? { status: 'updated', person } : { status: 'no_match' };
+    });
   }
 
-  async deletePerson(teamId: number, personId: PersonId): Promise<boolean> {
-    toTeamId(teamId);
-    const id = toIdText(personId, 'personId');
-    const s = await this.sqlPromise();
-    return this.write(({ trx, phase }) =>
-      this.exec(trx, () => s.writes.deletePerson(trx, phase, teamId, id)),
-    );
+  deletePerson(teamId: number, personId: PersonId): Promise<boolean> {
+    return this.timed('deletePerson', async () => {
+      toTeamId(teamId);
+      const id = toIdText(personId, 'personId');
+      const s = await this.sqlPromise();
+      return this.write(({ trx, phase }) =>
+        this.exec(trx, () => s.writes.deletePerson(trx, phase, teamId, id)),
+      );
+    });
   }
 
-  async addDistinctId(
+  addDistinctId(
     teamId: number,
     personId: PersonId,
     distinctId: string,
     version = 0,
+  ): Promise<AddDistinctIdResult> {
+    return this.timed('addDistinctId', () =>
+      this.runAddDistinctId(teamId, personId, distinctId, version),
+    );
+  }
+
+  private async runAddDistinctId(
+    teamId: number,
+    personId: PersonId,
+    distinctId: string,
+    version: number,
   ): Promise<AddDistinctIdResult> {
     toTeamId(teamId);
     const id = toIdText(personId, 'personId');
@@ -346,7 +366,17 @@ export class PhaseAwareRepository implements PersonsRepository {
     return Number(row.inserted) > 0 ? { status: 'added' } : { status: 'conflict' };
   }
 
-  async moveDistinctIds(
+  moveDistinctIds(
+    teamId: number,
+    sourcePersonId: PersonId,
+    targetPersonId: PersonId,
+  ): Promise<MoveDistinctIdsResult> {
+    return this.timed('moveDistinctIds', () =>
+      this.runMoveDistinctIds(teamId, sourcePersonId, targetPersonId),
+    );
+  }
+
+  private async runMoveDistinctIds(
     teamId: number,
     sourcePersonId: PersonId,
     targetPersonId: PersonId,
@@ -393,6 +423,22 @@ export class PhaseAwareRepository implements PersonsRepository {
   }
 
   // ---------------------------------------------------------------- plumbing
+
+  /**
+   * Runs one public write call and emits `write:done` with its duration and whether it
+   * returned: two clock reads and one event per call.
+   */
+  private async timed<T>(method: string, run: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    let ok = false;
+    try {
+      const result = await run();
+      ok = true;
+      return result;
+    } finally {
+      this.deps.events.emit('write:done', { method, ms: performance.now() - started, ok });
+    }
+  }
 
   private async update(
     teamId: number,
@@ -499,7 +545,10 @@ export class PhaseAwareRepository implements PersonsRepository {
       const { phase } = this.bound;
       const raw = await this.rows(this.bound.trx, build(phase));
       // Only dual_read statements carry the marker column.
-      if (phase !== 'dual_read') return raw;
+      if (phase !== 'dual_read') {
+        this.answered(method, phase, raw, 0, undefined);
+        return raw;
+      }
       let fromOld = 0;
       const rows = raw.map(({ [fromOldColumn]: old, ...row }) => {
         if (old === true) fromOld++;
@@ -547,9 +596,9 @@ export class PhaseAwareRepository implements PersonsRepository {
   }
 
   /**
-   * Bookkeeping of an answered read (the marker column already stripped): in `dual_read`,
-   * counts it, emits `read:fallback` when old rows were returned, and offers it to the shadow
-   * reads. Never throws into the read.
+   * Bookkeeping of an answered read (the marker column already stripped): emits `read:done`
+   * with the persons per source; in `dual_read`, counts it, emits `read:fallback` when old
+   * rows were returned, and offers it to the shadow reads. Never throws into the read.
    */
   private answered(
     method: string,
@@ -558,7 +607,16 @@ export class PhaseAwareRepository implements PersonsRepository {
     fromOld: number,
     s: Sql | undefined,
   ): void {
-    if (phase !== 'dual_read' || !isTracked(method)) return;
+    if (!isTracked(method)) return;
+    // Outside dual_read a read has one table: old in `old`, the new one after the cutover.
+    const old = phase === 'dual_read' ? fromOld : phase === 'old' ? rows.length : 0;
+    this.deps.events.emit('read:done', {
+      method,
+      phase,
+      fromNew: rows.length - old,
+      fromOld: old,
+    });
+    if (phase !== 'dual_read') return;
     this.readiness.stats.recordRead(method, rows.length, fromOld);
     if (fromOld > 0) {
       this.deps.events.emit('read:fallback', { method, rows: fromOld, total: rows.length });

@@ -27,12 +27,19 @@ import { comparedColumns } from './compared-columns.js';
 export interface DiffTablesResult {
   /** No key is missing in the new table, older there, or different at the same version. */
   readonly clean: boolean;
+  /** Rows of the old table compared. */
   readonly oldRows: number;
+  /** Rows of the new table compared. */
   readonly newRows: number;
+  /** Keys per class, the agreeing ones included. */
   readonly counts: Readonly<Partial<Record<DiffedKey['class'] | AgreeingClass, number>>>;
+  /** Keys that differ (every class but the agreeing ones). */
   readonly mismatches: number;
+  /** The first `maxKeys` differing keys. */
   readonly keys: readonly DiffedKey[];
+  /** True when more keys differ than `keys` holds. */
   readonly truncated: boolean;
+  /** How long the diff took, in milliseconds. */
   readonly ms: number;
 }
 

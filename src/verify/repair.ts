@@ -9,7 +9,16 @@ import { repairPage } from './repair-copy.js';
 import { VerificationStore } from './verification-store.js';
 import type { VerifyContext } from './verify-context.js';
 
-/** What a repair changed. */
+/**
+ * What a repair (`verify({ repair: true })`) changed. It never deletes, and leaves
+ * `content_differs` and `resurrected` keys to a person to decide.
+ *
+ * @example
+ * ```ts
+ * const { repair } = await migration.verify({ repair: true });
+ * console.log(`copied ${repair?.copied}, updated ${repair?.updated}`);
+ * ```
+ */
 export interface RepairResult {
   /** Old rows copied into the new table (keys that were `missing_in_new`). */
   readonly copied: number;

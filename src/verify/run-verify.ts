@@ -7,7 +7,12 @@ import { readTableShape } from '../db/table-shape.js';
 import { NotInstalledError, VerifyRefusedError } from '../errors.js';
 import type { DualReadEmitter } from '../events.js';
 import { everyKey, type KeyRange } from '../model/key.js';
-import { type AgreeingClass, isAgreeing, type MismatchClass } from '../model/mismatch-class.js';
+import {
+  type AgreeingClass,
+  isAgreeing,
+  type MismatchClass,
+  mismatchClasses,
+} from '../model/mismatch-class.js';
 import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import type { ResolvedVerifyOptions } from '../options/verify-options.js';
 import { estimateRows, splitRange } from '../persons/key-range.js';
@@ -44,12 +49,15 @@ export interface VerificationResult {
   readonly id: string;
   /** No key in a class that makes a run unclean remains after re-checks (and repair). */
   readonly clean: boolean;
+  /** The option `method` it ran with. */
   readonly method: 'join' | 'checksum';
   /** True when every key was checked (not only some backfill ranges). */
   readonly full: boolean;
+  /** The columns whose content was compared. */
   readonly columns: readonly string[];
-  /** Rows of each table the check looked at. */
+  /** Rows of the old table the check looked at. */
   readonly oldRows: number;
+  /** Rows of the new table the check looked at. */
   readonly newRows: number;
   /** Keys per class: mismatches (open, after re-checks) and agreeing classes (at scan time). */
   readonly counts: Readonly<Partial<Record<MismatchClass | AgreeingClass, number>>>;
@@ -69,6 +77,7 @@ export interface VerificationResult {
    * unclean by themselves, they block the cutover.
    */
   readonly strayWrites: number;
+  /** How long the run took, in milliseconds. */
   readonly ms: number;
 }
 
@@ -318,7 +327,13 @@ async function finishRun(
     mismatches,
     Math.round(ms),
   );
-  run.events.emit('verify:done', { verificationId: id, clean, mismatches, ms });
+  run.events.emit('verify:done', {
+    verificationId: id,
+    clean,
+    mismatches,
+    counts: mismatchCounts(counts),
+    ms,
+  });
   return {
     id,
     clean,
@@ -336,6 +351,15 @@ async function finishRun(
     strayWrites: (await new StrayWrites(options).read(db, 0)).count,
     ms,
   };
+}
+
+/** Every mismatch class with its open keys (0 when none), for the `verify:done` event. */
+function mismatchCounts(
+  counts: Readonly<Partial<Record<string, number>>>,
+): Record<MismatchClass, number> {
+  const byClass = {} as Record<MismatchClass, number>;
+  for (const cls of mismatchClasses) byClass[cls] = counts[cls] ?? 0;
+  return byClass;
 }
 
 /** The backfill ranges asked for, as chunks; unknown range ids are refused, naming them. */

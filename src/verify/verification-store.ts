@@ -7,7 +7,16 @@ import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { keyAfter } from '../persons/key-range.js';
 import { classArray } from './verify-context.js';
 
-/** Outcome of a stored verification run. */
+/**
+ * Outcome of a stored verification run: `running` until it ends, then `clean`, `mismatched`,
+ * `failed` (an error stopped it) or `aborted` (its signal stopped it).
+ *
+ * @example
+ * ```ts
+ * const latest = await migration.verification();
+ * if (latest?.status === 'mismatched') console.error(`${latest.mismatches} keys differ`);
+ * ```
+ */
 export type VerificationOutcome = 'running' | 'clean' | 'mismatched' | 'failed' | 'aborted';
 
 /**
@@ -20,16 +29,25 @@ export type VerificationOutcome = 'running' | 'clean' | 'mismatched' | 'failed' 
  * ```
  */
 export interface VerificationSummary {
+  /** The run's id in the control schema. */
   readonly id: string;
+  /** The option `method` it ran with. */
   readonly method: 'join' | 'checksum';
+  /** How it ended, or `running`. */
   readonly status: VerificationOutcome;
   /** True when the run covered every key (not only some backfill ranges). */
   readonly full: boolean;
+  /** What it covered, in words: `every key` or `backfill ranges 3, 4`. */
   readonly range: string;
+  /** The columns whose content it compared. */
   readonly columns: readonly string[];
+  /** When it started. */
   readonly startedAt: Date;
+  /** When it ended; undefined while it runs. */
   readonly finishedAt: Date | undefined;
+  /** Rows of the old table it looked at. */
   readonly oldRows: number;
+  /** Rows of the new table it looked at. */
   readonly newRows: number;
   /** Keys per class, agreeing classes included. */
   readonly counts: Readonly<Record<string, number>>;
@@ -50,8 +68,11 @@ export interface VerificationSummary {
  * ```
  */
 export interface MismatchedKey {
+  /** The person's team. */
   readonly teamId: number;
+  /** The person's id, an exact decimal string. */
   readonly personId: string;
+  /** What is wrong at this key: see {@link MismatchClass}. */
   readonly class: MismatchClass;
   /** True when `verify({ repair: true })` repaired the key (it agrees now). */
   readonly repaired: boolean;
