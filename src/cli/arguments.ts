@@ -6,10 +6,17 @@
  * name the option ({@link flagFor} points back at the flag).
  * @internal
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { BackfillOptions } from '../options/backfill-options.js';
 import type { PersonsMigrationOptions } from '../options/migration-options.js';
 import type { VerifyOptions } from '../options/verify-options.js';
+import {
+  type CliConfig,
+  databaseUrlOf,
+  parseCliConfig,
+  withConfigDefaults,
+} from './config-file.js';
 import { UsageError } from './usage.js';
 
 /** The commands the CLI knows. @internal */
@@ -69,8 +76,12 @@ export interface CliInvocation {
   readonly partitions: number | undefined;
   /** `prepare --dry-run`. */
   readonly dryRun: boolean;
-  /** `status --json`, `verify --json`. */
+  /** `status --json`, `verify --json`, `backfill --json`. */
   readonly json: boolean;
+  /** `status --watch`: redraw the status until Ctrl-C. */
+  readonly watch: boolean;
+  /** `status --watch --interval-ms N`; undefined: the default (the CLI checks the value). */
+  readonly intervalMs: number | undefined;
   /** `backfill --workers N ...`: only the flags given (the library applies its defaults). */
   readonly backfill: CliBackfillOptions;
   /** `backfill-rate <N|none>`: rows per second, `null` for none; undefined for other commands. */
@@ -149,6 +160,7 @@ export function flagFor(optionPath: string, command?: CommandName): string | und
   if (optionPath === 'partitions') return '--partitions';
   if (optionPath === 'workerId') return '--worker-id';
   if (optionPath === 'lockMode') return '--lock-mode';
+  if (optionPath === 'intervalMs') return '--interval-ms';
   if (command === 'backfill-rate' && optionPath === 'maxRowsPerSecond') {
     return 'the argument of backfill-rate';
   }
@@ -165,9 +177,12 @@ export function flagFor(optionPath: string, command?: CommandName): string | und
 
 const parseOptions = {
   'database-url': { type: 'string' },
+  config: { type: 'string' },
   partitions: { type: 'string' },
   'dry-run': { type: 'boolean' },
   json: { type: 'boolean' },
+  watch: { type: 'boolean' },
+  'interval-ms': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   name: { type: 'string' },
   schema: { type: 'string' },
@@ -203,7 +218,9 @@ const parseOptions = {
 const commandsOfFlag: Partial<Record<keyof typeof parseOptions, readonly CommandName[]>> = {
   partitions: ['prepare'],
   'dry-run': ['prepare'],
-  json: ['status', 'verify', 'clients'],
+  json: ['status', 'verify', 'clients', 'backfill'],
+  watch: ['status'],
+  'interval-ms': ['status'],
   'worker-id': ['backfill'],
   'lock-mode': ['backfill'],
   ...Object.fromEntries(Object.keys(backfillNumberFlags).map((flag) => [flag, ['backfill']])),
@@ -245,6 +262,7 @@ function parse(argv: readonly string[]) {
 export function parseCliArguments(
   argv: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
+  readFile: (path: string) => string = (path) => readFileSync(path, 'utf8'),
 ): CliInvocation {
   let parsed: ParsedArgs;
   try {
@@ -269,23 +287,55 @@ export function parseCliArguments(
   if (first === 'drop-retired' && values.confirm === undefined) {
     throw new UsageError('drop-retired needs --confirm NAME: the retired table status shows');
   }
-  const databaseUrl = values['database-url'] ?? nonEmpty(env.DATABASE_URL);
+  const configFile = values.config;
+  const config = configFile === undefined ? undefined : readConfig(configFile, readFile);
+  const databaseUrl = databaseUrlOf(values['database-url'], config, env, configFile);
   if (databaseUrl === undefined) {
-    throw new UsageError('no database: pass --database-url or set DATABASE_URL');
+    throw new UsageError(
+      'no database: pass --database-url or set DATABASE_URL (or name a variable in --config: databaseUrlEnv)',
+    );
   }
+  const configurable = withConfigDefaults(
+    first,
+    {
+      migration: migrationOptionsOf(values),
+      backfill: first === 'backfill' ? backfillOptionsOf(values) : {},
+      verify: first === 'verify' ? verifyOptionsOf(values) : {},
+      lifecycle: lifecycleOptionsOf(values),
+    },
+    config,
+  );
   return {
     command: first,
     databaseUrl,
-    migration: migrationOptionsOf(values),
+    ...configurable,
     partitions: partitionsOf(values),
     dryRun: values['dry-run'] ?? false,
     json: values.json ?? false,
-    backfill: first === 'backfill' ? backfillOptionsOf(values) : {},
+    watch: values.watch ?? false,
+    intervalMs: intervalOf(values),
     rate,
-    verify: first === 'verify' ? verifyOptionsOf(values) : {},
     role: values.role,
-    lifecycle: lifecycleOptionsOf(values),
   };
+}
+
+/** Reads and validates `--config FILE` (exit 2 naming the file, and the field, when it is bad). */
+function readConfig(file: string, readFile: (path: string) => string): CliConfig {
+  let content: string;
+  try {
+    content = readFile(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new UsageError(`${file}: cannot read the config file (${code})`);
+  }
+  return parseCliConfig(file, content);
+}
+
+/** `--interval-ms N` (only with `--watch`); its range is checked before connecting. */
+function intervalOf(values: FlagValues): number | undefined {
+  if (values['interval-ms'] === undefined) return undefined;
+  if (!values.watch) throw new UsageError('--interval-ms only applies to status --watch');
+  return parseNumber('--interval-ms', values['interval-ms']);
 }
 
 function lifecycleOptionsOf(values: FlagValues): CliLifecycleOptions {
@@ -420,6 +470,8 @@ function helpInvocation(): CliInvocation {
     partitions: undefined,
     dryRun: false,
     json: false,
+    watch: false,
+    intervalMs: undefined,
     backfill: {},
     rate: undefined,
     verify: {},
@@ -430,8 +482,4 @@ function helpInvocation(): CliInvocation {
 
 function isCommand(value: string): value is CommandName {
   return (commandNames as readonly string[]).includes(value);
-}
-
-function nonEmpty(value: string | undefined): string | undefined {
-  return value === undefined || value.trim() === '' ? undefined : value;
 }

@@ -1,5 +1,6 @@
 /**
- * The `backfill` command: runs `migration.backfill()` with a live progress line.
+ * The `backfill` command: runs `migration.backfill()` while showing its progress: a live
+ * display on a terminal, plain lines otherwise, JSON events with `--json`.
  * @internal
  */
 
@@ -8,18 +9,28 @@ import type { BackfillResult } from '../backfill/run-backfill.js';
 import type { PersonsMigration } from '../migration/persons-migration.js';
 import { resolveBackfillOptions } from '../options/backfill-options.js';
 import type { CliInvocation } from './arguments.js';
-import { count, plural, progressLine } from './backfill-format.js';
+import { backfillDoneEvent } from './backfill-events.js';
+import { count, plural } from './backfill-format.js';
+import {
+  type BackfillOutput,
+  jsonBackfillOutput,
+  liveBackfillOutput,
+  plainBackfillOutput,
+} from './backfill-output.js';
+import { type BackfillView, watchBackfill } from './backfill-watch.js';
 import type { CommandIo, Print } from './command.js';
 import { type StopSignal, stopExitCodes, stopOnSignal } from './stop-signal.js';
 
-/** How often `backfill` prints its progress line. @internal */
-export const progressIntervalMs = 2_000;
-
 /**
- * `backfill [--workers N] [--batch-size N] ...`: runs `migration.backfill()` with the options
- * given (the library validates them and applies its defaults) until every range is done.
- * Prints a progress line of the whole plan (all processes) every {@link progressIntervalMs}
- * from `backfillStatus()`, a note when the backfill is paused, and a summary at the end.
+ * `backfill [--workers N] [--batch-size N] ... [--json]`: runs `migration.backfill()` with the
+ * options given (the library validates them and applies its defaults) until every range is
+ * done, showing the progress of the whole plan (all processes) from `backfillStatus()`:
+ * - on a terminal, a live display redrawn every second: a bar with rows, percent, rate, ETA,
+ *   workers, ranges done/running/deferred, this process's retries, the phase and the fleet's
+ *   fallback rate (read every 5 s); the last frame stays, the summary follows it;
+ * - otherwise a progress line every 2 s, a note when the backfill is paused, and the summary;
+ * - with `--json`, newline-delimited events: `progress` every 2 s, `paused`, `stopping`, and a
+ *   final `done` (instead of the summary).
  *
  * The first SIGINT or SIGTERM aborts the call's signal: every worker stops after its current
  * batch (each batch commits with its checkpoint), gives its range back, and the command
@@ -44,99 +55,62 @@ export const progressIntervalMs = 2_000;
 export async function backfill(
   migration: PersonsMigration,
   invocation: CliInvocation,
-  { print, onStop }: CommandIo,
+  io: CommandIo,
 ): Promise<number | undefined> {
   // The library's own validation, run first so that a bad flag fails before anything is
   // printed; backfill() below validates the same options again.
   resolveBackfillOptions(invocation.backfill);
-  const stop = stopOnSignal(onStop, (signal) =>
-    print(
-      `${signal}: stopping after the current batch (a second signal quits at once; ` +
-        'the batch in flight then rolls back)',
-    ),
-  );
-  const progress = watchProgress(migration, print);
-  print(
-    `backfill of migration "${migration.options.name}": progress every ${progressIntervalMs / 1_000} s; ` +
-      'Ctrl-C stops it after the current batch (resumable)',
-  );
+  const output = backfillOutputOf(migration, invocation, io);
+  const stop = stopOnSignal(io.onStop, output.stopping);
+  const watch = watchBackfill(migration, output, output.timing);
+  output.start(watch.view());
   let result: BackfillResult;
+  let final: BackfillView | undefined;
   try {
     result = await migration.backfill({ ...invocation.backfill, signal: stop.signal });
   } finally {
-    await progress.stop();
+    final = await watch.stop();
+    output.end(final);
     stop.unsubscribe();
   }
-  return reportOutcome(migration, result, stop.stoppedBy(), print);
+  const stoppedBy = stop.stoppedBy();
+  const code = outcomeExitCode(result, stoppedBy);
+  if (invocation.json) io.print(backfillDoneEvent(result, final.status, stoppedBy, code ?? 0));
+  else reportOutcome(result, final.status, stoppedBy, io.print);
+  return code;
+}
+
+/** The output `backfill` shows its progress on: JSON, a live display, or plain lines. */
+function backfillOutputOf(
+  migration: PersonsMigration,
+  invocation: CliInvocation,
+  { print, openLiveDisplay }: CommandIo,
+): BackfillOutput {
+  const { name } = migration.options;
+  if (invocation.json) return jsonBackfillOutput(print, name);
+  if (openLiveDisplay) return liveBackfillOutput(openLiveDisplay(), name);
+  return plainBackfillOutput(print, name);
+}
+
+/** 0 (undefined) when every range is done, 130/143 when a signal stopped it, else 1. */
+function outcomeExitCode(
+  result: BackfillResult,
+  stoppedBy: StopSignal | undefined,
+): number | undefined {
+  if (result.finished) return undefined;
+  return stoppedBy ? stopExitCodes[stoppedBy] : 1;
 }
 
 /**
- * Prints the progress line of the whole plan every {@link progressIntervalMs} (once while
- * paused), a note when the backfill pauses, and this run's own figures when the plan's cannot
- * be read. `stop()` ends it and waits for a read in flight.
+ * The closing lines of `backfill`. `plan`: the figures of the whole plan, read after the run
+ * (undefined when they could not be read: the run's outcome stands).
  */
-function watchProgress(migration: PersonsMigration, print: Print): { stop(): Promise<void> } {
-  // This run's own figures, from the events (the progress line shows the whole plan's).
-  const run = { scanned: 0, copied: 0 };
-  // Said once per pause, whichever worker notices it first; the progress line says when the
-  // backfill runs again.
-  let pausedNoted = false;
-  const onBatch = ({ scanned, copied }: { scanned: number; copied: number }) => {
-    run.scanned += scanned;
-    run.copied += copied;
-  };
-  const onPaused = () => {
-    if (pausedNoted) return;
-    pausedNoted = true;
-    print('the backfill is paused: waiting (backfill-resume continues it)');
-  };
-  migration.events.on('backfill:batch', onBatch).on('backfill:paused', onPaused);
-
-  let reading: Promise<void> | undefined;
-  let lastLine: string | undefined;
-  let ended = false;
-  const printProgress = (s: BackfillStatus | undefined) => {
-    if (s === undefined || ended) return;
-    const line = progressLine(s);
-    // While paused the line would not change: say it once.
-    if (s.state !== 'paused' || line !== lastLine) print(line);
-    lastLine = line;
-    if (s.state !== 'paused') pausedNoted = false;
-  };
-  const printRun = () => {
-    if (!ended) {
-      print(`backfill: this run scanned ${count(run.scanned)} rows, copied ${count(run.copied)}`);
-    }
-  };
-  const timer = setInterval(() => {
-    if (reading !== undefined) return; // the previous read is still running: skip a beat
-    reading = migration
-      .backfillStatus()
-      .then(printProgress, printRun)
-      .finally(() => {
-        reading = undefined;
-      });
-  }, progressIntervalMs);
-  timer.unref();
-  return {
-    async stop() {
-      ended = true;
-      clearInterval(timer);
-      await reading;
-      migration.events.off('backfill:batch', onBatch).off('backfill:paused', onPaused);
-    },
-  };
-}
-
-/** The closing lines of `backfill` and its exit status. */
-async function reportOutcome(
-  migration: PersonsMigration,
+function reportOutcome(
   result: BackfillResult,
+  plan: BackfillStatus | undefined,
   stoppedBy: StopSignal | undefined,
   print: Print,
-): Promise<number | undefined> {
-  // The figures of the whole plan; the run's outcome stands even if they cannot be read.
-  const plan = await migration.backfillStatus().catch(() => undefined);
+): void {
   const thisRun =
     `this run: ${count(result.rowsScanned)} rows scanned, ${count(result.rowsCopied)} copied, ` +
     `${plural(result.batches, 'batch', 'batches')}, ${plural(result.rangesDone, 'range')} finished ` +
@@ -147,7 +121,7 @@ async function reportOutcome(
         `${count(plan?.rowsCopied ?? result.rowsCopied)} copied in total (100%)`,
     );
     print(thisRun);
-    return undefined;
+    return;
   }
   const where = plan ? ` at ${plan.percent.toFixed(1)}%, ${count(plan.rowsToGo)} rows to go` : '';
   print(`backfill stopped${stoppedBy ? ` by ${stoppedBy}` : ''}${where}`);
@@ -156,5 +130,4 @@ async function reportOutcome(
     'the backfill is resumable: run backfill again (from this or any host) to continue from ' +
       'its committed checkpoints',
   );
-  return stoppedBy ? stopExitCodes[stoppedBy] : 1;
 }

@@ -5,6 +5,7 @@
  * @internal
  */
 import type { BackfillRangeStatus, BackfillStatus } from '../backfill/backfill-status.js';
+import { etaJson, etaText } from './eta-format.js';
 
 /**
  * Plans with at most this many ranges list every range in `status`; bigger plans list the
@@ -26,23 +27,6 @@ export function count(value: number): string {
   return Math.round(value).toLocaleString('en-US');
 }
 
-/**
- * Seconds as `45 s`, `4 min 12 s`, `2 h 05 min`; `unknown` for undefined.
- *
- * @example
- * ```ts
- * duration(252); // '4 min 12 s'
- * ```
- * @internal
- */
-export function duration(seconds: number | undefined): string {
-  if (seconds === undefined || !Number.isFinite(seconds)) return 'unknown';
-  const s = Math.ceil(seconds);
-  if (s < 60) return `${s} s`;
-  if (s < 3_600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`;
-  return `${Math.floor(s / 3_600)} h ${String(Math.floor((s % 3_600) / 60)).padStart(2, '0')} min`;
-}
-
 function percent(value: number): string {
   return `${value.toFixed(1)}%`;
 }
@@ -58,7 +42,7 @@ export function plural(n: number, one: string, many = `${one}s`): string {
  * @example
  * ```ts
  * progressLine(status);
- * // 'backfill 42.3%: 12,345 rows scanned, 16,800 to go, 5,120 rows/s, ETA 4 s, 2 workers active'
+ * // 'backfill 42.3%: 12,345 rows scanned, 16,800 to go, 5,120 rows/s, ETA 4 s (3 s to 5 s), 2 workers active'
  * ```
  * @internal
  */
@@ -70,7 +54,7 @@ export function progressLine(s: BackfillStatus): string {
   const tail =
     s.state === 'paused'
       ? 'backfill-resume continues it'
-      : `${count(s.ratePerSecond)} rows/s, ETA ${duration(s.etaSeconds)}`;
+      : `${count(s.ratePerSecond)} rows/s, ${etaText(s, 'long')}`;
   return (
     `${head}: ${count(s.rowsScanned)} rows scanned, ${count(s.rowsToGo)} to go, ${tail}, ` +
     `${plural(s.activeWorkers, 'worker')} active`
@@ -115,7 +99,7 @@ export function statusLines(s: BackfillStatus | undefined): string[] {
     lines.push(`${indent}planned ${s.plannedAt.toISOString()}${finished}`);
   } else {
     lines.push(
-      `${indent}${count(s.ratePerSecond)} rows/s (${ceiling}), ETA ${duration(s.etaSeconds)}`,
+      `${indent}${count(s.ratePerSecond)} rows/s (${ceiling}), ${etaText(s, 'long')}`,
       `${indent}planned ${s.plannedAt.toISOString()}`,
     );
   }
@@ -170,6 +154,7 @@ export function statusJson(s: BackfillStatus | undefined) {
     rowsToGo: s.rowsToGo,
     ratePerSecond: s.ratePerSecond,
     etaSeconds: s.etaSeconds ?? null,
+    eta: etaJson(s),
     maxRowsPerSecond: s.maxRowsPerSecond ?? null,
     activeWorkers: s.activeWorkers,
     plannedAt: s.plannedAt.toISOString(),

@@ -6,6 +6,7 @@
  */
 import type { PersonsMigration } from '../migration/persons-migration.js';
 import type { CliInvocation, CommandName } from './arguments.js';
+import type { LiveDisplay } from './live-display.js';
 import type { OnStopSignal } from './stop-signal.js';
 
 /** Where a command writes its lines (already redacted by the caller). @internal */
@@ -15,6 +16,12 @@ export type Print = (line: string) => void;
 export interface CommandIo {
   readonly print: Print;
   readonly onStop: OnStopSignal;
+  /**
+   * Opens a live display on the terminal (`backfill`, `verify`, `status --watch`); undefined
+   * when stdout is not a terminal (a pipe, a file, CI) or with `--json`: print lines then.
+   * While a display is open, lines go through its `print`.
+   */
+  readonly openLiveDisplay: (() => LiveDisplay) | undefined;
 }
 
 /** A command that needs the database. @internal */

@@ -10,13 +10,13 @@ import type { PrepareOptions } from '../options/prepare-options.js';
 import type { PrepareResult } from '../prepare/prepare.js';
 import type { CliInvocation } from './arguments.js';
 import { backfill } from './backfill-command.js';
-import { count, statusJson, statusLines } from './backfill-format.js';
+import { count } from './backfill-format.js';
 import type { Command, CommandIo, DatabaseCommand, Print } from './command.js';
 import { findingLines } from './finding-format.js';
 import { clients, cutover, dropRetired, finalize, rollback } from './lifecycle-commands.js';
-import { lifecycleLines } from './lifecycle-format.js';
+import { statusJsonOf, statusTextLines } from './status-format.js';
+import { statusWatch } from './status-watch.js';
 import { verify } from './verify-command.js';
-import { verificationJson, verificationStatusLines } from './verify-format.js';
 
 /**
  * `install`: create or upgrade the control schema.
@@ -225,7 +225,8 @@ export async function backfillRate(
 
 /**
  * `status [--json]`: the phase as stored now, the backfill's progress and the latest
- * verification.
+ * verification. `status --watch [--interval-ms N] [--json]` redraws it until Ctrl-C
+ * ({@link statusWatch}).
  *
  * The JSON form is one object with the fields of `MigrationStatus` plus `controlSchema`;
  * `epoch` is a decimal string, dates are ISO 8601, and `backfill` is `null` before the first
@@ -247,31 +248,14 @@ export async function backfillRate(
 export async function status(
   migration: PersonsMigration,
   invocation: CliInvocation,
-  { print }: CommandIo,
-): Promise<undefined> {
+  io: CommandIo,
+): Promise<number | undefined> {
+  const { print } = io;
+  if (invocation.watch) return statusWatch(migration, invocation, io);
   const s = await migration.status();
   const { controlSchema } = migration.options;
-  if (invocation.json) {
-    print(
-      JSON.stringify({
-        ...s,
-        phaseChangedAt: s.phaseChangedAt.toISOString(),
-        backfill: statusJson(s.backfill),
-        verification: verificationJson(s.verification),
-        controlSchema,
-      }),
-    );
-    return undefined;
-  }
-  print(`migration "${s.name}" (control schema "${controlSchema}")`);
-  print(`  phase         ${s.phase} (epoch ${s.epoch}, since ${s.phaseChangedAt.toISOString()})`);
-  print(`  old table     ${s.oldTable}`);
-  print(`  new table     ${s.newTable}`);
-  print(`  distinct ids  ${s.distinctIdsTable}`);
-  for (const line of statusLines(s.backfill)) print(line);
-  for (const line of verificationStatusLines(s.verification, s.backfill)) print(line);
-  for (const line of lifecycleLines(s)) print(line);
-  for (const line of findingLines('warning', s.warnings)) print(line);
+  if (invocation.json) print(JSON.stringify(statusJsonOf(s, controlSchema)));
+  else for (const line of statusTextLines(s, controlSchema)) print(line);
   return undefined;
 }
 

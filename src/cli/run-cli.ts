@@ -22,7 +22,9 @@ import { resolveVerifyOptions } from '../options/verify-options.js';
 import { type CliInvocation, parseCliArguments } from './arguments.js';
 import { describeFailure } from './cli-errors.js';
 import { commands, prepareOptionsOf } from './commands.js';
+import { createLiveDisplay, liveTerminalOf, type TerminalStream } from './live-display.js';
 import { passwordsOf, redactSecrets } from './redact.js';
+import { watchIntervalOf } from './status-watch.js';
 import { type OnStopSignal, onProcessStop } from './stop-signal.js';
 import { usage } from './usage.js';
 
@@ -47,14 +49,27 @@ export interface CliIo {
    * default effect: the process ends at once). Tests pass their own to stop a backfill.
    */
   readonly onStop: OnStopSignal;
+  /**
+   * The terminal `backfill`, `verify` and `status --watch` draw their live display on (written
+   * to directly, not through `stdout`); undefined for plain lines. By default `process.stdout`
+   * when it is a terminal (and `TERM` is not `dumb`) and `stdout` is not given; a caller that
+   * passes its own `stdout` gets plain lines unless it passes a terminal too.
+   */
+  readonly terminal: TerminalStream | undefined;
 }
 
-const processIo: CliIo = {
+const processIo: Omit<CliIo, 'terminal'> = {
   stdout: (line) => process.stdout.write(`${line}\n`),
   stderr: (line) => process.stderr.write(`${line}\n`),
   env: process.env,
   onStop: onProcessStop,
 };
+
+/** The terminal of the live display: the process's own only when its stdout is used. */
+function terminalOf(io: Partial<CliIo>, env: CliIo['env']): TerminalStream | undefined {
+  if ('terminal' in io) return io.terminal;
+  return io.stdout === undefined ? liveTerminalOf(process.stdout, env) : undefined;
+}
 
 /**
  * Runs `pg-dual-read` with `argv` (the arguments after the program name) and resolves to the
@@ -71,8 +86,10 @@ const processIo: CliIo = {
  */
 export async function runCli(argv: readonly string[], io: Partial<CliIo> = {}): Promise<number> {
   const { stdout, stderr, env, onStop } = { ...processIo, ...io };
+  const terminal = terminalOf(io, env);
   let passwords: string[] = [];
-  const out = (line: string) => stdout(redactSecrets(line, passwords));
+  const redact = (line: string) => redactSecrets(line, passwords);
+  const out = (line: string) => stdout(redact(line));
   const err = (line: string) => stderr(redactSecrets(line, passwords));
 
   let invocation: CliInvocation;
@@ -95,7 +112,13 @@ export async function runCli(argv: readonly string[], io: Partial<CliIo> = {}): 
       maxConnections: connectionsFor(invocation),
     });
     migration = createPersonsMigration({ ...invocation.migration, db });
-    const code = await commands[invocation.command](migration, invocation, { print: out, onStop });
+    const openLiveDisplay =
+      terminal && !invocation.json ? () => createLiveDisplay(terminal, redact) : undefined;
+    const code = await commands[invocation.command](migration, invocation, {
+      print: out,
+      onStop,
+      openLiveDisplay,
+    });
     return code ?? 0;
   } catch (error) {
     return fail(error, err, invocation);
@@ -122,6 +145,7 @@ function checkCommandOptions(invocation: CliInvocation): void {
   if (invocation.command === 'grants') {
     checkArgument(callArguments.roleName, invocation.role, 'role');
   }
+  if (invocation.command === 'status' && invocation.watch) watchIntervalOf(invocation);
   const { lifecycle } = invocation;
   if (invocation.command === 'cutover') resolveCutoverOptions(lifecycle);
   if (invocation.command === 'rollback') resolveRollbackOptions(lifecycle);
@@ -131,14 +155,15 @@ function checkCommandOptions(invocation: CliInvocation): void {
 
 /**
  * One connection runs a command (phase changes do not need a pool); a backfill needs one per
- * worker, and one for its progress line; a verification reads both tables at once (checksums
- * of the old and the new range side by side). An invalid --workers is the library's to refuse.
+ * worker, one for its progress, and the status its display reads every few seconds checks
+ * the catalog side by side; a verification reads both tables at once (checksums of the old and
+ * the new range side by side). An invalid --workers is the library's to refuse.
  */
 function connectionsFor(invocation: CliInvocation): number {
   if (invocation.command === 'verify') return 4;
   if (invocation.command !== 'backfill') return 2;
   const workers = invocation.backfill.workers ?? 2;
-  return Number.isSafeInteger(workers) ? Math.min(Math.max(workers, 1), 64) + 2 : 2;
+  return Number.isSafeInteger(workers) ? Math.min(Math.max(workers, 1), 64) + 4 : 2;
 }
 
 function fail(error: unknown, err: (line: string) => void, invocation?: CliInvocation): 1 | 2 {

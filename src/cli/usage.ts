@@ -46,7 +46,9 @@ Commands:
   start-dual-read         old -> dual_read: reads merge both tables, writes go to new
   backfill                copy the old rows the new table lacks (phase dual_read);
                           resumable, and processes on other hosts can join it.
-                          Prints progress every 2 s. The first Ctrl-C (SIGINT) or
+                          On a terminal, a live display (bar, rows, rate, ETA,
+                          workers, ranges, retries, phase, fleet fallback rate);
+                          else progress every 2 s. The first Ctrl-C (SIGINT) or
                           SIGTERM stops it after the current batch, exit 130 or 143:
                           run backfill again to resume. A second Ctrl-C quits at once
                           (the batch in flight rolls back; still resumable)
@@ -64,13 +66,16 @@ Commands:
                           its own range) or FOR SHARE on each copied old row (slower,
                           twice the WAL; a delete waits only for a batch holding its row)
     --worker-id ID        this process's name in status (default host:pid:random)
+    --json                newline-delimited JSON events: {"type":"progress",...}
+                          every 2 s, then {"type":"done",...}
   backfill-pause          pause every worker of every process (within one batch)
   backfill-resume         resume a paused backfill
   backfill-rate N|none    change the rows-per-second ceiling of a planned backfill
   verify                  check that the new table agrees with the old one (phase
                           dual_read), in Postgres: prints a summary (clean or not,
                           rows, keys per class), then EVERY mismatched key, one per
-                          line: class team_id person_id (never row values).
+                          line: class team_id person_id (never row values). On a
+                          terminal, a live display of chunks done and mismatches.
                           Exit 0 clean, 1 mismatches remain. The run is stored:
                           status shows the latest. Ctrl-C stops it (stored as
                           aborted), exit 130
@@ -83,14 +88,19 @@ Commands:
     --max-keys N          list the first N keys only (default: all; 0 to 1000000)
     --no-distinct-ids     skip the distinct-ids checks (orphan_distinct_id,
                           person_without_distinct_id)
-    --json                one JSON object: the result, then "keys" (every key, one
-                          per line: class, teamId, personId, repaired)
+    --json                newline-delimited JSON events: {"type":"progress",...} per
+                          chunk (when several), then {"type":"done",...}: the result
+                          and "keys" (every key: class, teamId, personId, repaired)
   status                  show the phase, the tables, the backfill's progress and
                           the latest verification (when, full or partial,
                           mismatches, newer than the backfill or not); lists each
                           backfill range when there are at most 16, else the
                           running ones
     --json                as one JSON object (every range included)
+    --watch               redraw it until Ctrl-C (exit 0): a live display on a
+                          terminal, a line per interval otherwise; with --json, a
+                          {"type":"status",...} event per interval, then "done"
+    --interval-ms N       --watch's interval (200 to 3600000, default 2000)
   cutover                 dual_read -> new: reads and writes use the new table only;
                           refused, listing every unmet guard, until the backfill is
                           done, a full clean verification is newer than it, nothing
@@ -121,6 +131,11 @@ Connection:
   --database-url URL      postgres://..., or pglite:///abs/dir, pglite://./rel/dir
                           (default: the DATABASE_URL environment variable; prefer it
                           for URLs with a password, as arguments show up in ps)
+  --config FILE           a JSON file with the migration's tables ("migration") and
+                          defaults for "backfill", "verify" and "lifecycle" (actor,
+                          finalize's timeouts); flags override it. Never the URL:
+                          "databaseUrlEnv" names the variable that holds it. A bad
+                          file exits 2 naming the field, before connecting
 
 Migration (the same values as the services' createPersonsMigration() options):
   --name NAME             migration name (default persons)

@@ -2,14 +2,14 @@
  * The `verify` command: runs `migration.verify()` and lists every mismatched key.
  * @internal
  */
-import type { DualReadEvents } from '../events.js';
 import type { PersonsMigration } from '../migration/persons-migration.js';
 import { resolveVerifyOptions } from '../options/verify-options.js';
 import type { VerificationResult } from '../verify/run-verify.js';
 import type { MismatchedKey } from '../verify/verification-store.js';
 import type { CliInvocation, CliVerifyOptions } from './arguments.js';
-import { count, plural } from './backfill-format.js';
+import { plural } from './backfill-format.js';
 import type { CommandIo, Print } from './command.js';
+import { ndjsonLine } from './ndjson.js';
 import { type CommandStop, type StopSignal, stopExitCodes, stopOnSignal } from './stop-signal.js';
 import {
   keyJson,
@@ -19,6 +19,7 @@ import {
   verificationResultJson,
   verifySummaryLines,
 } from './verify-format.js';
+import { type VerifyProgress, watchVerify } from './verify-progress.js';
 
 /**
  * Exit status of a `verify` that finished with mismatches left (after re-checks and repair).
@@ -38,12 +39,16 @@ export const mismatchExitCode = 1;
  *
  * Text: a summary (outcome, what was checked, rows, counts per class, what a repair changed),
  * then one line per key, `class team_id person_id` (` repaired` appended for a repaired key).
- * With more than one chunk of keys, a progress line per chunk comes first.
+ * While it runs, on a terminal, a live display (chunks done of total, mismatches so far,
+ * elapsed) whose last frame stays above the summary; otherwise, with more than one chunk of
+ * keys, a progress line per chunk comes first.
  *
- * JSON: one object on one line, the fields of `VerificationResult` except its inline keys,
- * plus `migration` and `ranges`, then `keys` (every key listed:
- * `{"class","teamId","personId","repaired"}`) and `truncated` (true when `--max-keys` cut the
- * list).
+ * JSON (newline-delimited events): with more than one chunk, a `progress` event per chunk;
+ * then the `done` event: the fields of `VerificationResult` except its inline keys, plus
+ * `migration`, `ranges`, `outcome` (`clean`, `mismatched`) and `exitCode`, then `keys` (every
+ * key listed: `{"class","teamId","personId","repaired"}`) and `truncated` (true when
+ * `--max-keys` cut the list). Stopped by a signal: a `stopping` event, then
+ * `{"type":"done","outcome":"stopped","signal":...,"exitCode":130}`.
  *
  * Resolves to 0 when the run is clean, {@link mismatchExitCode} when mismatches remain. The
  * first SIGINT or SIGTERM stops the verification between chunks (the run is stored as
@@ -64,19 +69,20 @@ export const mismatchExitCode = 1;
 export async function verify(
   migration: PersonsMigration,
   invocation: CliInvocation,
-  { print, onStop }: CommandIo,
+  io: CommandIo,
 ): Promise<number> {
+  const { print } = io;
   const options = invocation.verify;
   const { json } = invocation;
   // The library's own validation first, so that a bad flag fails before anything is printed.
   resolveVerifyOptions(options);
-  const stop = stopOnSignal(onStop, (signal) => {
-    if (!json) print(`${signal}: stopping the verification (a second signal quits at once)`);
-  });
+  const progress = watchVerify(migration, { json, io });
+  const stop = stopOnSignal(io.onStop, progress.stopping);
   try {
-    const result = await runVerification(migration, options, stop, json ? undefined : print);
+    const result = await runVerification(migration, options, stop, progress);
     if (typeof result === 'string') {
-      if (!json) print(`verification stopped by ${result}: stored as aborted; run verify again`);
+      if (json) print(stoppedEvent(result));
+      else print(`verification stopped by ${result}: stored as aborted; run verify again`);
       return stopExitCodes[result];
     }
     return json
@@ -88,24 +94,15 @@ export async function verify(
 }
 
 /**
- * Runs `migration.verify()` until the stop signal; `progress` (text output) gets a line per
- * chunk when there are several. The result, or the signal that stopped it.
+ * Runs `migration.verify()` until the stop signal, its chunks shown by `progress` (ended when
+ * the call returns or throws). The result, or the signal that stopped it.
  */
 async function runVerification(
   migration: PersonsMigration,
   options: CliVerifyOptions,
   stop: CommandStop,
-  progress: Print | undefined,
+  progress: VerifyProgress,
 ): Promise<VerificationResult | StopSignal> {
-  const onChunk = ({ chunk, chunks, mismatches }: DualReadEvents['verify:chunk'][0]) => {
-    if (chunks > 1) {
-      progress?.(
-        `verify: chunk ${count(chunk)} of ${count(chunks)} checked, ` +
-          `${plural(mismatches, 'key')} to re-check`,
-      );
-    }
-  };
-  migration.events.on('verify:chunk', onChunk);
   try {
     return await migration.verify({ ...options, signal: stop.signal });
   } catch (error) {
@@ -113,8 +110,18 @@ async function runVerification(
     if (stoppedBy === undefined) throw error;
     return stoppedBy;
   } finally {
-    migration.events.off('verify:chunk', onChunk);
+    progress.end();
   }
+}
+
+/** The `done` event of a `verify --json` that a signal stopped. */
+function stoppedEvent(signal: StopSignal): string {
+  return ndjsonLine('done', {
+    command: 'verify',
+    outcome: 'stopped',
+    signal,
+    exitCode: stopExitCodes[signal],
+  });
 }
 
 /**
@@ -169,7 +176,7 @@ async function printText(
   return result.clean ? 0 : mismatchExitCode;
 }
 
-/** `verify --json`: one object, serialised once; the exit status. */
+/** `verify --json`'s `done` event: one object, serialised once; the exit status. */
 async function printJson(
   migration: PersonsMigration,
   result: VerificationResult,
@@ -180,10 +187,15 @@ async function printJson(
   const keys: ReturnType<typeof keyJson>[] = [];
   const end = await eachKey(migration, result, options, stop, (key) => keys.push(keyJson(key)));
   const stoppedBy = stop.stoppedBy();
-  if (end === 'stopped' && stoppedBy !== undefined) return stopExitCodes[stoppedBy];
+  if (end === 'stopped' && stoppedBy !== undefined) {
+    print(stoppedEvent(stoppedBy));
+    return stopExitCodes[stoppedBy];
+  }
   const head = verificationResultJson(result, migration.options.name, options.ranges);
-  print(JSON.stringify({ ...head, keys, truncated: end === 'cut' }));
-  return result.clean ? 0 : mismatchExitCode;
+  const exitCode = result.clean ? 0 : mismatchExitCode;
+  const outcome = result.clean ? 'clean' : 'mismatched';
+  print(ndjsonLine('done', { ...head, outcome, exitCode, keys, truncated: end === 'cut' }));
+  return exitCode;
 }
 
 /** What was asked for, as the library describes the run in status: ids sorted, each once. */

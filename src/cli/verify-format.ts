@@ -10,7 +10,8 @@ import { agreeingClasses, mismatchClasses } from '../model/mismatch-class.js';
 import type { RepairResult } from '../verify/repair.js';
 import type { VerificationResult } from '../verify/run-verify.js';
 import type { MismatchedKey, VerificationSummary } from '../verify/verification-store.js';
-import { count, duration, plural } from './backfill-format.js';
+import { count, plural } from './backfill-format.js';
+import { duration } from './duration-format.js';
 
 /** Mismatch classes in the order the CLI lists their counts (an unknown class comes after). */
 const mismatchOrder = mismatchClasses;

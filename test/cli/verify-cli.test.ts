@@ -375,10 +375,13 @@ describeOnRealServer('verify from the command line on a PostgreSQL server', () =
     expect(partial.code).toBe(1);
     expect(partial.stdout).toContain('  checked       backfill ranges 1 (partial), join');
     expect(keyLines(partial.lines)).toEqual([`missing_in_new 1 ${ids[0]}`]);
-    const json = JSON.parse(
-      (await cli(['verify', '--json', '--ranges', '1,2', ...options], { env })).stdout,
-    );
-    expect(json).toMatchObject({ full: false, ranges: [1, 2], mismatches: 1 });
+    // Two chunks (one per range): a progress event for each, then the result as `done`.
+    const events = (
+      await cli(['verify', '--json', '--ranges', '1,2', ...options], { env })
+    ).lines.map((line) => JSON.parse(line));
+    expect(events.map((e) => e.type)).toEqual(['progress', 'progress', 'done']);
+    expect(events[1]).toMatchObject({ command: 'verify', chunk: 2, chunks: 2 });
+    expect(events[2]).toMatchObject({ full: false, ranges: [1, 2], mismatches: 1, exitCode: 1 });
 
     expect((await statusJson(options)).verification).toMatchObject({
       status: 'mismatched',
