@@ -48,6 +48,9 @@ export type DualReadErrorCode =
  * ```
  */
 export abstract class DualReadError extends Error {
+  /**
+   * Literal code of the error class (`'PHASE_TRANSITION'`, ...): branch on it, not on the message.
+   */
   abstract readonly code: DualReadErrorCode;
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -67,7 +70,13 @@ export class InvalidOptionsError extends DualReadError {
   readonly code = 'INVALID_OPTIONS' as const;
   constructor(
     message: string,
-    readonly issues: readonly { path: string; message: string }[],
+    /** Each bad option or argument, the first one first. */
+    readonly issues: readonly {
+      /** Dotted path of the option (`workers`, `shadowReads.sampleRate`), never its value. */
+      path: string;
+      /** What is wrong and what is accepted: `workers must be an integer from 1 to 64`. */
+      message: string;
+    }[],
   ) {
     super(message);
   }
@@ -117,6 +126,7 @@ export interface PreflightProblem {
 export class PreflightError extends DualReadError {
   readonly code = 'PREFLIGHT_FAILED' as const;
   constructor(
+    /** Each reason for the refusal, with its fix. */
     readonly problems: readonly PreflightProblem[],
     /** What needs attention besides (not a reason for the refusal). */
     readonly warnings: readonly PreflightProblem[] = [],
@@ -142,7 +152,9 @@ export class PhaseTransitionError extends DualReadError {
   readonly code = 'PHASE_TRANSITION' as const;
   constructor(
     message: string,
+    /** The phase the migration is in (nothing changed it). */
     readonly from: string,
+    /** The phase that was asked for. */
     readonly to: string,
   ) {
     super(message);
@@ -173,7 +185,9 @@ export class NotInstalledError extends DualReadError {
 export class ControlSchemaTooNewError extends DualReadError {
   readonly code = 'CONTROL_SCHEMA_TOO_NEW' as const;
   constructor(
+    /** Version of the control schema in the database. */
     readonly installedVersion: number,
+    /** Highest control schema version this library knows. */
     readonly supportedVersion: number,
   ) {
     super(
@@ -196,8 +210,11 @@ export class QueryFailedError extends DualReadError {
   readonly code = 'QUERY_FAILED' as const;
   constructor(
     message: string,
+    /** The statement's SQL text, with `$1` placeholders (the parameters are never kept). */
     readonly sql: string,
+    /** How many parameters the statement had. */
     readonly parameterCount: number,
+    /** Postgres's SQLSTATE (`40001`, `23505`, ...), undefined when the connection died. */
     readonly sqlState: string | undefined,
     options?: { cause?: unknown },
   ) {
@@ -275,6 +292,7 @@ export class BackfillDataError extends DualReadError {
     readonly rangeId: number,
     /** The violated constraint (or, for `NOT NULL`, the column), when Postgres named it. */
     readonly constraint: string | undefined,
+    /** Postgres's SQLSTATE of the failure (`23505`, `23514`, `22001`, ...). */
     readonly sqlState: string | undefined,
     /** A statement that lists the keys of the old rows at fault in the range. */
     readonly listing: string,
@@ -376,9 +394,13 @@ export class PhaseFenceTimeoutError extends DualReadError {
  * ```
  */
 export interface UnmetGuard {
+  /** Stable identifier of the guard, e.g. `backfill_unfinished`, `verification_unclean`. */
   readonly guard: string;
+  /** What is not met, naming tables, counts and times (never row values). */
   readonly message: string;
+  /** What to do so that the guard is met. */
   readonly fix: string;
+  /** True when `force: true` may waive it (the waiver is recorded in the phase history). */
   readonly overridable: boolean;
 }
 
@@ -396,7 +418,9 @@ export interface UnmetGuard {
 export class TransitionRefusedError extends DualReadError {
   readonly code = 'TRANSITION_REFUSED' as const;
   constructor(
+    /** The refused call: `cutover` or `finalize`. */
     readonly transition: string,
+    /** Every guard that is not met, not only the first. */
     readonly unmet: readonly UnmetGuard[],
   ) {
     super(

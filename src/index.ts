@@ -1,3 +1,10 @@
+/**
+ * Move a live Postgres persons table to a new table without downtime: the phase-aware
+ * repository, the phase changes, the backfill, verification and cutover.
+ *
+ * @module pg-dual-read
+ */
+export type { BackfillEta } from './backfill/backfill-eta.js';
 export type { BackfillRangeStatus, BackfillStatus } from './backfill/backfill-status.js';
 export type { BackfillResult } from './backfill/run-backfill.js';
 export type { InstallResult } from './control/install.js';
@@ -33,6 +40,12 @@ export {
   VerifyRefusedError,
 } from './errors.js';
 export { DualReadEmitter, type DualReadEvents } from './events.js';
+export {
+  type MetricDefinition,
+  type MetricKey,
+  meterName,
+  metricDefinitions,
+} from './metrics/metric-definitions.js';
 export {
   createPersonsMigration,
   type MigrationStatus,

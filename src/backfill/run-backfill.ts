@@ -28,10 +28,15 @@ export interface BackfillResult {
   readonly aborted: boolean;
   /** True when this call wrote the plan. */
   readonly planned: boolean;
+  /** Old rows this call's workers read. */
   readonly rowsScanned: number;
+  /** Rows this call's workers inserted into the new table. */
   readonly rowsCopied: number;
+  /** Batches this call's workers committed. */
   readonly batches: number;
+  /** Ranges this call's workers brought to their end. */
   readonly rangesDone: number;
+  /** How long the call took, in milliseconds. */
   readonly ms: number;
 }
 

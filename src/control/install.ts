@@ -10,7 +10,7 @@ import { controlMigrations, latestControlVersion } from './control-migrations.js
 const debug = createDebug('pg-dual-read:install');
 
 /**
- * What {@link installControlSchema} did.
+ * What `migration.install()` ({@link PersonsMigration.install}) did.
  *
  * @example
  * ```ts

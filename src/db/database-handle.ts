@@ -34,8 +34,18 @@ export type StopListening = () => Promise<void>;
  * ```
  */
 export type ListenConnectionEvent =
-  | { readonly state: 'lost'; readonly reason: string }
-  | { readonly state: 'restored'; readonly attempts: number };
+  | {
+      /** The connection broke. */
+      readonly state: 'lost';
+      /** Why, as the driver said it. */
+      readonly reason: string;
+    }
+  | {
+      /** The connection listens again. */
+      readonly state: 'restored';
+      /** Connection attempts it took, the successful one included. */
+      readonly attempts: number;
+    };
 
 /**
  * An open database: a Kysely instance plus what the library needs beyond queries.
@@ -55,7 +65,12 @@ export type ListenConnectionEvent =
  * ```
  */
 export interface DatabaseHandle {
+  /**
+   * The Kysely instance (`Kysely<any>`: the tables are named by configuration at run time),
+   * for your own queries, e.g. with Kysely's `sql` template.
+   */
   readonly db: AnyDb;
+  /** Whether it is a PostgreSQL server (a pool) or an embedded PGlite (one session). */
   readonly backend: DatabaseBackend;
   /**
    * Subscribe to `LISTEN channel`, on a connection of its own (never a slot of the pool),
@@ -68,6 +83,14 @@ export interface DatabaseHandle {
     onNotify: (payload: string) => void,
     onConnection?: (event: ListenConnectionEvent) => void,
   ) => Promise<StopListening>;
-  /** Close what the handle opened. A handle wrapping a user's pool or Kysely leaves it open. */
+  /**
+   * Close what the handle opened. A handle wrapping a user's pool or Kysely leaves it open.
+   *
+   * @example
+   * ```ts
+   * await migration.close(); // the migration first: it stops LISTEN and its timers
+   * await handle.close();
+   * ```
+   */
   close(): Promise<void>;
 }

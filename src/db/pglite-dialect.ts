@@ -52,15 +52,21 @@ export interface PGliteDialectConfig {
  */
 export class PGliteDialect implements Dialect {
   constructor(private readonly config: PGliteDialectConfig) {}
+  /** Kysely calls it: the driver that runs one transaction at a time on PGlite's session. */
   createDriver(): Driver {
     return new PGliteDriver(this.config.pglite);
   }
+  /** Kysely calls it: PGlite speaks PostgreSQL's SQL, so Kysely's Postgres compiler. */
   createQueryCompiler(): QueryCompiler {
     return new PostgresQueryCompiler();
   }
+  /**
+   * Kysely calls it: Kysely's Postgres adapter (transactional DDL, `RETURNING`, advisory locks).
+   */
   createAdapter(): DialectAdapter {
     return new PostgresAdapter();
   }
+  /** Kysely calls it: Kysely's Postgres introspector, over this dialect's own Kysely instance. */
   createIntrospector(db: AnyDb): DatabaseIntrospector {
     return new PostgresIntrospector(db);
   }

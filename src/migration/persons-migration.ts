@@ -1,3 +1,5 @@
+import { metrics } from '@opentelemetry/api';
+import { BackfillEtaEstimator } from '../backfill/backfill-eta.js';
 import { type BackfillStatus, readBackfillStatus } from '../backfill/backfill-status.js';
 import { PlanStore } from '../backfill/plan-store.js';
 import { type BackfillResult, runBackfill } from '../backfill/run-backfill.js';
@@ -19,6 +21,7 @@ import {
   VerifyRefusedError,
 } from '../errors.js';
 import { DualReadEmitter } from '../events.js';
+import { MigrationMetrics } from '../metrics/migration-metrics.js';
 import type { Phase, PhaseState } from '../model/phase.js';
 import { type BackfillOptions, resolveBackfillOptions } from '../options/backfill-options.js';
 import { callArguments, checkArgument, toMismatchesOptions } from '../options/call-arguments.js';
@@ -64,12 +67,19 @@ import {
  * ```
  */
 export interface MigrationStatus {
+  /** The migration's name (option `name`). */
   readonly name: string;
+  /** The phase stored in the control row, read by this call. */
   readonly phase: PhaseState['phase'];
+  /** Increases by one on every phase change; a decimal string (int8). */
   readonly epoch: string;
+  /** When the phase last changed. */
   readonly phaseChangedAt: Date;
+  /** The old table, schema-qualified (`public.posthog_person`). */
   readonly oldTable: string;
+  /** The new table, schema-qualified. */
   readonly newTable: string;
+  /** The distinct ids table, schema-qualified. */
   readonly distinctIdsTable: string;
   /** The backfill's progress and ETA; undefined before the first `backfill()`. */
   readonly backfill: BackfillStatus | undefined;
@@ -98,7 +108,12 @@ export interface MigrationStatus {
   /** The old table's name after `finalize()` (until `dropRetiredTable()`), else undefined. */
   readonly retiredTable: string | undefined;
   /** Keys of the old table written by something other than the library since `dual_read` began. */
-  readonly strayWrites: { readonly count: number; readonly keys: readonly StrayWrite[] };
+  readonly strayWrites: {
+    /** How many keys (per operation) were written behind the library's back. */
+    readonly count: number;
+    /** The 20 written last. */
+    readonly keys: readonly StrayWrite[];
+  };
   /** The latest phase changes, newest first, with who asked and what was waived. */
   readonly history: readonly PhaseChange[];
   /** In `dual_read`: every guard that would refuse `cutover()` now (empty: ready). */
@@ -109,11 +124,17 @@ export interface MigrationStatus {
    * rows answered from the old table / rows returned, in `dual_read`).
    */
   readonly clients: {
+    /** Each live instance, with its version, epoch and read counters. */
     readonly live: readonly ClientStatus[];
+    /** The read counters of the live instances, summed. */
     readonly fleet: {
+      /** Reads answered in `dual_read`. */
       readonly reads: number;
+      /** Persons those reads returned. */
       readonly rows: number;
+      /** Of those, persons that came from the old table. */
       readonly oldRows: number;
+      /** `oldRows / rows` (0 when no row was returned): 0 after the backfill means ready. */
       readonly fallbackRate: number;
     };
   };
@@ -138,12 +159,19 @@ export interface MigrationStatus {
 export class PersonsMigration {
   /** Typed events: `phase:changed`, `read:phase-retry`, `phase:refresh-failed`. */
   readonly events = new DualReadEmitter();
-  /** The validated, frozen options. */
+  /**
+   * The validated, frozen options: every field of {@link PersonsMigrationOptions} with its
+   * default applied (`migration.options.controlSchema` is `dual_read` unless set).
+   */
   readonly options: ResolvedMigrationOptions;
   private readonly store: PhaseStore;
+  /** What earlier backfillStatus() calls saw: the ETA settles as a caller polls. */
+  private readonly etaEstimator = new BackfillEtaEstimator();
   private readonly plans: PlanStore;
   private readonly verifications: VerificationStore;
   private readonly watcher: PhaseWatcher;
+  /** OpenTelemetry instruments fed by `events` (nothing without an SDK). */
+  private readonly metrics: MigrationMetrics;
   private sharedRepository: PhaseAwareRepository | undefined;
 
   /** Use {@link createPersonsMigration}. */
@@ -153,6 +181,11 @@ export class PersonsMigration {
     this.plans = new PlanStore(options);
     this.verifications = new VerificationStore(options);
     this.watcher = new PhaseWatcher(this.handle, this.store, options, this.events);
+    this.metrics = MigrationMetrics.attach(
+      options.meterProvider ?? metrics.getMeterProvider(),
+      options.name,
+      this.events,
+    );
   }
 
   private get handle(): DatabaseHandle {
@@ -283,7 +316,12 @@ export class PersonsMigration {
    * const { retiredTable } = await migration.finalize({ actor: 'ops:alice' });
    * ```
    */
-  async finalize(options: FinalizeOptions = {}): Promise<PhaseState & { retiredTable: string }> {
+  async finalize(options: FinalizeOptions = {}): Promise<
+    PhaseState & {
+      /** The old table's new name, unqualified (empty when the migration was finalized already). */
+      retiredTable: string;
+    }
+  > {
     const { state, retiredTable } = await runFinalize(
       this.handle,
       this.options,
@@ -301,7 +339,10 @@ export class PersonsMigration {
    * await migration.dropRetiredTable({ confirm: 'posthog_person_retired' });
    * ```
    */
-  dropRetiredTable(options: DropRetiredOptions): Promise<{ dropped: string }> {
+  dropRetiredTable(options: DropRetiredOptions): Promise<{
+    /** The dropped table, schema-qualified. */
+    dropped: string;
+  }> {
     const { confirm } = resolveDropRetiredOptions(options);
     return sanitizeErrors('dropRetiredTable()', () =>
       dropRetiredTable(this.handle, this.options, confirm),
@@ -449,21 +490,30 @@ export class PersonsMigration {
    */
   async backfill(options: BackfillOptions = {}): Promise<BackfillResult> {
     const resolved = resolveBackfillOptions(options);
-    return runBackfill(this.handle, this.options, resolved, this.events);
+    // The backfill gauges are read every 5 s while it runs, and once more at its end.
+    const gauges = this.metrics.trackBackfill(() => this.backfillStatus());
+    try {
+      return await runBackfill(this.handle, this.options, resolved, this.events);
+    } finally {
+      await gauges.end();
+    }
   }
 
   /**
    * Progress and ETA of the backfill as stored in the control schema (any process sees the
-   * same), or undefined before the first `backfill()`.
+   * same), or undefined before the first `backfill()`. The `eta` is made from each range's rows
+   * to go and observed rate, as this object saw them over its successive calls: a first call
+   * gives a wide, `settling` estimate; polling (every second or few) settles it.
    *
    * @example
    * ```ts
    * const progress = await migration.backfillStatus();
+   * const { seconds, lowSeconds, highSeconds, settling } = progress?.eta ?? {};
    * ```
    */
   async backfillStatus(): Promise<BackfillStatus | undefined> {
     return sanitizeErrors('backfill status', () =>
-      readBackfillStatus(this.handle.db, this.options),
+      readBackfillStatus(this.handle.db, this.options, this.etaEstimator),
     );
   }
 
@@ -595,6 +645,7 @@ export class PersonsMigration {
     // Pending shadow reads finish (each bounded by its timeout) before the caller closes the db.
     await this.sharedRepository?.close();
     await this.watcher.close();
+    this.metrics.close();
   }
 }
 

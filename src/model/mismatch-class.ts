@@ -26,7 +26,14 @@ export const mismatchClasses = [
   'person_without_distinct_id',
 ] as const;
 
-/** One of {@link mismatchClasses}. */
+/**
+ * One of {@link mismatchClasses}.
+ *
+ * @example
+ * ```ts
+ * const fixable: MismatchClass[] = ['missing_in_new', 'older_in_new']; // what repair copies
+ * ```
+ */
 export type MismatchClass = (typeof mismatchClasses)[number];
 
 /**
@@ -42,7 +49,16 @@ export type MismatchClass = (typeof mismatchClasses)[number];
  */
 export const agreeingClasses = ['same', 'newer_in_new', 'created_in_new'] as const;
 
-/** One of {@link agreeingClasses}. */
+/**
+ * One class of keys that agree: `same`, `newer_in_new` or `created_in_new`.
+ *
+ * @example
+ * ```ts
+ * const agreeing: AgreeingClass[] = ['same', 'newer_in_new', 'created_in_new'];
+ * ```
+ *
+ * @useDeclaredType
+ */
 export type AgreeingClass = (typeof agreeingClasses)[number];
 
 /** True for a class of keys that agree (counted, never listed). @internal */

@@ -36,9 +36,11 @@ export const phases: readonly Phase[] = ['old', 'dual_read', 'new', 'finalized']
  * ```
  */
 export interface PhaseState {
+  /** The phase the migration is in. */
   readonly phase: Phase;
   /** Increases by one on every phase change; a decimal string (int8). */
   readonly epoch: string;
+  /** When the phase last changed. */
   readonly changedAt: Date;
 }
 

@@ -11,20 +11,31 @@ import type { ResolvedMigrationOptions } from '../options/migration-options.js';
  * ```
  */
 export interface ClientStatus {
+  /** A random id of the repository instance, new at each start. */
   readonly instanceId: string;
+  /** The migration option `serviceName` (the script's file name by default). */
   readonly service: string;
+  /** The host name of its process. */
   readonly host: string;
+  /** Its process id. */
   readonly pid: number;
+  /** The pg-dual-read version it runs. */
   readonly libraryVersion: string;
+  /** The repository protocol it speaks (which phases and rules it knows). */
   readonly protocol: number;
   /** The phase and epoch this instance had applied at its last heartbeat. */
   readonly phase: string;
+  /** The epoch that goes with `phase` (a decimal string). */
   readonly epoch: string;
   /** Its read counters since it started: reads, rows returned, rows from the old table. */
   readonly reads: number;
+  /** Persons its reads returned. */
   readonly rows: number;
+  /** Of `rows`, persons that came from the old table. */
   readonly oldRows: number;
+  /** When the instance first registered. */
   readonly startedAt: Date;
+  /** When its last heartbeat was written. */
   readonly lastHeartbeat: Date;
 }
 

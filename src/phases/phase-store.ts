@@ -33,9 +33,13 @@ const phaseChangeIdleTimeoutMs = 5_000;
  * ```
  */
 export interface PhaseChange {
+  /** The phase before the change. */
   readonly from: string;
+  /** The phase after it. */
   readonly to: string;
+  /** The epoch the change gave the migration (a decimal string). */
   readonly epoch: string;
+  /** When it happened. */
   readonly changedAt: Date;
   /** Who asked (the `actor` option), when given. */
   readonly actor: string | undefined;

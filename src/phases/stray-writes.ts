@@ -22,11 +22,15 @@ export const strayTriggerPrefix = 'pg_dual_read_stray_';
  * ```
  */
 export interface StrayWrite {
+  /** The written person's team. */
   readonly teamId: number;
+  /** The written person's id, an exact decimal string. */
   readonly personId: string;
   /** `truncate` has the key (0, 0): the whole table. */
   readonly operation: 'insert' | 'update' | 'delete' | 'truncate';
+  /** How many writes of this `operation` the key had. */
   readonly writes: number;
+  /** When the latest of them happened. */
   readonly lastAt: Date;
 }
 

@@ -31,6 +31,7 @@ export type AssertVerifiesCleanOptions = Omit<VerifyOptions, 'repair'> & {
 export class VerificationAssertionError extends Error {
   constructor(
     message: string,
+    /** The whole result of the failed verification: counts, keys, the run's id. */
     readonly result: VerificationResult,
   ) {
     super(message);

@@ -1,3 +1,9 @@
+/**
+ * Helpers for your own test suites: a PostHog-like persons schema, seeded persons, and
+ * `assertVerifiesClean` to end a test with the migration's verification.
+ *
+ * @module pg-dual-read/testing
+ */
 export {
   type AssertVerifiesCleanOptions,
   assertVerifiesClean,

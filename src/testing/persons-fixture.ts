@@ -72,8 +72,11 @@ export async function createPostHogPersonsSchema(
  * ```
  */
 export interface SeedPersonsOptions {
+  /** Schema of the tables made by {@link createPostHogPersonsSchema}. Default `public`. */
   readonly schema?: string;
+  /** The team every seeded person belongs to. */
   readonly teamId: number;
+  /** How many persons to insert. */
   readonly count: number;
   /** Distinct ids are `${prefix}-${n}` for n = 1..count. Default `seed`. */
   readonly prefix?: string;
