@@ -218,7 +218,7 @@ export class BackfillEtaEstimator {
     return rates;
   }
 
-  /** How much the rate of the window's two halves differ from the whole's (5% to 50%). */
+  /** How much the rate of the window's two halves differ from the whole's (10% to 50%). */
   private rateSpread(first: Sample | undefined, current: Sample | undefined): number {
     if (!first || !current) return 0.5;
     const mid = this.samples.find((s) => s.activeMs >= (first.activeMs + current.activeMs) / 2);
@@ -230,7 +230,8 @@ export class BackfillEtaEstimator {
       Math.abs(rate(first, mid) - whole),
       Math.abs(rate(mid, current) - whole),
     );
-    return Math.min(0.5, Math.max(0.05, worst / whole));
+    // At least 10%: a backfill slows as the new table and its indexes grow.
+    return Math.min(0.5, Math.max(0.1, worst / whole));
   }
 }
 
