@@ -491,16 +491,22 @@ function checkHotVersions(
   const byEnd = [...acked].sort((a, b) => (a.end ?? 0) - (b.end ?? 0));
   const byStart = [...acked].sort((a, b) => a.start - b.start);
   let i = 0;
-  let highest = Number.NEGATIVE_INFINITY;
+  let highest: HistoryOp | undefined;
   for (const op of byStart) {
     while (i < byEnd.length && (byEnd[i]?.end ?? 0) < op.start) {
-      highest = Math.max(highest, byEnd[i]?.answer?.version ?? highest);
+      const ended = byEnd[i];
+      if ((ended?.answer?.version ?? 0) > (highest?.answer?.version ?? Number.NEGATIVE_INFINITY)) {
+        highest = ended;
+      }
       i++;
     }
-    if ((op.answer?.version ?? 0) <= highest)
+    const version = op.answer?.version ?? 0;
+    if (highest && version <= (highest.answer?.version ?? 0))
       checker.flag(
         'versions',
-        `hot person ${k}: w${op.writer}#${op.n} returned a version below an earlier update's`,
+        `hot person ${k}: w${op.writer}#${op.n} returned a version below an earlier update's ` +
+          `(${version}, began ${(op.start - (highest.end ?? 0)).toFixed(1)} ms after ` +
+          `w${highest.writer}#${highest.n} returned ${highest.answer?.version})`,
       );
   }
 }

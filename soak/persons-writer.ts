@@ -7,7 +7,6 @@
  * A writer never runs two operations of one person at once, so its history replays in order;
  * after an operation of unknown outcome it leaves that operation's persons alone.
  */
-import { performance } from 'node:perf_hooks';
 import { rng } from '../bench/support.js';
 import type { PersonsRepository } from '../src/index.js';
 import type { Answer, Invocation, Outcome, PersonRef } from './history.js';
@@ -65,7 +64,13 @@ interface Hot {
   retired: boolean;
 }
 
-const clock = () => performance.timeOrigin + performance.now();
+/**
+ * Milliseconds on the machine's monotonic clock (CLOCK_MONOTONIC, one for every process):
+ * the checker orders operations of different processes by it. Not `timeOrigin + now()`: each
+ * process takes its `timeOrigin` from the wall clock when it starts, so a step of the wall
+ * clock between two writers' starts shifts one's operations against the other's.
+ */
+const clock = () => Number(process.hrtime.bigint()) / 1e6;
 
 function errorCode(error: unknown): string {
   const e = error as { code?: unknown; sqlState?: unknown; name?: unknown };
