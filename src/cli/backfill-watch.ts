@@ -144,8 +144,16 @@ export function watchBackfill(
   };
 }
 
-/** The phase and the fleet's counters of a `status()`. */
-function fleetOf(s: MigrationStatus): FleetView {
+/**
+ * The phase and the fleet's counters of a `status()`.
+ *
+ * @example
+ * ```ts
+ * const fleet = fleetOf(await migration.status()); // { phase: 'dual_read', fallbackRate: 0.02, ... }
+ * ```
+ * @internal
+ */
+export function fleetOf(s: MigrationStatus): FleetView {
   return {
     phase: s.phase,
     epoch: s.epoch,

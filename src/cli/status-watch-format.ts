@@ -8,6 +8,7 @@
 import type { MigrationStatus } from '../migration/persons-migration.js';
 import { count, plural } from './backfill-format.js';
 import { barWidth, fleetLine, planLines } from './backfill-frame.js';
+import { fleetOf } from './backfill-watch.js';
 import { etaText } from './eta-format.js';
 import { lifecycleLines } from './lifecycle-format.js';
 import { ndjsonLine } from './ndjson.js';
@@ -52,16 +53,6 @@ export function statusWatchFrame(s: MigrationStatus, intervalMs: number, at: Dat
     lines.push(`${label('warnings')}${s.warnings.length} (status lists them with their fix)`);
   }
   return lines;
-}
-
-function fleetOf(s: MigrationStatus) {
-  return {
-    phase: s.phase,
-    epoch: s.epoch,
-    fallbackRate: s.clients.fleet.fallbackRate,
-    rows: s.clients.fleet.rows,
-    liveClients: s.clients.live.length,
-  };
 }
 
 /**
