@@ -11,6 +11,7 @@ import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { PhaseStore } from '../phases/phase-store.js';
 import { StrayWrites } from '../phases/stray-writes.js';
 import { relationName } from '../prepare/new-table-names.js';
+import { renameConsolidatedIndexes } from './consolidated-index-names.js';
 import { finalizeGuards } from './finalize-guards.js';
 import { whileBusy } from './while-busy.js';
 
@@ -20,9 +21,10 @@ const busy = 'tables_busy';
 /**
  * `new -> finalized`, the consolidation: in one short transaction the old table is renamed to
  * its retired name, the new table takes the old table's name (dashboards, ad-hoc queries and
- * services that never used this library read the right rows), the `id` sequence becomes the
- * consolidated table's (dropping the retired table can never drop it), and the stray-write
- * trigger goes. The transaction takes the phase fence and then the two tables `ACCESS
+ * services that never used this library read the right rows), its indexes take the old
+ * table's index names (the retired table's move aside to `<name>_retired`), the `id` sequence
+ * becomes the consolidated table's (dropping the retired table can never drop it), and the
+ * stray-write trigger goes. The transaction takes the phase fence and then the two tables `ACCESS
  * EXCLUSIVE` with `lockTimeoutMs`: a busy table is never left with traffic queued behind a
  * waiting lock for longer; the attempt is retried with backoff for up to `timeoutMs`, then
  * `finalize()` gives up, changing nothing. Guards are checked first (see `finalizeGuards`).
@@ -88,6 +90,7 @@ async function swap(
       trx,
     );
   }
+  await renameConsolidatedIndexes(trx, { schema, oldTable, newTable, retiredTable });
   await new StrayWrites(options).dropTrigger(trx, retiredTable);
   await sql`UPDATE ${sql.id(controlSchema, 'migration')} SET retired_table = ${retiredTable}
     WHERE name = ${options.name}`.execute(trx);

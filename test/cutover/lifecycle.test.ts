@@ -163,6 +163,22 @@ describe.each(availableBackends())('cutover, rollback and finalize on %s', (back
       WHERE id = ${created.person.id}::bigint`.execute(handle.db);
     expect(rows[0]?.n).toBe(1);
     expect(await repo.fetchPerson(1, 'before-finalize')).toMatchObject({ id: created.person.id });
+    // The consolidated table's indexes (and key constraint) carry the old table's names; the
+    // retired table's moved aside.
+    const indexes = async (table: string) =>
+      (
+        await sql<{ name: string }>`SELECT indexname::text AS name FROM pg_indexes
+          WHERE schemaname = ${schema} AND tablename = ${table} ORDER BY 1`.execute(handle.db)
+      ).rows.map((r) => r.name);
+    const consolidated = await indexes('posthog_person');
+    expect(consolidated).toContain('posthog_person_pkey');
+    expect(consolidated.filter((name) => name.includes('posthog_person_new'))).toEqual([]);
+    expect(await indexes('posthog_person_retired')).toContain('posthog_person_pkey_retired');
+    const { rows: keys } = await sql<{ name: string }>`SELECT conname::text AS name
+      FROM pg_constraint WHERE contype = 'p' AND conrelid = ${`"${schema}"."posthog_person"`}::regclass`.execute(
+      handle.db,
+    );
+    expect(keys.map((k) => k.name)).toEqual(['posthog_person_pkey']);
     // The runtime role's grants name the consolidated table, not the gone new name.
     const grants = (await migration.runtimeGrants('persons_service')).join('\n');
     expect(grants).toContain(`"${schema}"."posthog_person"`);
