@@ -11,7 +11,7 @@ import type { ResolvedMigrationOptions } from '../options/migration-options.js';
 import { PhaseStore } from '../phases/phase-store.js';
 import { StrayWrites } from '../phases/stray-writes.js';
 import { relationName } from '../prepare/new-table-names.js';
-import { renameConsolidatedIndexes } from './consolidated-index-names.js';
+import { type IndexRename, planIndexRenames, renameIndexes } from './consolidated-index-names.js';
 import { finalizeGuards } from './finalize-guards.js';
 import { whileBusy } from './while-busy.js';
 
@@ -51,12 +51,14 @@ export async function runFinalize(
     throw new TransitionRefusedError('finalize', unmet);
   }
   const retiredTable = await retiredName(handle.db, options);
+  // Read before the swap: its transaction holds the phase fence, so it only runs the renames.
+  const renames = await planIndexRenames(handle.db, options);
   const backoff = { timeoutMs: finalize.timeoutMs, firstBackoffMs: 50, maxBackoffMs: 2_000 };
   const state = await whileBusy(busy, backoff, () =>
     store.transition(handle.db, 'finalize', {
       ...(finalize.actor === undefined ? {} : { actor: finalize.actor }),
       during: async (trx) => {
-        await swap(trx, options, finalize, retiredTable, sequence);
+        await swap(trx, options, finalize, { retiredTable, sequence, renames });
         return { forced: unmet.map((guard) => guard.guard) };
       },
     }),
@@ -68,9 +70,9 @@ async function swap(
   trx: AnyDb,
   options: ResolvedMigrationOptions,
   finalize: ResolvedFinalizeOptions,
-  retiredTable: string,
-  sequence: string | undefined,
+  plan: { retiredTable: string; sequence: string | undefined; renames: readonly IndexRename[] },
 ): Promise<void> {
+  const { retiredTable, sequence, renames } = plan;
   const { schema, oldTable, newTable, controlSchema } = options;
   await setLocal(trx, { lock_timeout: `${finalize.lockTimeoutMs}ms` });
   try {
@@ -90,7 +92,7 @@ async function swap(
       trx,
     );
   }
-  await renameConsolidatedIndexes(trx, { schema, oldTable, newTable, retiredTable });
+  await renameIndexes(trx, schema, renames);
   await new StrayWrites(options).dropTrigger(trx, retiredTable);
   await sql`UPDATE ${sql.id(controlSchema, 'migration')} SET retired_table = ${retiredTable}
     WHERE name = ${options.name}`.execute(trx);
