@@ -4,27 +4,16 @@ import { join } from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCliConfig } from '../../src/cli/config-file.js';
-import { runCli } from '../../src/cli/main.js';
 import type { DatabaseHandle } from '../../src/db/database-handle.js';
 import { openDatabase } from '../../src/db/open-database.js';
 import { createPostHogPersonsSchema, seedPersons } from '../../src/testing/index.js';
+import { runCliInProcess } from '../support/cli.js';
 import {
   describeOnRealServer,
   dropSchemas,
   realServerUrl,
   uniqueSchemaName,
 } from '../support/test-database.js';
-
-async function cli(argv: string[], env: Record<string, string | undefined> = {}) {
-  const stdout: string[] = [];
-  const stderr: string[] = [];
-  const code = await runCli(argv, {
-    stdout: (line) => stdout.push(line),
-    stderr: (line) => stderr.push(line),
-    env,
-  });
-  return { code, stdout: stdout.join('\n'), stderr: stderr.join('\n') };
-}
 
 const message = (content: string) => {
   try {
@@ -124,7 +113,7 @@ describeOnRealServer('the CLI with --config on postgres', () => {
       migration: { schema, controlSchema },
       backfill: { workerz: 2 },
     });
-    const result = await cli(['install', '--config', file], { CFG_TEST_DB: url });
+    const result = await runCliInProcess(['install', '--config', file], '', { CFG_TEST_DB: url });
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(`${file}: backfill.workerz: unknown field`);
     expect(await controlSchemaExists()).toBe(false);
@@ -135,7 +124,7 @@ describeOnRealServer('the CLI with --config on postgres', () => {
       databaseUrlEnv: 'CFG_TEST_DB_UNSET',
       migration: { schema, controlSchema },
     });
-    const result = await cli(['install', '--config', file], { DATABASE_URL: url });
+    const result = await runCliInProcess(['install', '--config', file], url);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('CFG_TEST_DB_UNSET is not set');
     expect(await controlSchemaExists()).toBe(false);
@@ -147,14 +136,15 @@ describeOnRealServer('the CLI with --config on postgres', () => {
       migration: { name: 'from-config', schema, controlSchema },
     });
     const env = { CFG_TEST_DB: url };
-    expect((await cli(['install', '--config', file], env)).code).toBe(0);
+    const cli = (argv: string[]) => runCliInProcess(argv, '', env);
+    expect((await cli(['install', '--config', file])).code).toBe(0);
     expect(await controlSchemaExists()).toBe(true);
-    expect((await cli(['prepare', '--config', file], env)).code).toBe(0);
-    const status = await cli(['status', '--json', '--config', file], env);
+    expect((await cli(['prepare', '--config', file])).code).toBe(0);
+    const status = await cli(['status', '--json', '--config', file]);
     expect(status.code).toBe(0);
     expect(JSON.parse(status.stdout)).toMatchObject({ name: 'from-config', phase: 'old' });
     // A flag wins over the file: no migration of that name was prepared.
-    const other = await cli(['status', '--config', file, '--name', 'not-prepared'], env);
+    const other = await cli(['status', '--config', file, '--name', 'not-prepared']);
     expect(other.code).toBe(1);
     expect(other.stderr).toContain('not-prepared');
   });

@@ -11,10 +11,14 @@ export interface CliRun {
   readonly lines: readonly string[];
 }
 
-/** Runs `pg-dual-read argv` in-process against `databaseUrl` (as `DATABASE_URL`). */
+/**
+ * Runs `pg-dual-read argv` in-process against `databaseUrl` (as `DATABASE_URL`), with `env`'s
+ * variables too.
+ */
 export async function runCliInProcess(
   argv: readonly string[],
   databaseUrl: string,
+  env: Readonly<Record<string, string>> = {},
 ): Promise<CliRun> {
   const stdout: string[] = [];
   const stderr: string[] = [];
@@ -22,7 +26,7 @@ export async function runCliInProcess(
   const code = await runCli(argv, {
     stdout: (line) => stdout.push(line),
     stderr: (line) => stderr.push(line),
-    env: { DATABASE_URL: databaseUrl },
+    env: { DATABASE_URL: databaseUrl, ...env },
   });
   return {
     code,
