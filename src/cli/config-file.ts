@@ -6,7 +6,7 @@
  * @internal
  */
 import { z } from 'zod';
-import { DualReadError } from '../errors.js';
+import { InvalidOptionsError } from '../errors.js';
 import { resolveBackfillOptions } from '../options/backfill-options.js';
 import { resolveFinalizeOptions } from '../options/cutover-options.js';
 import { checkMigrationOptionsWithoutDb } from '../options/migration-options.js';
@@ -130,9 +130,8 @@ function checkWithLibrary(file: string, config: CliConfig): void {
     try {
       check();
     } catch (error) {
-      if (!(error instanceof DualReadError)) throw error;
-      const issue =
-        'issues' in error ? (error.issues as { path: string; message: string }[])[0] : undefined;
+      if (!(error instanceof InvalidOptionsError)) throw error;
+      const issue = error.issues[0];
       throw new UsageError(
         `${file}: ${name}.${issue?.path ?? ''}: ${issue?.message ?? error.message}`,
       );

@@ -36,13 +36,10 @@ function roughDuration(seconds: number, style: DurationStyle): string {
 export function etaText(s: BackfillStatus, style: DurationStyle): string {
   if (s.state === 'done') return 'done';
   if (s.state === 'paused') return style === 'short' ? 'paused' : 'ETA unknown (paused)';
-  // Read defensively: `eta` is newer than `etaSeconds`, which stays the fallback.
-  const seconds = s.eta?.seconds ?? s.etaSeconds;
+  const { seconds, settling, lowSeconds: low, highSeconds: high } = s.eta;
   const format = style === 'short' ? shortDuration : duration;
   if (seconds === undefined) return `ETA ${style === 'short' ? '?' : 'unknown'}`;
-  if (s.eta?.settling) return `ETA ${roughDuration(seconds, style)} (settling)`;
-  const low = s.eta?.lowSeconds;
-  const high = s.eta?.highSeconds;
+  if (settling) return `ETA ${roughDuration(seconds, style)} (settling)`;
   if (low === undefined || high === undefined || format(low) === format(high)) {
     return `ETA ${format(seconds)}`;
   }
@@ -60,13 +57,13 @@ export function etaText(s: BackfillStatus, style: DurationStyle): string {
  * @internal
  */
 export function etaJson(s: BackfillStatus) {
-  const eta = s.eta;
+  const { eta } = s;
   return {
-    seconds: eta?.seconds ?? s.etaSeconds ?? null,
-    lowSeconds: eta?.lowSeconds ?? null,
-    highSeconds: eta?.highSeconds ?? null,
-    finishAt: eta?.finishAt?.toISOString() ?? null,
-    settling: eta?.settling ?? false,
-    ratePerSecond: eta?.ratePerSecond ?? s.ratePerSecond,
+    seconds: eta.seconds ?? null,
+    lowSeconds: eta.lowSeconds ?? null,
+    highSeconds: eta.highSeconds ?? null,
+    finishAt: eta.finishAt?.toISOString() ?? null,
+    settling: eta.settling,
+    ratePerSecond: eta.ratePerSecond,
   };
 }

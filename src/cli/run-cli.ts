@@ -90,7 +90,7 @@ export async function runCli(argv: readonly string[], io: Partial<CliIo> = {}): 
   let passwords: string[] = [];
   const redact = (line: string) => redactSecrets(line, passwords);
   const out = (line: string) => stdout(redact(line));
-  const err = (line: string) => stderr(redactSecrets(line, passwords));
+  const err = (line: string) => stderr(redact(line));
 
   let invocation: CliInvocation;
   try {

@@ -8,15 +8,11 @@ const debug = createDebug('pg-dual-read:metrics');
 /** How often a process running `backfill()` reads the backfill's status for the gauges. */
 export const backfillGaugeRefreshMs = 5_000;
 
-/**
- * The part of `backfillStatus()` the gauges report (any process's status has it). `eta`, when
- * present, is the per-range estimate and wins over `etaSeconds`. @internal
- */
+/** The part of `backfillStatus()` the gauges report (any process's status has it). @internal */
 export interface BackfillGaugeSource {
   readonly percent: number;
   readonly ratePerSecond: number;
-  readonly etaSeconds: number | undefined;
-  readonly eta?: { readonly seconds: number | undefined };
+  readonly eta: { readonly seconds: number | undefined };
 }
 
 /** One `backfill()` call being tracked; `end()` reads the status a last time. @internal */
@@ -60,7 +56,7 @@ export class BackfillGauges {
       if (!latest) return;
       result.observe(rate, latest.ratePerSecond, attributes);
       result.observe(progress, Math.min(1, Math.max(0, latest.percent / 100)), attributes);
-      const seconds = latest.eta ? latest.eta.seconds : latest.etaSeconds;
+      const { seconds } = latest.eta;
       if (seconds !== undefined) result.observe(eta, seconds, attributes);
     };
     this.observables = [rate, eta, progress];
