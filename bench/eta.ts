@@ -35,12 +35,17 @@
  *   BENCH_WORKERS [2]      BENCH_SAMPLE_MS [500]
  *   BENCH_CEILING_1 [15000]  BENCH_CEILING_2 [40000]  BENCH_PAUSE_S [10]  BENCH_WRITES_PER_S [300]
  *   BENCH_CASES [uniform,skewed,ceiling,pause,writes]
+ *   BENCH_TRACE [unset]: a directory; each case writes `<case>.json` there, every status the
+ *   watcher read with its time, for `bench/eta-replay.ts` to replay estimators on offline.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
 import { sql } from 'kysely';
 import pg from 'pg';
 import type { AnyDb } from '../src/db/any-db.js';
 import {
+  type BackfillStatus,
   createPersonsMigration,
   type DatabaseHandle,
   openDatabase,
@@ -61,6 +66,7 @@ const CEILING_2 = envNumber('BENCH_CEILING_2', 40_000);
 const PAUSE_MS = envNumber('BENCH_PAUSE_S', 10) * 1_000;
 const WRITES_PER_S = envNumber('BENCH_WRITES_PER_S', 300);
 const CASES = (process.env.BENCH_CASES ?? 'uniform,skewed,ceiling,pause,writes').split(',');
+const TRACE_DIR = process.env.BENCH_TRACE || undefined;
 
 const tag = `${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`;
 const schemas = { uniform: `bench_eta_u_${tag}`, skewed: `bench_eta_s_${tag}` };
@@ -84,6 +90,25 @@ interface Prediction {
   readonly baseline: number | undefined;
   /** Taken after the case's change (ceiling raised, pause over); always true without one. */
   readonly afterChange: boolean;
+}
+
+/** One status the watcher read, for offline replay (bench/eta-replay.ts). */
+export interface EtaTraceSample {
+  /** ms since the backfill() call. */
+  readonly t: number;
+  readonly wallMs: number;
+  /** Taken after the case's change (ceiling raised, pause over); always true without one. */
+  readonly afterChange: boolean;
+  readonly status: Omit<BackfillStatus, 'eta'>;
+}
+
+/** A case's trace: its statuses and when backfill() actually returned. */
+export interface EtaTrace {
+  readonly name: string;
+  readonly ms: number;
+  readonly rows: number;
+  readonly workers: number;
+  readonly samples: EtaTraceSample[];
 }
 
 interface CaseResult {
@@ -148,6 +173,7 @@ async function runCase(
   const watcherHandle = await openDatabase(url, { maxConnections: 2 });
   const watcher = migrationOf(watcherHandle, schema);
   const predictions: Prediction[] = [];
+  const trace: EtaTraceSample[] = [];
   const stopLoad = new AbortController();
   const loadDone = load?.(stopLoad.signal);
   log(`${name}: backfill of ${int(ROWS)} rows, ${WORKERS} workers`);
@@ -166,6 +192,8 @@ async function runCase(
       const s = await watcher.backfillStatus();
       if (finished || !s) continue;
       const t = performance.now() - start;
+      const { eta: _eta, ...snapshot } = s;
+      trace.push({ t, wallMs: Date.now(), afterChange: changed, status: snapshot });
       const fraction = s.rowsScanned / Math.max(1, s.rowsEstimated);
       const finish = s.eta.seconds === undefined ? undefined : t + s.eta.seconds * 1_000;
       predictions.push({
@@ -198,6 +226,11 @@ async function runCase(
   await watcherHandle.close();
   await migration.close();
   log(`${name}: ${(ms / 1_000).toFixed(1)} s, ${int(result.rowsCopied)} rows copied ${note}`);
+  if (TRACE_DIR) {
+    mkdirSync(TRACE_DIR, { recursive: true });
+    const file: EtaTrace = { name, ms, rows: ROWS, workers: WORKERS, samples: trace };
+    writeFileSync(join(TRACE_DIR, `${name}.json`), JSON.stringify(file));
+  }
   return { name, ms, predictions, note };
 }
 

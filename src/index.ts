@@ -5,7 +5,11 @@
  * @module pg-dual-read
  */
 export type { BackfillEta } from './backfill/backfill-eta.js';
-export type { BackfillRangeStatus, BackfillStatus } from './backfill/backfill-status.js';
+export type {
+  BackfillRangeStatus,
+  BackfillStatus,
+  BackfillWorkerStatus,
+} from './backfill/backfill-status.js';
 export type { BackfillResult } from './backfill/run-backfill.js';
 export type { InstallResult } from './control/install.js';
 export type {

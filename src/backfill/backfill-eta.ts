@@ -1,3 +1,4 @@
+import { BatchCommitRates, type WorkerProgress } from './batch-commit-rates.js';
 import { simulateRangeSchedule } from './range-schedule.js';
 
 /**
@@ -44,7 +45,11 @@ export interface BackfillProgressSnapshot {
     readonly status: 'pending' | 'running' | 'done';
     readonly rowsEstimated: number;
     readonly rowsScanned: number;
+    /** The worker holding the range. */
+    readonly worker?: string | undefined;
   }[];
+  /** The live workers and their batch commits; without them, rates are read to read. */
+  readonly workers?: readonly WorkerProgress[];
 }
 
 interface Sample {
@@ -93,6 +98,8 @@ export class BackfillEtaEstimator {
   private last: { wallMs: number; running: boolean } | undefined;
   /** Rows per second to assume right after a change of the ceiling, until measured again. */
   private afterCeilingChange: number | undefined;
+  /** Rates between the workers' batch commits: preferred to the read-to-read ones. */
+  private readonly commits = new BatchCommitRates();
 
   estimate(status: BackfillProgressSnapshot, nowMs: number = Date.now()): BackfillEta {
     this.follow(status, nowMs);
@@ -111,13 +118,21 @@ export class BackfillEtaEstimator {
     const current = this.samples.at(-1);
     const spanMs = first && current ? current.activeMs - first.activeMs : 0;
     const workers = Math.max(1, status.activeWorkers, current?.ranges.size ?? 0);
-    const windowRate =
-      first && current && spanMs >= minRateSpanMs
+    const commitWindowMs = windowOf(this.commits.spanMs());
+    const perWorker =
+      average([...this.commits.workerRates(commitWindowMs).values()]) ??
+      (first && current && spanMs >= minRateSpanMs
         ? ((current.rowsScanned - first.rowsScanned) * 1_000) / spanMs
-        : (this.afterCeilingChange ?? status.ratePerSecond);
-    const perWorker = windowRate / workers;
+        : (this.afterCeilingChange ?? status.ratePerSecond)) / workers;
     if (!(perWorker > 0)) return unknown(true);
     const rangeRates = this.rangeRates(first, current);
+    for (const r of status.ranges) {
+      const rate =
+        r.status === 'running' && r.worker
+          ? this.commits.rangeRate(r.worker, r.rangeId, commitWindowMs)
+          : undefined;
+      if (rate !== undefined) rangeRates.set(r.rangeId, rate);
+    }
     const rowsToGo = sum(status.ranges.map(rowsToGoOf));
     const seconds = simulateRangeSchedule(
       status.ranges
@@ -149,14 +164,21 @@ export class BackfillEtaEstimator {
   /** Records the snapshot on the active clock; a new plan or a new ceiling starts over. */
   private follow(status: BackfillProgressSnapshot, nowMs: number): void {
     const plannedAt = status.plannedAt.getTime();
+    const workers = status.workers ?? [];
     if (plannedAt !== this.plannedAt) {
       this.plannedAt = plannedAt;
       this.samples = [];
       this.afterCeilingChange = undefined;
+      this.commits.clear();
     } else if (status.maxRowsPerSecond !== this.ceiling) {
       this.afterCeilingChange = this.rateUnder(status.maxRowsPerSecond);
       // Rates seen under another ceiling say nothing about this one.
       this.samples = this.samples.slice(-1);
+      this.commits.restart(workers);
+    }
+    // The batch in flight when a pause began or ended is not the pace: start over after it.
+    if (this.last && !(this.last.running && status.state === 'running')) {
+      this.commits.restart(workers);
     }
     this.ceiling = status.maxRowsPerSecond;
     const running = status.state === 'running';
@@ -168,6 +190,8 @@ export class BackfillEtaEstimator {
     }
     this.last = { wallMs: nowMs, running };
     if (!running) return;
+    this.commits.record(workers, status.ranges);
+    this.commits.prune(maxWindowMs);
     const ranges = new Map<number, number>();
     for (const r of status.ranges) if (r.status === 'running') ranges.set(r.rangeId, r.rowsScanned);
     this.samples.push({ activeMs: this.activeMs, rowsScanned: status.rowsScanned, ranges });
@@ -196,10 +220,7 @@ export class BackfillEtaEstimator {
   private windowStart(): Sample | undefined {
     const first = this.samples[0];
     if (!first) return undefined;
-    const windowMs = Math.min(
-      maxWindowMs,
-      Math.max(minWindowMs, (this.activeMs - first.activeMs) / 2),
-    );
+    const windowMs = windowOf(this.activeMs - first.activeMs);
     return this.samples.find((s) => s.activeMs >= this.activeMs - windowMs) ?? first;
   }
 
@@ -233,6 +254,15 @@ export class BackfillEtaEstimator {
     // At least 10%: a backfill slows as the new table and its indexes grow.
     return Math.min(0.5, Math.max(0.1, worst / whole));
   }
+}
+
+/** Rates are measured over the last half of the time watched, within bounds. */
+function windowOf(watchedMs: number): number {
+  return Math.min(maxWindowMs, Math.max(minWindowMs, watchedMs / 2));
+}
+
+function average(values: number[]): number | undefined {
+  return values.length ? sum(values) / values.length : undefined;
 }
 
 function rowsToGoOf(range: BackfillProgressSnapshot['ranges'][number]): number {

@@ -29,6 +29,29 @@ export interface BackfillRangeStatus {
 }
 
 /**
+ * One worker that committed a batch in the last 10 s, as `status()` shows it to any process.
+ *
+ * @example
+ * ```ts
+ * for (const w of (await migration.backfillStatus())?.workers ?? []) {
+ *   console.log(`${w.workerId}: ${w.rowsScanned} rows in ${w.batches} batches, ${Math.round(w.ratePerSecond)} rows/s`);
+ * }
+ * ```
+ */
+export interface BackfillWorkerStatus {
+  /** The worker's id (process and worker number), as in the ranges' `worker`. */
+  readonly workerId: string;
+  /** Old rows this worker read since it started. */
+  readonly rowsScanned: number;
+  /** Batches this worker committed since it started. */
+  readonly batches: number;
+  /** Its smoothed rows per second over its last batches. */
+  readonly ratePerSecond: number;
+  /** When its last batch committed (the server's clock). */
+  readonly lastBatchAt: Date;
+}
+
+/**
  * Progress of a migration's backfill, read from the control schema (so any process sees the
  * same figures, whoever runs the workers).
  *
@@ -76,6 +99,8 @@ export interface BackfillStatus {
   readonly activeWorkers: number;
   /** Every range of the plan, in range order. */
   readonly ranges: readonly BackfillRangeStatus[];
+  /** The workers counted in `activeWorkers`, with what each has done. */
+  readonly workers: readonly BackfillWorkerStatus[];
 }
 
 /**
@@ -127,17 +152,11 @@ export async function readBackfillStatus(
       .filter((r) => r.status !== 'done')
       .map((r) => Math.max(0, r.rowsEstimated - r.rowsScanned)),
   );
-  // Workers that committed a batch recently; a worker that died or finished drops out.
-  const workers = await sql<{ rate: number }>`
-    SELECT CASE WHEN smoothed_seconds > 0 THEN smoothed_rows / smoothed_seconds ELSE 0 END AS rate
-    FROM ${control('backfill_worker')}
-    WHERE migration = ${options.name} AND updated_at > clock_timestamp() - interval '10 seconds'`.execute(
-    db,
-  );
+  const workers = await readRecentWorkers(db, options);
   const done = head.status === 'done';
   // Killed workers linger in the worker table for up to 10 s: a finished backfill has none.
-  const liveWorkers = done ? [] : workers.rows;
-  const ratePerSecond = head.paused ? 0 : sum(liveWorkers.map((w) => w.rate));
+  const liveWorkers = done ? [] : workers;
+  const ratePerSecond = head.paused ? 0 : sum(liveWorkers.map((w) => w.ratePerSecond));
   const progress = {
     state: done ? ('done' as const) : head.paused ? ('paused' as const) : ('running' as const),
     plannedAt: head.planned_at,
@@ -152,8 +171,35 @@ export async function readBackfillStatus(
     maxRowsPerSecond: head.max_rows_per_second ?? undefined,
     activeWorkers: liveWorkers.length,
     ranges,
+    workers: liveWorkers,
   };
   return { ...progress, eta: estimator.estimate(progress) };
+}
+
+/** Workers that committed a batch in the last 10 s (one that died or finished drops out). */
+async function readRecentWorkers(
+  db: AnyDb,
+  options: ResolvedMigrationOptions,
+): Promise<BackfillWorkerStatus[]> {
+  const { rows } = await sql<{
+    worker_id: string;
+    rows_scanned: string;
+    batches: number;
+    rate: number;
+    updated_at: Date;
+  }>`
+    SELECT worker_id, rows_scanned::text, batches, updated_at,
+      CASE WHEN smoothed_seconds > 0 THEN smoothed_rows / smoothed_seconds ELSE 0 END AS rate
+    FROM ${sql.id(options.controlSchema, 'backfill_worker')}
+    WHERE migration = ${options.name} AND updated_at > clock_timestamp() - interval '10 seconds'
+    ORDER BY worker_id`.execute(db);
+  return rows.map((w) => ({
+    workerId: w.worker_id,
+    rowsScanned: Number(w.rows_scanned),
+    batches: w.batches,
+    ratePerSecond: w.rate,
+    lastBatchAt: w.updated_at,
+  }));
 }
 
 function sum(values: number[]): number {

@@ -235,6 +235,14 @@ describeOnRealServer('backfill control (real server)', () => {
       expect(s.etaSeconds).toBeCloseTo(s.rowsToGo / s.ratePerSecond, 6);
       expect(s.activeWorkers).toBeGreaterThanOrEqual(1);
       expect(s.activeWorkers).toBeLessThanOrEqual(2);
+      // Each worker counted, with its rows, batches and last commit.
+      expect(s.workers).toHaveLength(s.activeWorkers);
+      for (const w of s.workers) {
+        expect(w.batches).toBeGreaterThanOrEqual(1);
+        expect(w.rowsScanned).toBeGreaterThan(0);
+        expect(w.rowsScanned).toBeLessThanOrEqual(4_000);
+        expect(w.lastBatchAt).toBeInstanceOf(Date);
+      }
     }
     expect(running.some((s) => s.maxRowsPerSecond === 2_500)).toBe(true);
 
@@ -248,6 +256,7 @@ describeOnRealServer('backfill control (real server)', () => {
       rowsCopied: 4_000,
     });
     expect(done?.finishedAt).toBeInstanceOf(Date);
+    expect(done?.workers).toEqual([]);
     expect(done?.ranges.every((r) => r.status === 'done' && r.worker === undefined)).toBe(true);
     await expectExactCopy(e);
   });

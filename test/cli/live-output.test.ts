@@ -40,6 +40,7 @@ function running(eta: Partial<BackfillStatus['eta']>, state: BackfillStatus['sta
     maxRowsPerSecond: undefined,
     activeWorkers: 2,
     ranges: [],
+    workers: [],
   };
   return status;
 }
