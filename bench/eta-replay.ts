@@ -11,7 +11,8 @@
  * inside the predicted range.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { BackfillEtaEstimator } from '../src/backfill/backfill-eta.js';
 import type { EtaTrace } from './eta.js';
 
@@ -83,4 +84,7 @@ function main(dirs: string[]): void {
   }
 }
 
-main(process.argv.slice(2));
+// Run from the command line, not when imported (to replay traces from another script).
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  main(process.argv.slice(2));
+}
