@@ -77,7 +77,9 @@ const boundByCeiling = 0.9;
 /**
  * Estimates the backfill's end from successive snapshots of its status: what is left in each
  * range, each range's own observed rate (a hot team's range is not a cold one), the workers
- * running, the rate ceiling, with the time spent paused left out. The schedule of the ranges is
+ * running, the rate ceiling, with the time spent paused left out. Rates are measured between
+ * the workers' batch commits ({@link BatchCommitRates}) when the snapshots carry the workers,
+ * else between snapshots. The schedule of the ranges is
  * replayed forward ({@link simulateRangeSchedule}), so the tail of the slowest ranges counts.
  * A change of the ceiling starts the measurement again (until then: the new ceiling when the
  * old one held the rate back, else the rate seen, under the new ceiling). One estimator per
