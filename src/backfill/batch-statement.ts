@@ -272,8 +272,11 @@ function checkpoint({ tables, leaseMs }: BatchRequest): RawBuilder<unknown> {
 function workerRate({ tables, workerId }: BatchRequest): RawBuilder<unknown> {
   return sql`
         INSERT INTO ${tables.backfillWorker} AS w
-          (migration, worker_id, rows_scanned, batches, updated_at)
-        SELECT ${tables.migration}, ${workerId}, counts.scanned, 1, clock_timestamp()
+          (migration, worker_id, rows_scanned, batches, smoothed_rows, smoothed_seconds,
+           updated_at)
+        -- The first batch's rate: its rows over its own time (now() is the batch's BEGIN).
+        SELECT ${tables.migration}, ${workerId}, counts.scanned, 1, counts.scanned,
+          EXTRACT(EPOCH FROM clock_timestamp() - now()), clock_timestamp()
         FROM counts, lease
         ON CONFLICT (migration, worker_id) DO UPDATE SET
           rows_scanned = w.rows_scanned + EXCLUDED.rows_scanned,

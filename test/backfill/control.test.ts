@@ -195,6 +195,28 @@ describeOnRealServer('backfill control (real server)', () => {
     await expectExactCopy(e);
   });
 
+  it("reports a worker's rate from its first batch on (not 0 until its second)", async () => {
+    const { other, runner } = await setup('rt1', [1_000]);
+    const controller = new AbortController();
+    const firstBatch = afterBatches(runner.migration, 1);
+    // 50 rows under a ceiling of 20 rows/s: the worker then waits 2.5 s before its second.
+    const backfill = runner.migration.backfill({
+      workers: 1,
+      batchSize: 50,
+      targetBatchMs: 0,
+      maxRowsPerSecond: 20,
+      signal: controller.signal,
+    });
+    await firstBatch;
+    const status = await other.migration.backfillStatus();
+    controller.abort();
+    await backfill;
+    expect(status?.workers.map((w) => w.batches)).toEqual([1]);
+    expect(status?.workers[0]?.ratePerSecond).toBeGreaterThan(0);
+    expect(status?.ratePerSecond).toBeGreaterThan(0);
+    expect(status?.etaSeconds).toBeGreaterThan(0);
+  });
+
   it('another handle sees the progress while it runs: rows scanned up, rows to go down, a rate and an ETA; 100% and done after', async () => {
     const { e, runner, other } = await setup('sta', [3_000, 1_000]);
     const backfill = track(
