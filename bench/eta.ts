@@ -37,8 +37,9 @@
  *   BENCH_CASES [uniform,skewed,ceiling,pause,writes]
  *   BENCH_ROUNDS [1]: run every case this many times; the report adds, per case, each round's
  *   worst error after 10% and how many rounds met the goal (one run can be lucky or not).
- *   BENCH_TRACE [unset]: a directory; each case writes `<case>.json` there, every status the
- *   watcher read with its time, for `bench/eta-replay.ts` to replay estimators on offline.
+ *   BENCH_TRACE [unset]: a directory; each case writes `<case>.json` there (`<case>-<round>.json`
+ *   from the second round on): every status the watcher read with its time, and the batches,
+ *   for `bench/eta-replay.ts` to replay estimators on offline.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';

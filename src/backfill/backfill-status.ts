@@ -39,7 +39,10 @@ export interface BackfillRangeStatus {
  * ```
  */
 export interface BackfillWorkerStatus {
-  /** The worker's id (process and worker number), as in the ranges' `worker`. */
+  /**
+   * The worker's id (option `workerId`, or host, pid and a suffix, with its number), as in
+   * `ranges[].worker`.
+   */
   readonly workerId: string;
   /** Old rows this worker read since it started. */
   readonly rowsScanned: number;

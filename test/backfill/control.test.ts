@@ -196,7 +196,7 @@ describeOnRealServer('backfill control (real server)', () => {
   });
 
   it("reports a worker's rate from its first batch on (not 0 until its second)", async () => {
-    const { other, runner } = await setup('rt1', [1_000]);
+    const { other, runner } = await setup('rt1', [1_000, 0]);
     const controller = new AbortController();
     const firstBatch = afterBatches(runner.migration, 1);
     // 50 rows under a ceiling of 20 rows/s: the worker then waits 2.5 s before its second.
