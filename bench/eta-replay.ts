@@ -16,18 +16,26 @@ import { pathToFileURL } from 'node:url';
 import { BackfillEtaEstimator } from '../src/backfill/backfill-eta.js';
 import type { EtaTrace } from './eta.js';
 
-interface Judged {
+/** One prediction of a replay (times in ms since the backfill() call). */
+export interface Judged {
   readonly t: number;
   readonly fraction: number;
   readonly finish: number;
+  readonly low: number;
+  readonly high: number;
+  /** Made after the case's change (always true in a case without one). */
+  readonly afterChange: boolean;
   readonly error: number;
   readonly inside: boolean;
 }
 
-/** The estimator's predictions over one trace, each judged against the actual end. */
-export function replay(trace: EtaTrace): Judged[] {
+/**
+ * The estimator's predictions over one trace, each judged against the actual end. For the
+ * ceiling and pause cases only those made after the change, unless `all`.
+ */
+export function replay(trace: EtaTrace, all = false): Judged[] {
   const estimator = new BackfillEtaEstimator();
-  const judgeAll = trace.name !== 'ceiling' && trace.name !== 'pause';
+  const judgeAll = all || (trace.name !== 'ceiling' && trace.name !== 'pause');
   const judged: Judged[] = [];
   for (const sample of trace.samples) {
     const status = {
@@ -47,6 +55,9 @@ export function replay(trace: EtaTrace): Judged[] {
     judged.push({
       t: sample.t,
       finish,
+      low,
+      high,
+      afterChange: sample.afterChange,
       fraction: status.rowsScanned / Math.max(1, status.rowsEstimated),
       error: Math.abs(finish - trace.ms) / trace.ms,
       inside: low <= trace.ms && trace.ms <= high,
