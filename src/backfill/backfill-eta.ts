@@ -121,8 +121,13 @@ export class BackfillEtaEstimator {
     const spanMs = first && current ? current.activeMs - first.activeMs : 0;
     const workers = Math.max(1, status.activeWorkers, current?.ranges.size ?? 0);
     const commitWindowMs = windowOf(this.commits.spanMs());
+    // Only the workers still running: a stopped backfill is not given the pace of those gone.
+    const live = new Set((status.workers ?? []).map((w) => w.workerId));
+    const liveRates = [...this.commits.workerRates(commitWindowMs)]
+      .filter(([workerId]) => live.has(workerId))
+      .map(([, rate]) => rate);
     const perWorker =
-      average([...this.commits.workerRates(commitWindowMs).values()]) ??
+      average(liveRates) ??
       (first && current && spanMs >= minRateSpanMs
         ? ((current.rowsScanned - first.rowsScanned) * 1_000) / spanMs
         : (this.afterCeilingChange ?? status.ratePerSecond)) / workers;
@@ -130,7 +135,7 @@ export class BackfillEtaEstimator {
     const rangeRates = this.rangeRates(first, current);
     for (const r of status.ranges) {
       const rate =
-        r.status === 'running' && r.worker
+        r.status === 'running' && r.worker && live.has(r.worker)
           ? this.commits.rangeRate(r.worker, r.rangeId, commitWindowMs)
           : undefined;
       if (rate !== undefined) rangeRates.set(r.rangeId, rate);

@@ -73,34 +73,59 @@ describe('BatchCommitRates', () => {
   });
 });
 
+/** Two ranges of 500,000 rows, one worker each: 20,000-row batches every 250 ms. */
+function at(t: number) {
+  const workers = [worker('a', t, 20_000, 250), worker('b', t, 20_000, 250)];
+  return {
+    state: 'running' as const,
+    plannedAt: new Date(0),
+    rowsScanned: workers.reduce((sum, w) => sum + w.rowsScanned, 0),
+    // The workers' smoothed rate still counts the first, small batches.
+    ratePerSecond: 40_000,
+    maxRowsPerSecond: undefined,
+    activeWorkers: 2,
+    ranges: workers.map((w, i) => ({
+      rangeId: i + 1,
+      status: 'running' as const,
+      rowsEstimated: 500_000,
+      rowsScanned: w.rowsScanned,
+      worker: w.workerId,
+    })),
+    workers,
+  };
+}
+
 describe('BackfillEtaEstimator with the workers of the status', () => {
   it('settles on the commits, not on where the reads land', () => {
-    // Two ranges of 500,000 rows, one worker each: 20,000-row batches every 250 ms.
-    const at = (t: number) => {
-      const workers = [worker('a', t, 20_000, 250), worker('b', t, 20_000, 250)];
-      return {
-        state: 'running' as const,
-        plannedAt: new Date(0),
-        rowsScanned: workers.reduce((sum, w) => sum + w.rowsScanned, 0),
-        // The workers' smoothed rate still counts the first, small batches.
-        ratePerSecond: 40_000,
-        maxRowsPerSecond: undefined,
-        activeWorkers: 2,
-        ranges: workers.map((w, i) => ({
-          rangeId: i + 1,
-          status: 'running' as const,
-          rowsEstimated: 500_000,
-          rowsScanned: w.rowsScanned,
-          worker: w.workerId,
-        })),
-        workers,
-      };
-    };
     const estimator = new BackfillEtaEstimator();
     let seconds: number | undefined;
     // Reads at different points of a batch: read to read, 80,000 rows in 0.77 s (104,000/s).
     for (const t of [1_240, 1_610, 2_010]) seconds = estimator.estimate(at(t), t).seconds;
     // At the last commit (2 s): 160,000 rows per range, 340,000 to go at 80,000 rows/s.
     expect(seconds).toBeCloseTo(340_000 / 80_000, 1);
+  });
+
+  it('does not give a stopped backfill the pace of the workers that left', () => {
+    const estimator = new BackfillEtaEstimator();
+    let running: number | undefined;
+    for (let t = 1_000; t <= 3_000; t += 500) running = estimator.estimate(at(t), t).seconds;
+    // Stopped at 3 s: no live worker, no progress, for 5 s.
+    const stopped = {
+      ...at(3_000),
+      // Given back: pending again, with their rows read so far.
+      ranges: at(3_000).ranges.map((r) => ({
+        ...r,
+        status: 'pending' as const,
+        worker: undefined,
+      })),
+      workers: [],
+      activeWorkers: 0,
+      ratePerSecond: 0,
+    };
+    let later: number | undefined;
+    for (let t = 3_500; t <= 8_000; t += 500) later = estimator.estimate(stopped, t).seconds;
+    expect(running).toBeCloseTo(500_000 / 80_000 - 3, 0);
+    // The rate read to read over the window fell with the stop: a longer ETA, not the old one.
+    expect(later).toBeGreaterThan(2 * (running ?? 0));
   });
 });
