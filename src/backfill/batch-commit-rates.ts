@@ -110,10 +110,19 @@ export class BatchCommitRates {
     );
   }
 
-  /** Drops commits older than `keepMs` before each worker's latest. */
+  /**
+   * Drops commits older than `keepMs` before each worker's latest, and the workers whose latest
+   * is older than that before the newest of all (gone long ago).
+   */
   prune(keepMs: number): void {
-    for (const seen of this.commits.values()) {
+    let newest = Number.NEGATIVE_INFINITY;
+    for (const seen of this.commits.values()) newest = Math.max(newest, seen.at(-1)?.atMs ?? 0);
+    for (const [workerId, seen] of this.commits) {
       const latest = seen.at(-1)?.atMs ?? 0;
+      if (latest < newest - keepMs) {
+        this.commits.delete(workerId);
+        continue;
+      }
       while ((seen[1]?.atMs ?? Number.POSITIVE_INFINITY) <= latest - keepMs) seen.shift();
     }
   }

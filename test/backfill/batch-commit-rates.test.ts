@@ -58,6 +58,15 @@ describe('BatchCommitRates', () => {
     expect(rates.workerRates(60_000).get('w')).toBeCloseTo(10_000);
   });
 
+  it('forgets a worker gone for longer than the window', () => {
+    const rates = new BatchCommitRates();
+    for (let t = 1_000; t <= 2_000; t += 500) rates.record([worker('old', t, 1_000, 100)], []);
+    // 'old' stopped at 2 s; 'new' commits from 100 s on.
+    for (let t = 100_000; t <= 101_000; t += 500) rates.record([worker('new', t, 1_000, 100)], []);
+    rates.prune(60_000);
+    expect([...rates.workerRates(60_000).keys()]).toEqual(['new']);
+  });
+
   it('measures a range only over the commits seen while its worker held it', () => {
     const rates = new BatchCommitRates();
     const seen = (batches: number, rows: number, atMs: number, rangeId: number) =>
